@@ -1,0 +1,73 @@
+# The one entry point for humans and CI.  `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup demo test test-unit test-e2e test-contracts lint crds crds-check \
+        contracts contracts-check dev-up dev-down bench clean
+
+help: ## list targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,chain,triton]'
+	touch $(STAMP)
+
+contracts/node_modules/.installed: contracts/package.json contracts/package-lock.json
+	cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+setup: $(STAMP) contracts/node_modules/.installed ## install everything the project needs (idempotent)
+	@command -v dpkg >/dev/null && ! dpkg -s libb64-0d >/dev/null 2>&1 && \
+	  { apt-get update -qq && apt-get install -y -qq libb64-0d >/dev/null; } || true
+	bash e2e/build-control-plane.sh >/dev/null
+
+demo: setup ## run the story on the local stack (see README)
+	$(PY) -m cocoon.cli dev demo
+
+test: setup crds-check contracts-check test-contracts ## everything CI runs: checks, contract tests, unit and e2e tests
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-unit: $(STAMP) ## fast tests only (no control plane)
+	$(PY) -m pytest -q tests -m 'not e2e'
+
+test-e2e: setup ## end-to-end tests on the real local control plane
+	$(PY) -m pytest -q e2e
+
+test-contracts: contracts/node_modules/.installed ## the channel contract's sandbox tests (real TVM)
+	cd contracts && npm test --silent
+
+lint: $(STAMP) ## ruff and mypy --strict
+	$(BIN)/ruff check operator tests e2e bench
+	$(BIN)/ruff format --check operator/cocoon/api operator/cocoon/placement operator/cocoon/controllers
+	$(BIN)/mypy
+
+crds: $(STAMP) ## regenerate crds/ from the pydantic models
+	$(PY) -m cocoon.cli crds -o crds
+
+crds-check: $(STAMP) ## fail when crds/ differs from the models
+	$(PY) -m cocoon.cli crds -o crds --check
+
+contracts: contracts/node_modules/.installed ## compile the Tolk contract and refresh the committed code
+	cd contracts && npm run --silent build
+
+contracts-check: contracts/node_modules/.installed ## fail when the committed contract code does not reproduce
+	cd contracts && npm run --silent check
+
+dev-up: setup ## start the local control plane; prints a KUBECONFIG
+	$(PY) -m cocoon.cli dev up
+
+dev-down: ## stop the local control plane
+	$(PY) -m cocoon.cli dev down
+
+bench: setup ## run the benchmarks; results land in bench/results/
+	for b in bench/bench_*.py; do $(PY) $$b; done
+
+clean: ## remove the virtualenv and node modules (the control-plane cache stays)
+	rm -rf $(VENV) contracts/node_modules

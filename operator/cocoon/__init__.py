@@ -1,0 +1,5 @@
+"""Cocoon for Kubernetes: attested confidential GPU nodes as a private inference pool paid in TON."""
+
+__version__ = "0.1.0"
+GROUP = "cocoon.dev"
+VERSION = "v1alpha1"

@@ -1,0 +1,155 @@
+"""PaymentChannel: a developer's funded TON channel that pays a pool's provider per unit served."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field, model_validator
+
+from cocoon.api.common import ApiModel, ConditionList, Nanoton
+from cocoon.api.inferencepool import DNS_LABEL, TON_ADDRESS
+
+
+class SigningMode(StrEnum):
+    MANAGED = "Managed"
+    CLIENT = "Client"
+
+
+class SecretKeyRef(ApiModel):
+    """A key inside a Secret in the channel's namespace."""
+
+    name: str = Field(description="Secret name.", pattern=DNS_LABEL)
+    key: str = Field(default="key", description="Key inside the Secret.", min_length=1)
+
+
+class PayerSpec(ApiModel):
+    """Who pays and how promises get signed."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.signing == 'Managed' ? has(self.keySecretRef) "
+                    ": has(self.publicKey)",
+                    "message": "Managed signing needs keySecretRef; Client signing needs publicKey",
+                }
+            ]
+        }
+    }
+
+    signing: SigningMode = Field(
+        default=SigningMode.MANAGED,
+        description="Managed: the operator signs promises with the key in keySecretRef. "
+        "Client: the caller signs promises and the operator only verifies them.",
+    )
+    key_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="The payer's Ed25519 key (Managed signing)."
+    )
+    public_key: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="The payer's Ed25519 public key, hex (Client signing).",
+    )
+
+    @model_validator(mode="after")
+    def _key_for_mode(self) -> PayerSpec:
+        if self.signing is SigningMode.MANAGED and self.key_secret_ref is None:
+            raise ValueError("Managed signing needs keySecretRef")
+        if self.signing is SigningMode.CLIENT and self.public_key is None:
+            raise ValueError("Client signing needs publicKey")
+        return self
+
+
+class ClaimPolicy(ApiModel):
+    """When the provider's side claims what is owed."""
+
+    threshold: Nanoton = Field(
+        default="1000000000", description="Claim once this much is promised but unclaimed."
+    )
+    interval_seconds: int = Field(
+        default=3600, ge=60, description="Claim at least this often while something is owed."
+    )
+
+
+class NetworkKind(StrEnum):
+    EMULATOR = "Emulator"
+    TONCENTER = "Toncenter"
+    LITESERVER = "Liteserver"
+
+
+class NetworkSpec(ApiModel):
+    """Which chain the channel lives on."""
+
+    kind: NetworkKind = Field(default=NetworkKind.EMULATOR, description="How to reach the chain.")
+    url: str = Field(
+        default="", description="Emulator or toncenter v2 base URL (Emulator, Toncenter)."
+    )
+    config_map_name: str = Field(
+        default="",
+        description="ConfigMap with the liteserver global config under key global.config.json "
+        "(Liteserver); never downloaded at run time.",
+    )
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="toncenter API key (Toncenter)."
+    )
+
+
+class PaymentChannelSpec(ApiModel):
+    """Desired state of a PaymentChannel."""
+
+    pool_name: str = Field(
+        description="The InferencePool (same namespace) this channel pays for.", pattern=DNS_LABEL
+    )
+    payer: PayerSpec = Field(description="The payer's key and signing mode.")
+    payee_address: str | None = Field(
+        default=None,
+        pattern=TON_ADDRESS,
+        description="Provider payout address; defaults to the pool's payout address.",
+    )
+    deposit: Nanoton = Field(description="Amount to keep deposited in the channel, in nanoton.")
+    credit_window: Nanoton = Field(
+        default="1000000000",
+        description="How much may be served beyond the latest promise before callers get 402.",
+    )
+    claim: ClaimPolicy = Field(default_factory=ClaimPolicy, description="When to claim.")
+    close_delay_seconds: int = Field(
+        default=86400,
+        ge=60,
+        description="After the payer starts a close, how long the payee may still claim.",
+    )
+    network: NetworkSpec = Field(default_factory=NetworkSpec, description="The chain.")
+
+
+class ChannelState(StrEnum):
+    PENDING = "Pending"
+    OPEN = "Open"
+    CLOSING = "Closing"
+    CLOSED = "Closed"
+
+
+class Transaction(ApiModel):
+    """The last on-chain transaction the operator made for this channel."""
+
+    kind: str = Field(description="deploy, topup, claim, close or withdraw.")
+    hash: str = Field(description="Transaction hash, hex.", pattern=r"^[0-9a-f]{64}$")
+    at: datetime = Field(description="When it was observed on chain.")
+
+
+class PaymentChannelStatus(ApiModel):
+    """Observed state of the channel; amounts in nanoton."""
+
+    observed_generation: int = Field(default=0, ge=0, description="Generation last reconciled.")
+    address: str = Field(default="", description="The channel contract's address.")
+    channel_id: str = Field(default="", pattern=r"^[0-9a-f]*$", description="On-chain id, hex.")
+    state: ChannelState = Field(default=ChannelState.PENDING, description="On-chain state.")
+    deposited: Nanoton = Field(default="0", description="Total deposited on chain.")
+    owed: Nanoton = Field(default="0", description="Served and metered, cumulative.")
+    promised: Nanoton = Field(default="0", description="Covered by the latest signed promise.")
+    claimed: Nanoton = Field(default="0", description="Paid out to the payee on chain.")
+    credit_left: Nanoton = Field(default="0", description="What may still be served.")
+    credential_secret: str = Field(
+        default="", description="Secret holding the caller credential for this channel."
+    )
+    last_transaction: Transaction | None = Field(default=None, description="Latest transaction.")
+    conditions: ConditionList

@@ -1,0 +1,18 @@
+"""Operator settings from the environment (the Helm chart sets these), read once at start-up."""
+
+from __future__ import annotations
+
+import os
+
+from cocoon.placement.render import Settings
+
+
+def from_env(env: dict[str, str] | None = None) -> Settings:
+    values = os.environ if env is None else env
+    defaults = Settings()
+    return Settings(
+        meter_image=values.get("COCOON_METER_IMAGE", defaults.meter_image),
+        meter_pull_policy=values.get("COCOON_METER_PULL_POLICY", defaults.meter_pull_policy),
+        workload_key_dir=values.get("COCOON_WORKLOAD_KEY_DIR", defaults.workload_key_dir),
+        cluster_domain=values.get("COCOON_CLUSTER_DOMAIN", defaults.cluster_domain),
+    )

@@ -1,0 +1,92 @@
+"""Writing status the same way for every kind: conditions merged, observedGeneration stamped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from cocoon.api.common import Condition, ConditionStatus, find_condition, set_condition, utcnow
+from cocoon.kube import EVENTS, Kind, Kube
+
+
+def merged_conditions(
+    current: list[dict[str, Any]],
+    generation: int,
+    updates: list[tuple[str, ConditionStatus, str, str]],
+) -> tuple[list[Condition], list[tuple[Condition | None, Condition]]]:
+    """New condition list and the (before, after) pairs whose status or reason changed."""
+    conditions = [Condition.model_validate(c) for c in current]
+    changes = []
+    now = utcnow()
+    for type_, status, reason, message in updates:
+        before = find_condition(conditions, type_)
+        conditions = set_condition(
+            conditions,
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            generation=generation,
+            now=now,
+        )
+        after = find_condition(conditions, type_)
+        assert after is not None
+        if before is None or (before.status, before.reason) != (after.status, after.reason):
+            changes.append((before, after))
+    return conditions, changes
+
+
+async def write(
+    kube: Kube,
+    kind: Kind,
+    body: kopf.Body,
+    fields: dict[str, Any],
+    updates: list[tuple[str, ConditionStatus, str, str]],
+) -> None:
+    """Patch .status with `fields` and condition updates; post an Event for each transition."""
+    generation = int(body.metadata.get("generation") or 0)
+    current = list((body.get("status") or {}).get("conditions") or [])
+    conditions, changes = merged_conditions(current, generation, updates)
+    status = {
+        **fields,
+        "observedGeneration": generation,
+        "conditions": [c.to_api() for c in conditions],
+    }
+    await kube.patch(
+        kind, body.metadata.name, {"status": status}, body.metadata.namespace, subresource="status"
+    )
+    for _, after in changes:
+        if after.type == "Ready":
+            await post_event(kube, body, after)
+
+
+async def post_event(kube: Kube, body: kopf.Body, condition: Condition) -> None:
+    """An Event for a Ready transition, so `kubectl describe` tells the story without logs."""
+    meta = body.metadata
+    now = utcnow().isoformat().replace("+00:00", "Z")
+    await kube.create(
+        EVENTS,
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.name}.", "namespace": meta.namespace or "default"},
+            "involvedObject": {
+                "apiVersion": body.get("apiVersion"),
+                "kind": body.get("kind"),
+                "name": meta.name,
+                "namespace": meta.namespace,
+                "uid": meta.uid,
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": "Normal" if condition.status is ConditionStatus.TRUE else "Warning",
+            "reason": condition.reason,
+            "message": condition.message[:1024],
+            "source": {"component": "cocoon-operator"},
+            "reportingComponent": "cocoon-operator",
+            "reportingInstance": "cocoon-operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        },
+    )

@@ -1,0 +1,103 @@
+"""`cocoon dev up|down|status`: the local control plane for a human, with a KUBECONFIG to use."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
+
+DEFAULT_NODES = (
+    GpuNode("gpu-snp-0", gpus=8, tee="sev-snp"),
+    GpuNode("gpu-tdx-0", gpus=8, tee="tdx"),
+    GpuNode("gpu-plain-0", gpus=8, tee=None),
+)
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("COCOON_DEV_HOME", Path.home() / ".cache" / "cocoon-dev"))
+
+
+def _state_file() -> Path:
+    return state_dir() / "state.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def up(crds: Path | None) -> Path:
+    """Start the cluster detached from this process; returns the admin kubeconfig."""
+    state = _state_file()
+    if state.exists():
+        saved = json.loads(state.read_text())
+        if all(_alive(p) for p in saved["pids"]):
+            return Path(saved["kubeconfig"])
+        down()
+    cluster = LocalCluster(state_dir() / "cluster", ensure_binaries(), die_with_parent=False)
+    cluster.remove_workdir()
+    cluster.start()
+    cluster.add_nodes(*DEFAULT_NODES)
+    if crds is not None and crds.is_dir():
+        cluster.kubectl("apply", "--server-side", "-f", str(crds))
+    state.write_text(
+        json.dumps(
+            {
+                "kubeconfig": str(cluster.kubeconfig),
+                "bin": str(cluster.bin_dir),
+                "pids": [p.pid for p in cluster.supervisor.processes],
+                "logs": str(cluster.supervisor.log_dir),
+            }
+        )
+    )
+    return cluster.kubeconfig
+
+
+def down() -> None:
+    state = _state_file()
+    if not state.exists():
+        return
+    saved = json.loads(state.read_text())
+    for pid in reversed(saved["pids"]):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    state.unlink()
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.action == "up":
+        kubeconfig = up(Path(args.crds) if args.crds else None)
+        sys.stdout.write(
+            f"local control plane is up\n  export KUBECONFIG={kubeconfig}\n"
+            f"  PATH={ensure_binaries()}:$PATH   # kubectl, helm\n"
+            "  stop it with: cocoon dev down\n"
+        )
+    elif args.action == "down":
+        down()
+        sys.stdout.write("local control plane stopped\n")
+    else:
+        state = _state_file()
+        if not state.exists():
+            sys.stdout.write("down\n")
+            return 1
+        saved = json.loads(state.read_text())
+        alive = all(_alive(p) for p in saved["pids"])
+        sys.stdout.write(("up" if alive else "degraded") + f"\nKUBECONFIG={saved['kubeconfig']}\n")
+        return 0 if alive else 1
+    return 0
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("up", "down", "status"))
+    parser.add_argument("--crds", default="crds", help="CRD folder to apply on up (default: crds)")
+    parser.set_defaults(handler=_run)

@@ -1,0 +1,414 @@
+"""A real local Kubernetes control plane on loopback: etcd, kube-apiserver (RBAC on),
+kube-controller-manager, kube-scheduler and kwok for fake confidential GPU nodes.
+
+Binaries come from `e2e/build-control-plane.sh` (built from the Go module proxy, cached outside
+the repository). Used by the e2e pytest fixtures and by `cocoon dev up`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cocoon.devstack import pki as pkimod
+from cocoon.devstack.process import Supervisor, free_port, wait_for
+
+K8S_VERSION = "v1.34.4"
+ETCD_VERSION = "v3.6.16"
+KWOK_VERSION = "v0.8.0"
+HELM_VERSION = "v3.21.4"
+BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+    "helm",
+)
+FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("COCOON_E2E_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cocoon-e2e"
+    )
+    return Path(root) / (
+        f"k8s-{K8S_VERSION}-etcd-{ETCD_VERSION}-kwok-{KWOK_VERSION}-helm-{HELM_VERSION}"
+    )
+
+
+def build_script() -> Path:
+    """The build script lives in the repository's e2e/ folder (a source checkout is needed)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent / "e2e" / "build-control-plane.sh"
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError("e2e/build-control-plane.sh not found: run from a source checkout")
+
+
+def ensure_binaries() -> Path:
+    """Build whatever is missing (minutes the first time, seconds after) and return bin/."""
+    bin_dir = cache_dir() / "bin"
+    if all((bin_dir / b).exists() for b in BINARIES) and (stages_file()).exists():
+        return bin_dir
+    env = {
+        **os.environ,
+        "K8S_VERSION": K8S_VERSION,
+        "ETCD_VERSION": ETCD_VERSION,
+        "KWOK_VERSION": KWOK_VERSION,
+        "HELM_VERSION": HELM_VERSION,
+    }
+    out = subprocess.run(
+        ["bash", str(build_script())], check=True, env=env, stdout=subprocess.PIPE, text=True
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def stages_file() -> Path:
+    return cache_dir() / "kwok-stages" / "stages.yaml"
+
+
+class CommandFailed(RuntimeError):
+    """A kubectl or helm call failed; the message carries its stderr, which says why."""
+
+    def __init__(self, result: subprocess.CompletedProcess[str]) -> None:
+        super().__init__(
+            f"{' '.join(map(str, result.args[:3]))} ... exited {result.returncode}: "
+            f"{result.stderr.strip() or result.stdout.strip()}"
+        )
+        self.result = result
+
+
+@dataclass
+class GpuNode:
+    """A kwok fake node with GPUs; `tee` sets our discovery label."""
+
+    name: str
+    gpus: int = 8
+    tee: str | None = "sev-snp"
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[dict[str, str]] = field(default_factory=list)
+
+    def manifest(self) -> dict[str, Any]:
+        labels = {
+            "kubernetes.io/hostname": self.name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "type": "kwok",
+            **({"cocoon.dev/tee": self.tee} if self.tee else {}),
+            **(
+                {
+                    "nvidia.com/gpu.present": "true",
+                    "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+                }
+                if self.gpus
+                else {}
+            ),
+            **self.labels,
+        }
+        capacity = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(self.gpus)}
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.name,
+                "labels": labels,
+                "annotations": {FAKE_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            },
+            "spec": {"taints": self.taints},
+            "status": {"capacity": capacity, "allocatable": capacity},
+        }
+
+
+@dataclass
+class LocalCluster:
+    workdir: Path
+    bin_dir: Path
+    die_with_parent: bool = True
+    ports: dict[str, int] = field(default_factory=dict)
+    supervisor: Supervisor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.supervisor = Supervisor(self.workdir / "logs", die_with_parent=self.die_with_parent)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "admin.kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        pki = pkimod.create(self.workdir / "pki")
+        self.ports = {
+            k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "kcm", "sched", "kwok")
+        }
+        self._write_admin_kubeconfig(pki)
+        try:
+            self._start_etcd()
+            self._start_apiserver(pki)
+            self._start_controllers(pki)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+
+    # -- processes -------------------------------------------------------------------------
+
+    def _start_etcd(self) -> None:
+        data = self.workdir / "etcd"
+        client = f"http://127.0.0.1:{self.ports['etcd']}"
+        peer = f"http://127.0.0.1:{self.ports['etcd_peer']}"
+        etcd = self.supervisor.start(
+            "etcd",
+            [
+                str(self.bin_dir / "etcd"),
+                "--name=local",
+                f"--data-dir={data}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=local={peer}",
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+                "--listen-metrics-urls=",
+                "--quota-backend-bytes=4294967296",
+            ],
+        )
+        wait_for(lambda: _http_ok(f"{client}/health"), timeout=60, what="etcd health", watch=etcd)
+
+    def _start_apiserver(self, pki: pkimod.Pki) -> None:
+        port = self.ports["apiserver"]
+        apiserver = self.supervisor.start(
+            "kube-apiserver",
+            [
+                str(self.bin_dir / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                "--endpoint-reconciler-type=none",
+                "--enable-priority-and-fairness=false",
+                "--v=0",
+            ],
+        )
+        wait_for(
+            lambda: _http_ok(f"{self.server}/readyz", pki.ca_cert, (pki.admin_cert, pki.admin_key)),
+            timeout=120,
+            what="kube-apiserver /readyz",
+            watch=apiserver,
+            interval=0.25,
+        )
+
+    def _start_controllers(self, pki: pkimod.Pki) -> None:
+        kubeconfig = str(self.kubeconfig)
+        kcm = self.supervisor.start(
+            "kube-controller-manager",
+            [
+                str(self.bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                f"--root-ca-file={pki.ca_cert}",
+                f"--service-account-private-key-file={pki.sa_key}",
+                "--use-service-account-credentials",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports['kcm']}",
+                "--kube-api-qps=5000",
+                "--kube-api-burst=10000",
+                "--node-monitor-grace-period=40s",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
+            ],
+        )
+        self.supervisor.start(
+            "kube-scheduler",
+            [
+                str(self.bin_dir / "kube-scheduler"),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports['sched']}",
+                "--kube-api-qps=5000",
+                "--kube-api-burst=10000",
+            ],
+        )
+        self.supervisor.start(
+            "kwok",
+            [
+                str(self.bin_dir / "kwok"),
+                f"--kubeconfig={kubeconfig}",
+                f"--config={stages_file()}",
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
+                "--cidr=10.244.0.1/16",
+                "--node-ip=10.0.0.1",
+                f"--server-address=127.0.0.1:{self.ports['kwok']}",
+            ],
+        )
+        # the ServiceAccount admission plugin refuses pods until kcm has made `default`
+        wait_for(
+            lambda: self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0,
+            timeout=120,
+            what="serviceaccount/default",
+            watch=kcm,
+            interval=0.5,
+        )
+
+    # -- access ----------------------------------------------------------------------------
+
+    def _write_admin_kubeconfig(self, pki: pkimod.Pki) -> None:
+        self.kubeconfig.write_text(
+            yaml.safe_dump(
+                kubeconfig_dict(
+                    self.server,
+                    pki.ca_cert.read_bytes(),
+                    user={
+                        "client-certificate-data": _b64(pki.admin_cert.read_bytes()),
+                        "client-key-data": _b64(pki.admin_key.read_bytes()),
+                    },
+                )
+            )
+        )
+        self.kubeconfig.chmod(0o600)
+        self._ca = pki.ca_cert
+
+    def token_kubeconfig(self, token: str, path: Path, namespace: str = "default") -> Path:
+        """A kubeconfig that authenticates as a ServiceAccount token (least privilege)."""
+        path.write_text(
+            yaml.safe_dump(
+                kubeconfig_dict(
+                    self.server, self._ca.read_bytes(), user={"token": token}, namespace=namespace
+                )
+            )
+        )
+        path.chmod(0o600)
+        return path
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.bin_dir / "kubectl"), f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise CommandFailed(result)
+        return result
+
+    def apply(self, *manifests: dict[str, Any], kubeconfig: Path | None = None) -> None:
+        docs = "\n---\n".join(json.dumps(m) for m in manifests)
+        self.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            "-",
+            input=docs,
+            kubeconfig=kubeconfig,
+        )
+
+    def add_nodes(self, *nodes: GpuNode) -> None:
+        # status is accepted on create; kwok's node-initialize keeps the capacity we set
+        docs = "\n---\n".join(json.dumps(n.manifest()) for n in nodes)
+        self.kubectl("create", "-f", "-", input=docs)
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        home = self.workdir / "helm"
+        env = {
+            **os.environ,
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+            "KUBECONFIG": str(self.kubeconfig),
+        }
+        result = subprocess.run(
+            [str(self.bin_dir / "helm"), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise CommandFailed(result)
+        return result
+
+    def remove_workdir(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def kubeconfig_dict(
+    server: str, ca_pem: bytes, *, user: dict[str, str], namespace: str = "default"
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "cocoon-local",
+                "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)},
+            }
+        ],
+        "users": [{"name": "user", "user": user}],
+        "contexts": [
+            {
+                "name": "cocoon-local",
+                "context": {"cluster": "cocoon-local", "user": "user", "namespace": namespace},
+            }
+        ],
+        "current-context": "cocoon-local",
+    }
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _http_ok(url: str, ca: Path | None = None, cert: tuple[Path, Path] | None = None) -> bool:
+    context = None
+    if url.startswith("https"):
+        context = ssl.create_default_context(cafile=str(ca) if ca else None)
+        if cert:
+            context.load_cert_chain(str(cert[0]), str(cert[1]))
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except OSError:
+        return False

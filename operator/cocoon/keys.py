@@ -1,0 +1,62 @@
+"""The node workload key: the Ed25519 key that attestation binds and that meters sign with.
+
+One format everywhere: a PKCS#8 PEM file (mode 0600) for the private key, 32 raw bytes for the
+public key, and `report_data = SHA-512(nonce || public key)` to bind it into TEE evidence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+NONCE_BYTES = 32
+
+
+def generate() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def public_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def report_data(nonce: bytes, public_key: bytes) -> bytes:
+    """The 64 bytes a TEE report must carry to prove it was made for this nonce and this key."""
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError(f"nonce must be {NONCE_BYTES} bytes, got {len(nonce)}")
+    if len(public_key) != 32:
+        raise ValueError(f"an Ed25519 public key is 32 bytes, got {len(public_key)}")
+    return hashlib.sha512(nonce + public_key).digest()
+
+
+def save(key: Ed25519PrivateKey, path: Path) -> None:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+
+
+def load(path: Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path}: expected an Ed25519 private key (PKCS#8 PEM)")
+    return key
+
+
+def load_or_create(path: Path) -> Ed25519PrivateKey:
+    """Keys are generated at run time on the node that uses them, never shipped."""
+    if path.exists():
+        return load(path)
+    key = generate()
+    save(key, path)
+    return key

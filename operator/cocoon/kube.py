@@ -1,0 +1,151 @@
+"""One small async Kubernetes client for every controller: server-side apply, status, get, list.
+
+Generic over resources (group, version, plural) so controllers share one code path for built-in
+kinds and our CRDs; built on kubernetes_asyncio for kubeconfig and in-cluster authentication.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+FIELD_MANAGER = "cocoon-operator"
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Kind:
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        return base + (f"/{name}" if name else "")
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+DEPLOYMENTS = Kind("apps", "v1", "deployments")
+SERVICES = Kind("", "v1", "services")
+PODS = Kind("", "v1", "pods")
+NODES = Kind("", "v1", "nodes", namespaced=False)
+CONFIGMAPS = Kind("", "v1", "configmaps")
+SECRETS = Kind("", "v1", "secrets")
+EVENTS = Kind("", "v1", "events")
+PDBS = Kind("policy", "v1", "poddisruptionbudgets")
+INFERENCE_POOLS = Kind("cocoon.dev", "v1alpha1", "inferencepools")
+ATTESTED_NODES = Kind("cocoon.dev", "v1alpha1", "attestednodes", namespaced=False)
+ATTESTATION_POLICIES = Kind("cocoon.dev", "v1alpha1", "attestationpolicies", namespaced=False)
+PAYMENT_CHANNELS = Kind("cocoon.dev", "v1alpha1", "paymentchannels")
+
+
+class NotFound(Exception):
+    """The object does not exist."""
+
+
+class Kube:
+    """A connection to the API server; create with `await Kube.connect()`."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._api = api
+
+    @classmethod
+    async def connect(cls) -> Kube:
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            await config.load_kube_config()
+        return cls(client.ApiClient())
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Obj:
+        try:
+            result = await self._api.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                response_types_map={200: "object", 201: "object", 202: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise NotFound(path) from exc
+            raise
+        return result if isinstance(result, dict) else {}
+
+    async def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj:
+        return await self._call("GET", kind.path(namespace, name))
+
+    async def get_or_none(self, kind: Kind, name: str, namespace: str | None = None) -> Obj | None:
+        try:
+            return await self.get(kind, name, namespace)
+        except NotFound:
+            return None
+
+    async def list(
+        self, kind: Kind, namespace: str | None = None, *, labels: str = "", fields: str = ""
+    ) -> list[Obj]:
+        query = [(k, v) for k, v in (("labelSelector", labels), ("fieldSelector", fields)) if v]
+        result = await self._call("GET", kind.path(namespace), query=query)
+        items: list[Obj] = result.get("items", [])
+        return items
+
+    async def apply(self, kind: Kind, obj: Obj, *, subresource: str = "") -> Obj:
+        """Server-side apply with our field manager; we own what we render, nothing else."""
+        meta = obj["metadata"]
+        path = kind.path(meta.get("namespace"), meta["name"]) + (
+            f"/{subresource}" if subresource else ""
+        )
+        return await self._call(
+            "PATCH",
+            path,
+            body=obj,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
+
+    async def patch(
+        self,
+        kind: Kind,
+        name: str,
+        patch: Obj,
+        namespace: str | None = None,
+        *,
+        subresource: str = "",
+    ) -> Obj:
+        path = kind.path(namespace, name) + (f"/{subresource}" if subresource else "")
+        return await self._call(
+            "PATCH", path, body=patch, content_type="application/merge-patch+json"
+        )
+
+    async def create(self, kind: Kind, obj: Obj) -> Obj:
+        return await self._call("POST", kind.path(obj["metadata"].get("namespace")), body=obj)
+
+    async def delete(self, kind: Kind, name: str, namespace: str | None = None) -> None:
+        try:
+            await self._call("DELETE", kind.path(namespace, name))
+        except NotFound:
+            return

@@ -1,0 +1,338 @@
+"""Pure rendering of an InferencePool's children: the Deployment and the Service.
+
+Everything a pool pod needs is decided here, from the pool and the operator's settings alone,
+so the same function serves the controller, the tests and the local stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cocoon.api.inferencepool import InferencePoolSpec
+from cocoon.placement.labels import (
+    ATTESTED_LABEL,
+    GPU_RESOURCE,
+    MANAGED_BY,
+    OPERATOR_NAME,
+    POOL_LABEL,
+    TEE_LABEL,
+)
+
+Obj = dict[str, Any]
+MODEL_MOUNT = "/models"
+SHM_MOUNT = "/dev/shm"  # noqa: S108 - a path inside the pod, not a temp file
+CONFIGMAP_PATH_SEPARATOR = "__"
+
+
+@dataclass(frozen=True)
+class TritonPorts:
+    """Triton listens on loopback only: nothing reaches it except through the meter."""
+
+    http: int = 18000
+    grpc: int = 18001
+    metrics: int = 18002
+
+
+@dataclass(frozen=True)
+class MeterPorts:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 9100
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Operator-wide settings (Helm values) that every pool shares."""
+
+    meter_image: str = "ghcr.io/cocoon-k8s/cocoon:0.1.0"
+    meter_pull_policy: str = "IfNotPresent"
+    workload_key_dir: str = "/var/lib/cocoon/agent"
+    triton_ports: TritonPorts = field(default_factory=TritonPorts)
+    meter_ports: MeterPorts = field(default_factory=MeterPorts)
+    cluster_domain: str = "cluster.local"
+
+
+@dataclass(frozen=True)
+class PoolRef:
+    name: str
+    namespace: str
+    uid: str
+
+
+def common_labels(pool: PoolRef) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "cocoon-pool",
+        "app.kubernetes.io/instance": pool.name,
+        MANAGED_BY: OPERATOR_NAME,
+        POOL_LABEL: pool.name,
+    }
+
+
+def selector(pool: PoolRef) -> dict[str, str]:
+    return {POOL_LABEL: pool.name}
+
+
+def selector_string(pool: PoolRef) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector(pool).items())
+
+
+def owner_reference(pool: PoolRef) -> Obj:
+    return {
+        "apiVersion": "cocoon.dev/v1alpha1",
+        "kind": "InferencePool",
+        "name": pool.name,
+        "uid": pool.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def url(pool: PoolRef, settings: Settings) -> str:
+    host = f"{pool.name}.{pool.namespace}.svc.{settings.cluster_domain}"
+    return f"http://{host}:{settings.meter_ports.http}"
+
+
+def node_affinity(spec: InferencePoolSpec) -> Obj:
+    """Only attested nodes of an allowed TEE type; the scheduler enforces it, not the operator."""
+    return {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {
+                    "matchExpressions": [
+                        {"key": ATTESTED_LABEL, "operator": "In", "values": ["true"]},
+                        {
+                            "key": TEE_LABEL,
+                            "operator": "In",
+                            "values": sorted(str(t) for t in spec.tee_types),
+                        },
+                    ]
+                }
+            ]
+        }
+    }
+
+
+def model_volume(spec: InferencePoolSpec, pool: PoolRef, configmap_keys: list[str]) -> Obj:
+    """ConfigMap keys cannot hold '/': `add__1__model.py` is mounted as `add/1/model.py`."""
+    source = spec.model.repository
+    if source.config_map is not None:
+        items = [
+            {"key": key, "path": key.replace(CONFIGMAP_PATH_SEPARATOR, "/")}
+            for key in sorted(configmap_keys)
+        ]
+        cm: Obj = {"name": source.config_map.name}
+        if items:
+            cm["items"] = items
+        return {"name": "models", "configMap": cm}
+    if source.pvc is not None:
+        return {
+            "name": "models",
+            "persistentVolumeClaim": {"claimName": source.pvc.claim_name, "readOnly": True},
+        }
+    return {"name": "models", "emptyDir": {}}
+
+
+def triton_container(spec: InferencePoolSpec, settings: Settings) -> Obj:
+    ports = settings.triton_ports
+    resources: Obj = {
+        "requests": {"cpu": spec.triton.resources.cpu, "memory": spec.triton.resources.memory},
+        "limits": {"cpu": spec.triton.resources.cpu, "memory": spec.triton.resources.memory},
+    }
+    if spec.gpus_per_replica:
+        for bucket in ("requests", "limits"):
+            resources[bucket][GPU_RESOURCE] = str(spec.gpus_per_replica)
+    mount: Obj = {"name": "models", "mountPath": MODEL_MOUNT, "readOnly": True}
+    if spec.model.repository.pvc is not None and spec.model.repository.pvc.sub_path:
+        mount["subPath"] = spec.model.repository.pvc.sub_path
+    image = spec.triton.image
+    return {
+        "name": "triton",
+        "image": f"{image.repository}:{image.tag}",
+        "imagePullPolicy": str(image.pull_policy),
+        "command": ["tritonserver"],
+        "args": [
+            f"--model-repository={MODEL_MOUNT}",
+            "--http-address=127.0.0.1",
+            f"--http-port={ports.http}",
+            "--grpc-address=127.0.0.1",
+            f"--grpc-port={ports.grpc}",
+            "--metrics-address=127.0.0.1",
+            f"--metrics-port={ports.metrics}",
+            "--strict-readiness=true",
+            "--exit-timeout-secs=5",
+            *spec.triton.args,
+        ],
+        "resources": resources,
+        "volumeMounts": [mount, {"name": "dshm", "mountPath": SHM_MOUNT}],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+        },
+    }
+
+
+def init_containers(spec: InferencePoolSpec) -> list[Obj]:
+    source = spec.model.repository.init_container
+    if source is None:
+        return []
+    return [
+        {
+            "name": "fetch-models",
+            "image": f"{source.image.repository}:{source.image.tag}",
+            "imagePullPolicy": str(source.image.pull_policy),
+            "command": source.command,
+            "volumeMounts": [{"name": "models", "mountPath": MODEL_MOUNT}],
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+            },
+        }
+    ]
+
+
+def deployment(
+    spec: InferencePoolSpec,
+    pool: PoolRef,
+    settings: Settings,
+    meter: Obj,
+    configmap_keys: list[str] | None = None,
+) -> Obj:
+    """The pool's Deployment; `meter` is the sidecar container the meter package renders."""
+    labels = common_labels(pool)
+    pod_spec: Obj = {
+        "affinity": {"nodeAffinity": node_affinity(spec)},
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        "initContainers": init_containers(spec),
+        "containers": [triton_container(spec, settings), meter],
+        "volumes": [
+            model_volume(spec, pool, configmap_keys or []),
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.triton.shm_size}},
+            {"name": "journal", "emptyDir": {}},
+            {
+                "name": "workload-key",
+                "hostPath": {"path": settings.workload_key_dir, "type": "Directory"},
+            },
+        ],
+    }
+    if spec.runtime_class_name:
+        pod_spec["runtimeClassName"] = spec.runtime_class_name
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": pool.name,
+            "namespace": pool.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(pool)],
+        },
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector(pool)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {
+                    "maxSurge": 0 if spec.gpus_per_replica else 1,
+                    "maxUnavailable": 1,
+                },
+            },
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def service(pool: PoolRef, settings: Settings) -> Obj:
+    """Only the meter's ports; Triton's are bound to loopback and never exposed."""
+    ports = settings.meter_ports
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": pool.name,
+            "namespace": pool.namespace,
+            "labels": common_labels(pool),
+            "ownerReferences": [owner_reference(pool)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(pool),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": ports.http,
+                    "targetPort": "meter-http",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                },
+                {
+                    "name": "grpc",
+                    "port": ports.grpc,
+                    "targetPort": "meter-grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "kubernetes.io/h2c",
+                },
+                {
+                    "name": "metrics",
+                    "port": ports.metrics,
+                    "targetPort": "meter-metrics",
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }
+
+
+def meter_container(spec: InferencePoolSpec, settings: Settings) -> Obj:
+    """The meter sidecar: the pod's only listening ports, in front of Triton's loopback ports."""
+    ports = settings.meter_ports
+    triton = settings.triton_ports
+    return {
+        "name": "meter",
+        "image": settings.meter_image,
+        "imagePullPolicy": settings.meter_pull_policy,
+        "args": [
+            "meter",
+            "serve",
+            f"--http-port={ports.http}",
+            f"--grpc-port={ports.grpc}",
+            f"--metrics-port={ports.metrics}",
+            f"--upstream-http=127.0.0.1:{triton.http}",
+            f"--upstream-grpc=127.0.0.1:{triton.grpc}",
+            "--journal=/var/lib/cocoon-meter/journal.sqlite",
+            "--signing-key=/var/lib/cocoon/agent/workload.key",
+            f"--max-in-flight={spec.meter.max_in_flight}",
+            f"--max-output-tokens={spec.meter.max_output_tokens}",
+        ],
+        "ports": [
+            {"name": "meter-http", "containerPort": ports.http, "protocol": "TCP"},
+            {"name": "meter-grpc", "containerPort": ports.grpc, "protocol": "TCP"},
+            {"name": "meter-metrics", "containerPort": ports.metrics, "protocol": "TCP"},
+        ],
+        "readinessProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "meter-http"},
+            "periodSeconds": 5,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/cocoon/v1/live", "port": "meter-metrics"},
+            "periodSeconds": 10,
+        },
+        "volumeMounts": [
+            {"name": "journal", "mountPath": "/var/lib/cocoon-meter"},
+            {"name": "workload-key", "mountPath": "/var/lib/cocoon/agent", "readOnly": True},
+        ],
+        "resources": {
+            "requests": {"cpu": "250m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "readOnlyRootFilesystem": True,
+        },
+    }

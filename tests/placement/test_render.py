@@ -1,0 +1,130 @@
+"""What a pool pod looks like: attested-only placement, Triton on loopback, meter-only Service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cocoon.api.inferencepool import InferencePoolSpec
+from cocoon.placement import render
+
+POOL = render.PoolRef(name="chat", namespace="team-a", uid="u-1")
+SETTINGS = render.Settings()
+
+
+def spec(**kw: Any) -> InferencePoolSpec:
+    base: dict[str, Any] = {"model": {"name": "llm", "repository": {"pvc": {"claimName": "m"}}}}
+    base.update(kw)
+    return InferencePoolSpec.model_validate(base)
+
+
+def deployment(s: InferencePoolSpec, keys: list[str] | None = None) -> dict[str, Any]:
+    return render.deployment(s, POOL, SETTINGS, render.meter_container(s, SETTINGS), keys)
+
+
+def container(dep: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == name)
+
+
+def test_affinity_requires_attested_nodes_of_allowed_tee_types() -> None:
+    dep = deployment(spec(teeTypes=["tdx"]))
+    terms = dep["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    assert terms == [
+        {
+            "matchExpressions": [
+                {"key": "cocoon.dev/attested", "operator": "In", "values": ["true"]},
+                {"key": "cocoon.dev/tee", "operator": "In", "values": ["tdx"]},
+            ]
+        }
+    ]
+    assert "tolerations" not in dep["spec"]["template"]["spec"]
+
+
+def test_triton_listens_on_loopback_and_only_the_meter_is_exposed() -> None:
+    dep = deployment(spec())
+    triton = container(dep, "triton")
+    assert {
+        "--http-address=127.0.0.1",
+        "--grpc-address=127.0.0.1",
+        "--metrics-address=127.0.0.1",
+    } <= set(triton["args"])
+    assert "ports" not in triton
+    svc = render.service(POOL, SETTINGS)
+    meter_ports = {p["name"] for p in container(dep, "meter")["ports"]}
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} == meter_ports
+    assert svc["spec"]["selector"] == {"cocoon.dev/pool": "chat"}
+
+
+@pytest.mark.parametrize(("gpus", "limit", "surge"), [(2, "2", 0), (0, None, 1)])
+def test_gpu_requests_and_rollout_strategy(gpus: int, limit: str | None, surge: int) -> None:
+    dep = deployment(spec(gpusPerReplica=gpus))
+    limits = container(dep, "triton")["resources"]["limits"]
+    assert limits.get("nvidia.com/gpu") == limit
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == surge
+
+
+def test_shm_is_memory_backed_with_the_pool_size() -> None:
+    dep = deployment(spec(triton={"shmSize": "2Gi"}))
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["dshm"] == {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container(dep, "triton")["volumeMounts"]
+
+
+@pytest.mark.parametrize(
+    ("repository", "keys", "volume"),
+    [
+        (
+            {"pvc": {"claimName": "m", "subPath": "v1"}},
+            None,
+            {"name": "models", "persistentVolumeClaim": {"claimName": "m", "readOnly": True}},
+        ),
+        (
+            {"configMap": {"name": "cm"}},
+            ["add__1__model.py", "add__config.pbtxt"],
+            {
+                "name": "models",
+                "configMap": {
+                    "name": "cm",
+                    "items": [
+                        {"key": "add__1__model.py", "path": "add/1/model.py"},
+                        {"key": "add__config.pbtxt", "path": "add/config.pbtxt"},
+                    ],
+                },
+            },
+        ),
+        (
+            {"initContainer": {"image": {"repository": "r", "tag": "t"}, "command": ["fetch"]}},
+            None,
+            {"name": "models", "emptyDir": {}},
+        ),
+    ],
+)
+def test_model_repository_sources(
+    repository: dict[str, Any], keys: list[str] | None, volume: dict[str, Any]
+) -> None:
+    s = spec(model={"name": "add", "repository": repository})
+    dep = deployment(s, keys)
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["models"] == volume
+    inits = dep["spec"]["template"]["spec"]["initContainers"]
+    assert [c["name"] for c in inits] == (["fetch-models"] if "initContainer" in repository else [])
+
+
+def test_runtime_class_owner_and_labels() -> None:
+    dep = deployment(spec(runtimeClassName="kata-qemu-tdx"))
+    assert dep["spec"]["template"]["spec"]["runtimeClassName"] == "kata-qemu-tdx"
+    owner = dep["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("InferencePool", "u-1", True)
+    assert dep["spec"]["selector"]["matchLabels"] == {"cocoon.dev/pool": "chat"}
+    assert dep["spec"]["template"]["metadata"]["labels"]["cocoon.dev/pool"] == "chat"
+    assert render.url(POOL, SETTINGS) == "http://chat.team-a.svc.cluster.local:8000"
+
+
+def test_pods_do_not_get_a_service_account_token() -> None:
+    pod = deployment(spec())["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    for c in pod["containers"]:
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
