@@ -1,0 +1,305 @@
+"""A simulated TEE for local and e2e clusters: real-format evidence signed by a per-cluster root.
+
+It emits SEV-SNP reports (0x4A0 bytes, VCEK ← ASK ← ARK with RSA-PSS like AMD's, CHIP_ID and
+TCB extensions that match) and NVIDIA SPDM GET_MEASUREMENTS evidence (P-384 chain with the FWID
+extension, opaque TLVs), so the production verifier runs unchanged. Its roots carry the
+organization `cocoon.attestation.roots.SIMULATED_ORGANIZATION`, and a policy trusts them only
+when it lists them and sets allowSimulated. Keys are generated at run time and never committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.x509.oid import NameOID
+
+from cocoon.api.attestationpolicy import AttestationPolicySpec, ExtraRoot, TrustedRoots
+from cocoon.attestation import binding, nvgpu, snp
+from cocoon.attestation.chain import sha256_der
+from cocoon.attestation.encoding import pem
+from cocoon.attestation.enums import RootPurpose
+from cocoon.attestation.evidence import CpuEvidence, GpuEvidence, NodeEvidence
+from cocoon.attestation.roots import SIMULATED_ORGANIZATION
+from cocoon.attestation.verdict import Tee
+
+PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+DEFAULT_MEASUREMENT = hashlib.sha384(b"cocoon simulated guest").digest()
+DEFAULT_TCB = snp.Tcb(bootloader=3, tee=0, snp=8, microcode=115)
+GPU_MEASUREMENTS = 64
+Key = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, SIMULATED_ORGANIZATION),
+        ]
+    )
+
+
+def _der_length(n: int) -> bytes:
+    return (
+        bytes([n])
+        if n < 0x80
+        else bytes([0x81, n])
+        if n < 0x100
+        else b"\x82" + n.to_bytes(2, "big")
+    )
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    return bytes([tag]) + _der_length(len(body)) + body
+
+
+def _der_int(value: int) -> bytes:
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+
+def _cert(
+    subject: str,
+    key: Key,
+    issuer: x509.Certificate | None,
+    issuer_key: Key,
+    now: datetime,
+    *,
+    ca: bool,
+    extensions: dict[str, bytes] | None = None,
+) -> x509.Certificate:
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer.subject if issuer is not None else _name(subject))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    for oid, value in (extensions or {}).items():
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value), critical=False
+        )
+    if isinstance(issuer_key, rsa.RSAPrivateKey):
+        return builder.sign(issuer_key, hashes.SHA384(), rsa_padding=PSS)
+    return builder.sign(issuer_key, hashes.SHA384())
+
+
+def _p384() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP384R1())
+
+
+def encode_vbios_version(version: str) -> bytes:
+    """The inverse of `nvgpu.format_vbios_version`."""
+    parts = version.split(".")
+    return int("".join(parts[:4]), 16).to_bytes(4, "little") + bytes([int(parts[4], 16)]) + bytes(3)
+
+
+@dataclass(frozen=True)
+class SimulatedTee:
+    """One cluster's simulated hardware: an AMD-like chain and an NVIDIA-like chain."""
+
+    ark_key: rsa.RSAPrivateKey
+    ark: x509.Certificate
+    ask: x509.Certificate
+    vcek_key: ec.EllipticCurvePrivateKey
+    vcek: x509.Certificate
+    gpu_root: x509.Certificate
+    gpu_ica: x509.Certificate
+    gpu_leaf_key: ec.EllipticCurvePrivateKey
+    gpu_leaf: x509.Certificate
+    chip_id: bytes
+    fwid: bytes
+    product: str = "Milan"
+    tcb: snp.Tcb = field(default=DEFAULT_TCB)
+
+    @classmethod
+    def generate(
+        cls, *, now: datetime, product: str = "Milan", tcb: snp.Tcb = DEFAULT_TCB
+    ) -> SimulatedTee:
+        """New roots and keys; `now` sets the certificates' validity (10 years)."""
+        ark_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ask_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ark = _cert(f"ARK-{product}", ark_key, None, ark_key, now, ca=True)
+        ask = _cert(f"SEV-{product}", ask_key, ark, ark_key, now, ca=True)
+        chip_id = os.urandom(64)
+        spl_oids = {
+            "bootloader": "1.3.6.1.4.1.3704.1.3.1",
+            "tee": "1.3.6.1.4.1.3704.1.3.2",
+            "snp": "1.3.6.1.4.1.3704.1.3.3",
+            "microcode": "1.3.6.1.4.1.3704.1.3.8",
+            "fmc": "1.3.6.1.4.1.3704.1.3.9",
+        }
+        extensions = {spl_oids[k]: _der_int(v) for k, v in tcb.components().items()}
+        extensions["1.3.6.1.4.1.3704.1.2"] = _der(0x16, f"{product}-B0".encode())
+        extensions["1.3.6.1.4.1.3704.1.4"] = chip_id
+        vcek_key = _p384()
+        vcek = _cert("SEV-VCEK", vcek_key, ask, ask_key, now, ca=False, extensions=extensions)
+
+        root_key, ica_key, leaf_key = _p384(), _p384(), _p384()
+        gpu_root = _cert("Simulated Device Identity CA", root_key, None, root_key, now, ca=True)
+        gpu_ica = _cert("Simulated GH100 Identity", ica_key, gpu_root, root_key, now, ca=True)
+        fwid = os.urandom(nvgpu.COMPONENT)
+        tcb_info = _der(0x30, _der(0xA6, _der(0x30, _der(0x04, fwid))))
+        gpu_leaf = _cert(
+            "Simulated GH100 FMC LF",
+            leaf_key,
+            gpu_ica,
+            ica_key,
+            now,
+            ca=False,
+            extensions={nvgpu.OID_TCG_DICE_TCB_INFO.dotted_string: tcb_info},
+        )
+        return cls(
+            ark_key, ark, ask, vcek_key, vcek, gpu_root, gpu_ica, leaf_key, gpu_leaf, chip_id, fwid,
+            product, tcb,
+        )  # fmt: skip
+
+    # --- trust ------------------------------------------------------------------------------
+
+    def extra_roots(self) -> list[ExtraRoot]:
+        """The policy entries that make a cluster trust this simulated hardware."""
+        return [
+            ExtraRoot(
+                name=name,
+                purpose=purpose,
+                sha256=sha256_der(cert),
+                pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
+            )
+            for name, purpose, cert in (
+                ("simulated-ark", RootPurpose.AMD_ARK, self.ark),
+                ("simulated-gpu", RootPurpose.NVIDIA_DEVICE_IDENTITY, self.gpu_root),
+            )
+        ]
+
+    def policy_spec(self, **fields: object) -> AttestationPolicySpec:
+        """A policy that trusts this simulated TEE (SNP + GPUs), with any other fields given."""
+        roots = TrustedRoots(extra_roots=self.extra_roots(), allow_simulated=True)
+        return AttestationPolicySpec.model_validate(
+            {"allowedTees": ["sev-snp"], "trustedRoots": roots.to_api(), **fields}
+        )
+
+    # --- SNP ---------------------------------------------------------------------------------
+
+    def snp_certificates(self) -> bytes:
+        """VCEK, ASK, ARK as PEM, as an agent would submit them."""
+        return pem([self.vcek, self.ask, self.ark])
+
+    def snp_report(
+        self,
+        report_data: bytes,
+        *,
+        debug: bool = False,
+        measurement: bytes = DEFAULT_MEASUREMENT,
+        vmpl: int = 0,
+        tamper: bool = False,
+    ) -> bytes:
+        """A signed ATTESTATION_REPORT; `tamper` flips a measurement bit after signing."""
+        raw = bytearray(snp.REPORT_SIZE)
+        policy = 0x30000 | (snp.POLICY_DEBUG_BIT if debug else 0)
+        tcb = self.tcb.encode(self.product)
+        struct.pack_into("<IIQ", raw, 0x00, 3, 0, policy)
+        struct.pack_into("<II", raw, 0x30, vmpl, snp.SIG_ALGO_ECDSA_P384_SHA384)
+        raw[0x38:0x40] = tcb
+        raw[0x50:0x90] = report_data.ljust(64, b"\x00")[:64]
+        raw[0x90:0xC0] = measurement
+        raw[0x180:0x188] = tcb
+        raw[0x1A0:0x1E0] = self.chip_id
+        raw[0x1E0:0x1E8] = tcb
+        raw[0x1F0:0x1F8] = tcb
+        der_sig = self.vcek_key.sign(bytes(raw[: snp.SIGNED_END]), ec.ECDSA(hashes.SHA384()))
+        r, s = decode_dss_signature(der_sig)
+        raw[0x2A0:0x2E8] = r.to_bytes(72, "little")
+        raw[0x2E8:0x330] = s.to_bytes(72, "little")
+        if tamper:
+            raw[0x90] ^= 0x01
+        return bytes(raw)
+
+    # --- NVIDIA GPU --------------------------------------------------------------------------
+
+    def gpu_certificates(self) -> bytes:
+        return pem([self.gpu_leaf, self.gpu_ica, self.gpu_root])
+
+    def gpu_report(
+        self,
+        nonce: bytes,
+        *,
+        driver_version: str = "550.90.07",
+        vbios_version: str = "96.00.9f.00.01",
+        measurements: dict[int, bytes] | None = None,
+        tamper: bool = False,
+    ) -> bytes:
+        """SPDM GET_MEASUREMENTS request + signed response; `tamper` flips a measured bit."""
+        values = measurements or {i: simulated_gpu_measurement(i) for i in range(1, 65)}
+        request = bytes([0x11, 0xE0, 0x01, 0xFF]) + nonce + b"\x00"
+        record = b"".join(
+            struct.pack("<BBHBH", index, 0x01, len(v) + 3, 0x01, len(v)) + v
+            for index, v in sorted(values.items())
+        )
+        opaque = b"".join(
+            struct.pack("<HH", kind, len(value)) + value
+            for kind, value in (
+                (nvgpu.Opaque.VBIOS_VERSION, encode_vbios_version(vbios_version)),
+                (nvgpu.Opaque.CHIP_SKU, b"882\x00"),
+                (nvgpu.Opaque.PROJECT, b"1010\x00"),
+                (nvgpu.Opaque.PROJECT_SKU, b"0200\x00"),
+                (nvgpu.Opaque.DRIVER_VERSION, driver_version.encode() + b"\x00"),
+                (nvgpu.Opaque.FWID, self.fwid),
+            )
+        )
+        response = (
+            bytes([0x11, 0x60, 0x00, 0x00, len(values)])
+            + len(record).to_bytes(3, "little")
+            + record
+            + os.urandom(32)
+            + struct.pack("<H", len(opaque))
+            + opaque
+        )
+        r, s = decode_dss_signature(
+            self.gpu_leaf_key.sign(request + response, ec.ECDSA(hashes.SHA384()))
+        )
+        report = bytearray(request + response + r.to_bytes(48, "big") + s.to_bytes(48, "big"))
+        if tamper:
+            report[nvgpu.REQUEST_SIZE + 8 + 7] ^= 0x01
+        return bytes(report)
+
+    # --- a whole node ------------------------------------------------------------------------
+
+    def node_evidence(
+        self,
+        nonce: bytes,
+        public_key: bytes,
+        *,
+        gpus: int = 8,
+        debug: bool = False,
+        measurement: bytes = DEFAULT_MEASUREMENT,
+        tamper: bool = False,
+    ) -> NodeEvidence:
+        """What a simulated node's agent submits for a challenge: CPU + `gpus` GPUs."""
+        report_data = binding.cpu_report_data(nonce, public_key)
+        gpu_nonce = binding.gpu_nonce(nonce, public_key)
+        cpu = CpuEvidence(
+            Tee.SNP,
+            self.snp_report(report_data, debug=debug, measurement=measurement, tamper=tamper),
+            self.snp_certificates(),
+        )
+        return NodeEvidence(
+            cpu,
+            tuple(
+                GpuEvidence(self.gpu_report(gpu_nonce), self.gpu_certificates())
+                for _ in range(gpus)
+            ),
+        )
+
+
+def simulated_gpu_measurement(index: int) -> bytes:
+    """The golden value the simulated GPU reports for a measurement block."""
+    return hashlib.sha384(b"cocoon simulated gpu measurement %d" % index).digest()
