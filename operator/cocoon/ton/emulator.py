@@ -1,0 +1,114 @@
+"""Starts and stops the local chain emulator (contracts/emulator/server.mjs, the real TVM behind
+the toncenter v2 subset) and drives its test-only endpoints: faucet and time travel."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from cocoon.ton.tvm import Address, raw
+
+READY_PREFIX = "listening on "
+
+
+class EmulatorError(RuntimeError):
+    pass
+
+
+def contracts_dir() -> Path:
+    """`$COCOON_CONTRACTS_DIR`, else the checkout's contracts/ (editable install)."""
+    configured = os.environ.get("COCOON_CONTRACTS_DIR")
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[3] / "contracts"
+
+
+@dataclass
+class Emulator:
+    url: str
+    process: subprocess.Popen[str]
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def start(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    contracts: Path | None = None,
+    node: str = "node",
+    startup_s: float = 60.0,
+) -> Emulator:
+    """Starts the emulator (port 0: a free one) and returns once it accepts requests."""
+    root = contracts or contracts_dir()
+    if not (root / "node_modules" / "@ton" / "sandbox").is_dir():
+        raise EmulatorError(f"{root}/node_modules is missing: run `npm ci` in {root}")
+    process = subprocess.Popen(
+        [node, "emulator/server.mjs", "--host", host, "--port", str(port)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + startup_s
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0:
+            if not selector.select(left):
+                break
+            line = process.stdout.readline()
+            if line.startswith(READY_PREFIX):
+                return Emulator(line[len(READY_PREFIX) :].strip(), process)
+            if not line:
+                break
+    Emulator("", process).stop()
+    raise EmulatorError(
+        f"the emulator did not start within {startup_s:.0f} s (exit {process.poll()}); "
+        f"try `node emulator/server.mjs` in {root}"
+    )
+
+
+async def _post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.post(url + path, json=body) as resp:
+        payload: dict[str, Any] = await resp.json(content_type=None)
+    if not payload.get("ok"):
+        raise EmulatorError(f"{path}: {payload.get('error')}")
+    result: dict[str, Any] = payload["result"]
+    return result
+
+
+async def faucet(url: str, address: Address, amount: int) -> None:
+    """Credits `amount` nanoton to `address` (non-bounceable, so a fresh wallet can receive)."""
+    await _post(url, "/emulator/faucet", {"address": raw(address), "amount": str(amount)})
+
+
+async def travel(url: str, seconds: int) -> int:
+    """Moves the emulator's clock forward; returns the new chain time."""
+    result = await _post(url, "/emulator/time", {"advance": seconds})
+    return int(result["now"])
