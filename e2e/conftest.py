@@ -6,11 +6,23 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cocoon.agent.simulated import DEFAULT_MEASUREMENT
 from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
-from e2e.harness import Operator, install_crds, operator_kubeconfig
+from e2e.harness import (
+    Agents,
+    Operator,
+    eventually,
+    get,
+    install_crds,
+    install_security,
+    operator_kubeconfig,
+    simulated_policy,
+    simulated_tee,
+)
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +32,7 @@ def cluster() -> Iterator[LocalCluster]:
     local.start()
     try:
         install_crds(local)
+        install_security(local)
         yield local
     finally:
         local.stop()
@@ -45,29 +58,82 @@ def namespace(cluster: LocalCluster) -> Iterator[str]:
 
 
 class NodeFactory:
-    """Creates fake GPU nodes for one test and deletes them after it."""
+    """Creates fake GPU nodes for one test, attests them through real agents, deletes them."""
 
-    def __init__(self, cluster: LocalCluster) -> None:
+    def __init__(self, cluster: LocalCluster, agents: Agents) -> None:
         self.cluster = cluster
-        self.names: list[str] = []
+        self.agents = agents
+        self.nodes: dict[str, GpuNode] = {}
 
     def add(self, *nodes: GpuNode) -> list[GpuNode]:
         self.cluster.add_nodes(*nodes)
-        self.names += [n.name for n in nodes]
+        self.nodes.update({n.name: n for n in nodes})
         return list(nodes)
 
-    def attest(self, name: str, attested: bool = True) -> None:
-        """Set the attestation label by hand (the attestation controller does this for real)."""
-        value = "cocoon.dev/attested=true" if attested else "cocoon.dev/attested-"
-        self.cluster.kubectl("label", "node", name, value, "--overwrite")
+    def attest(self, name: str) -> dict[str, Any]:
+        """Start the node's agent and wait until the operator has verified it and said so."""
+        self.agents.start(name, "--gpus", str(self.nodes[name].gpus))
+        return wait_attested(self.cluster, name)
 
     def cleanup(self) -> None:
-        if self.names:
-            self.cluster.kubectl("delete", "node", *self.names, "--wait=false", check=False)
+        for name in self.nodes:
+            self.agents.stop(name)
+        if self.nodes:
+            self.cluster.kubectl("delete", "node", *self.nodes, "--wait=false", check=False)
+
+
+def wait_attested(cluster: LocalCluster, name: str) -> dict[str, Any]:
+    def verified() -> dict[str, Any] | None:
+        node = get(cluster, "node", name) or {}
+        labels = node.get("metadata", {}).get("labels", {})
+        taints = node.get("spec", {}).get("taints") or []
+        if labels.get("cocoon.dev/attested") == "true" and not any(
+            t["key"] == "cocoon.dev/unattested" for t in taints
+        ):
+            return node
+        return None
+
+    return dict(eventually(verified, timeout=60, what=f"node {name} attested"))
+
+
+@pytest.fixture(scope="session")
+def default_policy(cluster: LocalCluster, simulated: Path) -> dict[str, Any]:
+    """The cluster trusts this run's simulated TEE, and only because the policy names its root."""
+    policy = simulated_policy(simulated, gpus=1, snp={"measurements": [DEFAULT_MEASUREMENT.hex()]})
+    cluster.apply(policy)
+    return policy
 
 
 @pytest.fixture
-def nodes(cluster: LocalCluster) -> Iterator[NodeFactory]:
-    factory = NodeFactory(cluster)
+def nodes(
+    cluster: LocalCluster, agents: Agents, default_policy: dict[str, Any]
+) -> Iterator[NodeFactory]:
+    factory = NodeFactory(cluster, agents)
     yield factory
     factory.cleanup()
+
+
+@pytest.fixture(scope="session")
+def simulated(cluster: LocalCluster) -> Path:
+    return simulated_tee(cluster)
+
+
+@pytest.fixture
+def agents(cluster: LocalCluster, operator: Operator, simulated: Path) -> Iterator[Agents]:
+    fleet = Agents(cluster, operator, simulated)
+    yield fleet
+    fleet.stop_all()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed e2e test carries the operator's and agents' log tails: the why is right there."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when != "call" or not report.failed:
+        return
+    for fixture in ("operator", "agents"):
+        value = item.funcargs.get(fixture) if hasattr(item, "funcargs") else None
+        supervisor = getattr(value, "supervisor", None)
+        for process in getattr(supervisor, "processes", []):
+            report.sections.append((f"log of {process.name}", process.tail(60)))

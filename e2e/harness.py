@@ -6,12 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cocoon.devstack.cluster import LocalCluster
-from cocoon.devstack.process import Managed, Supervisor, wait_for
+from cocoon.devstack.cluster import GpuNode, LocalCluster
+from cocoon.devstack.process import Managed, Supervisor, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 OPERATOR_NAMESPACE = "cocoon-system"
@@ -30,8 +31,9 @@ def install_crds(cluster: LocalCluster) -> None:
     )
 
 
-def chart_rbac(cluster: LocalCluster) -> str:
-    """The operator's RBAC exactly as the Helm chart renders it."""
+def chart_templates(cluster: LocalCluster, *templates: str) -> str:
+    """Templates exactly as the Helm chart renders them: what e2e runs is what ships."""
+    shows = [arg for t in templates for arg in ("--show-only", f"templates/{t}")]
     out = cluster.helm(
         "template",
         RELEASE,
@@ -40,15 +42,44 @@ def chart_rbac(cluster: LocalCluster) -> str:
         OPERATOR_NAMESPACE,
         "--kube-version",
         "1.34.4",
-        "--show-only",
-        "templates/rbac-operator.yaml",
+        *shows,
     )
     return out.stdout
 
 
-def operator_kubeconfig(cluster: LocalCluster) -> Path:
+def install_security(cluster: LocalCluster) -> None:
+    """RBAC for operator and agent, and the admission policy; wait until the policy bites."""
     cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
-    cluster.kubectl("apply", "-f", "-", input=chart_rbac(cluster))
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=chart_templates(
+            cluster, "rbac-operator.yaml", "rbac-agent.yaml", "admission-policy.yaml"
+        ),
+    )
+    cluster.add_nodes(GpuNode("vap-probe", gpus=0, tee=None))
+    node_kc = cluster.certificate_kubeconfig(
+        "system:node:vap-probe", "system:nodes", cluster.workdir / "vap-probe.kubeconfig"
+    )
+
+    def denied() -> bool:
+        result = cluster.kubectl(
+            "label",
+            "node",
+            "vap-probe",
+            "cocoon.dev/attested=true",
+            "--dry-run=server",
+            kubeconfig=node_kc,
+            check=False,
+        )
+        return "ValidatingAdmissionPolicy" in result.stderr
+
+    wait_for(denied, timeout=60, what="the attestation admission policy to take effect")
+    cluster.kubectl("delete", "node", "vap-probe")
+
+
+def operator_kubeconfig(cluster: LocalCluster) -> Path:
     token = cluster.kubectl(
         "create", "token", "cocoon-operator", "-n", OPERATOR_NAMESPACE, "--duration=24h"
     ).stdout.strip()
@@ -66,24 +97,34 @@ class Operator:
         self.supervisor = Supervisor(cluster.workdir / "logs")
         self.process: Managed | None = None
         self.starts = 0
+        self.api_port = free_port()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
 
     def start(self) -> None:
         self.starts += 1
-        env = {"KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        env = {
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            "COCOON_API_HOST": "127.0.0.1",
+            "COCOON_API_PORT": str(self.api_port),
+            "COCOON_NAMESPACE": OPERATOR_NAMESPACE,
+            "COCOON_RESYNC_SECONDS": "2",
+        }
         self.process = self.supervisor.start(
             f"operator-{self.starts}",
             [sys.executable, "-m", "cocoon.cli", "operator", "-v"],
             env=env,
             cwd=REPO,
         )
+        process = self.process
         wait_for(
-            lambda: (
-                "Starting the watch-stream" in self.process.tail(400)  # type: ignore[union-attr]
-                or "watch-stream for" in self.process.tail(400)
-            ),  # type: ignore[union-attr]
+            lambda: "watch-stream for" in process.tail(400) and _http_ok(f"{self.api_url}/healthz"),
             timeout=60,
-            what="the operator's watch streams",
-            watch=self.process,
+            what="the operator's watch streams and API",
+            watch=process,
         )
 
     def stop(self) -> None:
@@ -95,6 +136,14 @@ class Operator:
 
     def log(self) -> str:
         return "\n".join(p.log.read_text(errors="replace") for p in self.supervisor.processes)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def get(cluster: LocalCluster, *args: str) -> Any:
@@ -132,3 +181,145 @@ def environ_without_kubeconfig() -> dict[str, str]:
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=120, check=False)
+
+
+class Agents:
+    """Node agents as local processes standing in for the DaemonSet's pods.
+
+    Each answers for one kwok node with a ServiceAccount token bound to a real (kwok) Pod on
+    that node, so the operator's node binding is exercised exactly as in a cluster."""
+
+    def __init__(self, cluster: LocalCluster, operator: Operator, simulated_dir: Path) -> None:
+        self.cluster = cluster
+        self.operator = operator
+        self.simulated_dir = simulated_dir
+        self.supervisor = Supervisor(cluster.workdir / "logs")
+        self.running: dict[str, Managed] = {}
+
+    def token_for(self, node: str) -> Path:
+        pod = f"cocoon-agent-{node}"
+        self.cluster.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": pod,
+                    "namespace": OPERATOR_NAMESPACE,
+                    "labels": {"app.kubernetes.io/name": "cocoon-agent"},
+                },
+                "spec": {
+                    "nodeName": node,
+                    "serviceAccountName": "cocoon-agent",
+                    "automountServiceAccountToken": False,
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [{"name": "agent", "image": "cocoon:dev"}],
+                },
+            }
+        )
+        token = self.cluster.kubectl(
+            "create",
+            "token",
+            "cocoon-agent",
+            "-n",
+            OPERATOR_NAMESPACE,
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            pod,
+            "--duration=1h",
+        ).stdout.strip()
+        path = self.cluster.workdir / f"agent-{node}.token"
+        path.write_text(token)
+        return path
+
+    def kubeconfig_for(self, node: str, token_file: Path) -> Path:
+        return self.cluster.token_kubeconfig(
+            token_file.read_text(), self.cluster.workdir / f"agent-{node}.kubeconfig"
+        )
+
+    def argv(
+        self,
+        node: str,
+        *extra: str,
+        token_file: Path | None = None,
+        simulated_dir: Path | None = None,
+    ) -> list[str]:
+        token = token_file or self.token_for(node)
+        return [
+            sys.executable,
+            "-m",
+            "cocoon.cli",
+            "agent",
+            "run",
+            "--node",
+            node,
+            "--operator-url",
+            self.operator.api_url,
+            "--token-file",
+            str(token),
+            "--key-file",
+            str(self.cluster.workdir / f"agent-{node}" / "workload.key"),
+            "--simulated",
+            str(simulated_dir or self.simulated_dir),
+            "--poll-seconds",
+            "0.5",
+            *extra,
+        ]
+
+    def env(self, node: str, token_file: Path) -> dict[str, str]:
+        return {"KUBECONFIG": str(self.kubeconfig_for(node, token_file)), "PYTHONUNBUFFERED": "1"}
+
+    def start(self, node: str, *extra: str, simulated_dir: Path | None = None) -> Managed:
+        token = self.token_for(node)
+        process = self.supervisor.start(
+            f"agent-{node}",
+            self.argv(node, *extra, token_file=token, simulated_dir=simulated_dir),
+            env=self.env(node, token),
+            cwd=REPO,
+        )
+        self.running[node] = process
+        return process
+
+    def stop(self, node: str) -> None:
+        process = self.running.pop(node, None)
+        if process is not None:
+            process.stop()
+
+    def stop_all(self) -> None:
+        self.supervisor.stop_all()
+        self.running.clear()
+
+
+def simulated_tee(cluster: LocalCluster, name: str = "sim") -> Path:
+    """A per-cluster simulated TEE (root keys generated now, never committed)."""
+    directory = cluster.workdir / name
+    result = run(
+        sys.executable, "-m", "cocoon.cli", "agent", "simulated", "init", "--dir", str(directory)
+    )
+    assert result.returncode == 0, result.stderr
+    return directory
+
+
+def simulated_policy(
+    directory: Path, name: str = "default", gpus: int = 8, **overrides: Any
+) -> dict[str, Any]:
+    result = run(
+        sys.executable,
+        "-m",
+        "cocoon.cli",
+        "agent",
+        "simulated",
+        "policy",
+        "--dir",
+        str(directory),
+        "--name",
+        name,
+        "--gpus",
+        str(gpus),
+    )
+    assert result.returncode == 0, result.stderr
+    import yaml
+
+    policy: dict[str, Any] = yaml.safe_load(result.stdout)
+    policy["spec"].update(overrides)
+    return policy

@@ -114,7 +114,7 @@ def test_pool_runs_only_on_attested_nodes_and_says_why_replicas_pend(
 ) -> None:
     nodes.add(
         GpuNode("pl-attested", gpus=8, tee="sev-snp"),
-        GpuNode("pl-unattested", gpus=8, tee="tdx"),
+        GpuNode("pl-unattested", gpus=8, tee="sev-snp"),
         GpuNode("pl-plain", gpus=8, tee=None, labels={"cocoon.dev/attested": "true"}),
     )
     nodes.attest("pl-attested")
@@ -169,17 +169,17 @@ def test_pool_runs_only_on_attested_nodes_and_says_why_replicas_pend(
 def test_no_attested_node_is_reported(
     cluster: LocalCluster, operator: Operator, nodes: NodeFactory, namespace: str
 ) -> None:
-    nodes.add(GpuNode("na-tdx", gpus=8, tee="tdx"))
-    nodes.attest("na-tdx")
-    cluster.apply(pool("snp-only", namespace, teeTypes=["sev-snp"]))
+    nodes.add(GpuNode("na-snp", gpus=8, tee="sev-snp"))
+    nodes.attest("na-snp")
+    cluster.apply(pool("tdx-only", namespace, teeTypes=["tdx"]))
 
     def reason() -> dict[str, Any] | None:
-        cond = ready_condition(cluster, namespace, "snp-only")
+        cond = ready_condition(cluster, namespace, "tdx-only")
         return cond if cond.get("reason") == "NoAttestedNodes" else None
 
     cond = eventually(reason, what="NoAttestedNodes")
-    assert "no node is attested for TEE types sev-snp" in cond["message"]
-    assert all(not p["spec"].get("nodeName") for p in pods_of(cluster, namespace, "snp-only"))
+    assert "no node is attested for TEE types tdx" in cond["message"]
+    assert all(not p["spec"].get("nodeName") for p in pods_of(cluster, namespace, "tdx-only"))
 
 
 def test_ready_pool_rolls_scales_and_is_garbage_collected(
@@ -283,7 +283,7 @@ def test_ready_pool_rolls_scales_and_is_garbage_collected(
 def test_operator_restart_converges_without_duplicates(
     cluster: LocalCluster, operator: Operator, nodes: NodeFactory, namespace: str
 ) -> None:
-    nodes.add(GpuNode("rs-0", gpus=8, tee="tdx"))
+    nodes.add(GpuNode("rs-0", gpus=8, tee="sev-snp"))
     nodes.attest("rs-0")
     cluster.apply(pool("restart", namespace, gpusPerReplica=2, replicas=2))
     eventually(

@@ -144,6 +144,10 @@ class Kube:
     async def create(self, kind: Kind, obj: Obj) -> Obj:
         return await self._call("POST", kind.path(obj["metadata"].get("namespace")), body=obj)
 
+    async def create_cluster(self, path: str, obj: Obj) -> Obj:
+        """POST to a non-resource-style path (TokenReview, SubjectAccessReview)."""
+        return await self._call("POST", path, body=obj)
+
     async def delete(self, kind: Kind, name: str, namespace: str | None = None) -> None:
         try:
             await self._call("DELETE", kind.path(namespace, name))

@@ -144,6 +144,24 @@ def _nvml() -> Any:
         ) from None
 
 
+def check_nvml(nvml: Any = None) -> int:
+    """How many GPUs NVML sees; a CollectorError with the cause when there is no usable GPU."""
+    lib = nvml if nvml is not None else _nvml()
+    try:
+        lib.nvmlInit()
+    except Exception as exc:
+        raise CollectorError(f"no NVIDIA GPU / NVML unavailable: {exc}") from exc
+    try:
+        count = int(lib.nvmlDeviceGetCount())
+    except Exception as exc:
+        raise CollectorError(f"NVML could not count GPUs: {exc}") from exc
+    finally:
+        lib.nvmlShutdown()
+    if count == 0:
+        raise CollectorError("NVML reports no NVIDIA GPU on this node")
+    return count
+
+
 def collect_gpus(nonce: bytes, nvml: Any = None) -> list[GpuEvidence]:
     """Each GPU's confidential-computing attestation report for `nonce`, with its chain."""
     lib = nvml if nvml is not None else _nvml()

@@ -9,11 +9,14 @@ when it lists them and sets allowSimulated. Keys are generated at run time and n
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import struct
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -35,6 +38,19 @@ DEFAULT_MEASUREMENT = hashlib.sha384(b"cocoon simulated guest").digest()
 DEFAULT_TCB = snp.Tcb(bootloader=3, tee=0, snp=8, microcode=115)
 GPU_MEASUREMENTS = 64
 Key = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+SPL_OIDS = {
+    "bootloader": "1.3.6.1.4.1.3704.1.3.1",
+    "tee": "1.3.6.1.4.1.3704.1.3.2",
+    "snp": "1.3.6.1.4.1.3704.1.3.3",
+    "microcode": "1.3.6.1.4.1.3704.1.3.8",
+    "fmc": "1.3.6.1.4.1.3704.1.3.9",
+}
+OID_PRODUCT_NAME = "1.3.6.1.4.1.3704.1.2"
+OID_HWID = "1.3.6.1.4.1.3704.1.4"
+# File names inside a saved simulated TEE: flat, so the directory can become a Secret as is.
+_CERTS = ("ark", "ask", "vcek", "gpu-root", "gpu-ica", "gpu-leaf")
+_KEYS = ("ark", "ask", "vcek", "gpu-leaf")
+_META = "simulated-tee.json"
 
 
 def _name(common_name: str) -> x509.Name:
@@ -97,6 +113,43 @@ def _p384() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP384R1())
 
 
+def _vcek(
+    ask: x509.Certificate,
+    *,
+    ask_key: rsa.RSAPrivateKey,
+    chip_id: bytes,
+    product: str,
+    tcb: snp.Tcb,
+    now: datetime,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A VCEK whose extensions (TCB SPLs, product, hwID) match the reports it will sign."""
+    extensions = {SPL_OIDS[k]: _der_int(v) for k, v in tcb.components().items()}
+    extensions[OID_PRODUCT_NAME] = _der(0x16, f"{product}-B0".encode())
+    extensions[OID_HWID] = chip_id
+    key = _p384()
+    return key, _cert("SEV-VCEK", key, ask, ask_key, now, ca=False, extensions=extensions)
+
+
+def _write_private(path: Path, key: Key) -> None:
+    pem_bytes = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem_bytes)
+    os.chmod(path, 0o600)  # O_CREAT's mode does not apply to a file that already existed
+
+
+def _read_cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def _read_key(path: Path) -> object:
+    return serialization.load_pem_private_key(path.read_bytes(), password=None)
+
+
 def encode_vbios_version(version: str) -> bytes:
     """The inverse of `nvgpu.format_vbios_version`."""
     parts = version.split(".")
@@ -120,6 +173,7 @@ class SimulatedTee:
     fwid: bytes
     product: str = "Milan"
     tcb: snp.Tcb = field(default=DEFAULT_TCB)
+    ask_key: rsa.RSAPrivateKey | None = field(default=None, repr=False)
 
     @classmethod
     def generate(
@@ -131,18 +185,9 @@ class SimulatedTee:
         ark = _cert(f"ARK-{product}", ark_key, None, ark_key, now, ca=True)
         ask = _cert(f"SEV-{product}", ask_key, ark, ark_key, now, ca=True)
         chip_id = os.urandom(64)
-        spl_oids = {
-            "bootloader": "1.3.6.1.4.1.3704.1.3.1",
-            "tee": "1.3.6.1.4.1.3704.1.3.2",
-            "snp": "1.3.6.1.4.1.3704.1.3.3",
-            "microcode": "1.3.6.1.4.1.3704.1.3.8",
-            "fmc": "1.3.6.1.4.1.3704.1.3.9",
-        }
-        extensions = {spl_oids[k]: _der_int(v) for k, v in tcb.components().items()}
-        extensions["1.3.6.1.4.1.3704.1.2"] = _der(0x16, f"{product}-B0".encode())
-        extensions["1.3.6.1.4.1.3704.1.4"] = chip_id
-        vcek_key = _p384()
-        vcek = _cert("SEV-VCEK", vcek_key, ask, ask_key, now, ca=False, extensions=extensions)
+        vcek_key, vcek = _vcek(
+            ask, ask_key=ask_key, chip_id=chip_id, product=product, tcb=tcb, now=now
+        )
 
         root_key, ica_key, leaf_key = _p384(), _p384(), _p384()
         gpu_root = _cert("Simulated Device Identity CA", root_key, None, root_key, now, ca=True)
@@ -160,8 +205,81 @@ class SimulatedTee:
         )
         return cls(
             ark_key, ark, ask, vcek_key, vcek, gpu_root, gpu_ica, leaf_key, gpu_leaf, chip_id, fwid,
-            product, tcb,
+            product, tcb, ask_key,
         )  # fmt: skip
+
+    def for_node(self, node: str, *, now: datetime | None = None) -> SimulatedTee:
+        """The same cluster roots, with a CHIP_ID derived from the node name and a VCEK for it,
+        so each simulated node looks like its own stable chip."""
+        if self.ask_key is None:
+            raise ValueError("this simulated TEE has no ASK private key: it cannot issue VCEKs")
+        chip_id = hashlib.sha512(b"cocoon simulated chip\x00" + node.encode()).digest()
+        vcek_key, vcek = _vcek(
+            self.ask,
+            ask_key=self.ask_key,
+            chip_id=chip_id,
+            product=self.product,
+            tcb=self.tcb,
+            now=now or datetime.now(UTC),
+        )
+        return dataclasses.replace(self, vcek_key=vcek_key, vcek=vcek, chip_id=chip_id)
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def save(self, directory: Path, *, overwrite: bool = False) -> None:
+        """PEM certificates, PKCS#8 private keys (mode 0600) and a small JSON of the rest.
+
+        The directory is the per-cluster simulated hardware: agents load it (e.g. from a
+        Secret) and the policy pins its roots, so a fresh `generate` would break trust.
+        """
+        if self.ask_key is None:
+            raise ValueError("this simulated TEE has no ASK private key to save")
+        existing = [n for n in self._file_names() if (directory / n).exists()]
+        if existing and not overwrite:
+            raise FileExistsError(f"{directory} already holds a simulated TEE ({existing[0]})")
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        certs = (self.ark, self.ask, self.vcek, self.gpu_root, self.gpu_ica, self.gpu_leaf)
+        for name, cert in zip(_CERTS, certs, strict=True):
+            (directory / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        private: tuple[Key, ...] = (self.ark_key, self.ask_key, self.vcek_key, self.gpu_leaf_key)
+        for name, key in zip(_KEYS, private, strict=True):
+            _write_private(directory / f"{name}.key.pem", key)
+        meta = {
+            "product": self.product,
+            "tcb": self.tcb.components(),
+            "chipId": self.chip_id.hex(),
+            "fwid": self.fwid.hex(),
+        }
+        (directory / _META).write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> SimulatedTee:
+        """The inverse of `save`; a missing or foreign file is a ValueError naming it."""
+        try:
+            meta = json.loads((directory / _META).read_text())
+            certs = {n: _read_cert(directory / f"{n}.pem") for n in _CERTS}
+            private = {n: _read_key(directory / f"{n}.key.pem") for n in _KEYS}
+            ark_key, ask_key = private["ark"], private["ask"]
+            vcek_key, leaf_key = private["vcek"], private["gpu-leaf"]
+            if not isinstance(ark_key, rsa.RSAPrivateKey) or not isinstance(
+                ask_key, rsa.RSAPrivateKey
+            ):
+                raise ValueError("ark.key.pem and ask.key.pem must hold RSA keys")
+            if not isinstance(vcek_key, ec.EllipticCurvePrivateKey) or not isinstance(
+                leaf_key, ec.EllipticCurvePrivateKey
+            ):
+                raise ValueError("vcek.key.pem and gpu-leaf.key.pem must hold P-384 keys")
+            return cls(
+                ark_key, certs["ark"], certs["ask"], vcek_key, certs["vcek"], certs["gpu-root"],
+                certs["gpu-ica"], leaf_key, certs["gpu-leaf"], bytes.fromhex(meta["chipId"]),
+                bytes.fromhex(meta["fwid"]), str(meta["product"]), snp.Tcb(**meta["tcb"]), ask_key,
+            )  # fmt: skip
+        except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{directory} is not a saved simulated TEE: {exc}") from exc
+
+    @staticmethod
+    def _file_names() -> list[str]:
+        return [f"{n}.pem" for n in _CERTS] + [f"{n}.key.pem" for n in _KEYS] + [_META]
 
     # --- trust ------------------------------------------------------------------------------
 

@@ -80,6 +80,9 @@ class AttestedNodeStatus(ApiModel):
     )
     policy: str = Field(default="", description="The AttestationPolicy (and generation) applied.")
     verified_at: datetime | None = Field(default=None, description="When evidence last verified.")
+    appraised_at: datetime | None = Field(
+        default=None, description="When evidence was last appraised, verified or not."
+    )
     expires_at: datetime | None = Field(default=None, description="When the verdict lapses.")
     attestation_token: str = Field(
         default="", description="Signed EAR-style JWT of this verdict, served to callers."

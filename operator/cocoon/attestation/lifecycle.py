@@ -14,6 +14,8 @@ from typing import Any
 
 from cocoon.api.attestednode import AttestedNodeStatus, Verdict
 from cocoon.api.inferencepool import TeeType
+from cocoon.attestation.evidence import NodeEvidence
+from cocoon.attestation.verdict import Failure, Tee
 from cocoon.placement.labels import (
     ATTESTED_LABEL,
     GPU_CC_LABEL,
@@ -40,6 +42,34 @@ def tee_of(labels: Mapping[str, str]) -> TeeType | None:
     return None
 
 
+_EVIDENCE_TEE = {TeeType.TDX: Tee.TDX, TeeType.SEV_SNP: Tee.SNP}
+
+
+def tee_mismatch(declared: TeeType, presented: Tee) -> Failure | None:
+    """A node that declares one TEE must prove that one: SNP evidence cannot attest a TDX node."""
+    if _EVIDENCE_TEE[declared] is presented:
+        return None
+    return Failure(
+        "TeeMismatch",
+        f"the node declares {declared.value} but sent {presented.value} evidence; fix the "
+        "node's cocoon.dev/tee label or the agent's evidence source",
+    )
+
+
+def node_refusal(declared: TeeType, expected_gpus: int, evidence: NodeEvidence) -> Failure | None:
+    """Node-level checks the evidence must pass besides appraisal: the right TEE, every GPU."""
+    mismatch = tee_mismatch(declared, evidence.cpu.tee)
+    if mismatch is not None:
+        return mismatch
+    if len(evidence.gpus) < expected_gpus:
+        return Failure(
+            "GpuEvidenceMissing",
+            f"the node has {expected_gpus} GPUs but sent evidence for {len(evidence.gpus)}; "
+            "every GPU must be attested (confidential computing mode on every GPU)",
+        )
+    return None
+
+
 def gpu_count(node: Mapping[str, Any]) -> int:
     capacity = (node.get("status") or {}).get("capacity") or {}
     try:
@@ -56,10 +86,19 @@ class ChallengeReason(StrEnum):
     RETRY = "RetryAfterRejection"
 
 
+RETRY_AFTER_REJECTION_SECONDS = 30
+
+
 def challenge_due(
-    status: AttestedNodeStatus, now: datetime, reattest_interval: int
+    status: AttestedNodeStatus,
+    now: datetime,
+    reattest_interval: int,
+    retry_after: int = RETRY_AFTER_REJECTION_SECONDS,
 ) -> ChallengeReason | None:
-    """Whether to issue a fresh nonce now (at most one outstanding challenge at a time)."""
+    """Whether to issue a fresh nonce now (at most one outstanding challenge at a time).
+
+    A rejected node is challenged again only after `retry_after`, so an agent that keeps
+    sending bad evidence cannot keep the operator busy."""
     if status.challenge is not None:
         return ChallengeReason.UNANSWERED if now >= status.challenge.expires_at else None
     if status.verdict is Verdict.PENDING:
@@ -70,7 +109,10 @@ def challenge_due(
         return None
     if status.verdict is Verdict.EXPIRED:
         return ChallengeReason.LAPSED
-    return ChallengeReason.RETRY
+    last = status.appraised_at
+    if last is None or now >= last + timedelta(seconds=retry_after):
+        return ChallengeReason.RETRY
+    return None
 
 
 def lapsed(status: AttestedNodeStatus, now: datetime) -> bool:
@@ -107,6 +149,11 @@ def effects(verdict: Verdict, tee: TeeType, gpus_verified: int) -> NodeEffects:
     return NodeEffects(
         labels={ATTESTED_LABEL: None, TEE_LABEL: tee.value, GPU_CC_LABEL: None}, taints=taints
     )
+
+
+def released() -> NodeEffects:
+    """A node that no longer declares a TEE: our labels and taints go; its own labels stay."""
+    return NodeEffects(labels={ATTESTED_LABEL: None, GPU_CC_LABEL: None}, taints=())
 
 
 def merged_taints(

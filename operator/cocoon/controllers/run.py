@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+from functools import partial
 from typing import Any
 
 import kopf
 
-from cocoon.controllers import inferencepool
+from cocoon.controllers import attestednode, httpapi, inferencepool
 from cocoon.controllers import settings as operator_settings
 from cocoon.kube import Kube
 
-CONTROLLERS = (inferencepool,)
-RESYNC_SECONDS = 30.0
+CONTROLLERS = (inferencepool, attestednode)
+RESYNC_SECONDS = float(os.environ.get("COCOON_RESYNC_SECONDS", "30"))
 logger = logging.getLogger(__name__)
 
 
@@ -50,6 +52,11 @@ def configure() -> None:
         settings.batching.error_delays = [1, 2, 5, 10, 30]
         memo.kube = await Kube.connect()
         memo.settings = operator_settings.from_env()
+        memo.attestation = attestednode.AttestationState.from_env()
+        memo.api = await httpapi.start(
+            httpapi.ServerSettings.from_env(),
+            [partial(c.setup_routes, memo=memo) for c in CONTROLLERS if hasattr(c, "setup_routes")],
+        )
         memo.resync = asyncio.create_task(_resync_forever(memo))
 
     @kopf.on.cleanup()
@@ -57,6 +64,9 @@ def configure() -> None:
         task: asyncio.Task[None] | None = memo.get("resync")
         if task is not None:
             task.cancel()
+        api = memo.get("api")
+        if api is not None:
+            await api.cleanup()
         kube: Kube | None = memo.get("kube")
         if kube is not None:
             await kube.close()
@@ -67,6 +77,8 @@ def _run(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # the client logs whole response bodies at DEBUG, Secrets included: never let it
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     configure()
     asyncio.run(
         kopf.operator(

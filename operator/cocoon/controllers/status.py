@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
-
-import kopf
 
 from cocoon.api.common import Condition, ConditionStatus, find_condition, set_condition, utcnow
 from cocoon.kube import EVENTS, Kind, Kube
@@ -40,12 +39,13 @@ def merged_conditions(
 async def write(
     kube: Kube,
     kind: Kind,
-    body: kopf.Body,
+    body: Mapping[str, Any],
     fields: dict[str, Any],
     updates: list[tuple[str, ConditionStatus, str, str]],
 ) -> None:
     """Patch .status with `fields` and condition updates; post an Event for each transition."""
-    generation = int(body.metadata.get("generation") or 0)
+    meta = body["metadata"]
+    generation = int(meta.get("generation") or 0)
     current = list((body.get("status") or {}).get("conditions") or [])
     conditions, changes = merged_conditions(current, generation, updates)
     status = {
@@ -54,29 +54,32 @@ async def write(
         "conditions": [c.to_api() for c in conditions],
     }
     await kube.patch(
-        kind, body.metadata.name, {"status": status}, body.metadata.namespace, subresource="status"
+        kind, meta["name"], {"status": status}, meta.get("namespace"), subresource="status"
     )
     for _, after in changes:
         if after.type == "Ready":
             await post_event(kube, body, after)
 
 
-async def post_event(kube: Kube, body: kopf.Body, condition: Condition) -> None:
+async def post_event(kube: Kube, body: Mapping[str, Any], condition: Condition) -> None:
     """An Event for a Ready transition, so `kubectl describe` tells the story without logs."""
-    meta = body.metadata
+    meta = body["metadata"]
     now = utcnow().isoformat().replace("+00:00", "Z")
     await kube.create(
         EVENTS,
         {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta.name}.", "namespace": meta.namespace or "default"},
+            "metadata": {
+                "generateName": f"{meta['name']}.",
+                "namespace": meta.get("namespace") or "default",
+            },
             "involvedObject": {
                 "apiVersion": body.get("apiVersion"),
                 "kind": body.get("kind"),
-                "name": meta.name,
-                "namespace": meta.namespace,
-                "uid": meta.uid,
+                "name": meta["name"],
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
                 "resourceVersion": meta.get("resourceVersion"),
             },
             "type": "Normal" if condition.status is ConditionStatus.TRUE else "Warning",

@@ -215,6 +215,7 @@ class LocalCluster:
                 "--allow-privileged=true",
                 "--endpoint-reconciler-type=none",
                 "--enable-priority-and-fairness=false",
+                "--enable-admission-plugins=NodeRestriction",
                 "--v=0",
             ],
         )
@@ -299,16 +300,29 @@ class LocalCluster:
             )
         )
         self.kubeconfig.chmod(0o600)
-        self._ca = pki.ca_cert
+        self._pki = pki
 
     def token_kubeconfig(self, token: str, path: Path, namespace: str = "default") -> Path:
         """A kubeconfig that authenticates as a ServiceAccount token (least privilege)."""
         path.write_text(
             yaml.safe_dump(
                 kubeconfig_dict(
-                    self.server, self._ca.read_bytes(), user={"token": token}, namespace=namespace
+                    self.server,
+                    self._pki.ca_cert.read_bytes(),
+                    user={"token": token},
+                    namespace=namespace,
                 )
             )
+        )
+        path.chmod(0o600)
+        return path
+
+    def certificate_kubeconfig(self, common_name: str, organization: str, path: Path) -> Path:
+        """A kubeconfig for a certificate identity, e.g. a node's kubelet."""
+        cert, key = pkimod.client_certificate(self._pki, common_name, organization)
+        user = {"client-certificate-data": _b64(cert), "client-key-data": _b64(key)}
+        path.write_text(
+            yaml.safe_dump(kubeconfig_dict(self.server, self._pki.ca_cert.read_bytes(), user=user))
         )
         path.chmod(0o600)
         return path

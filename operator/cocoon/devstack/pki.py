@@ -34,6 +34,7 @@ class Pki:
     admin_key: Path
     sa_key: Path
     sa_pub: Path
+    ca_key: Path
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -115,10 +116,12 @@ def create(directory: Path) -> Pki:
         admin_key=directory / "admin.key",
         sa_key=directory / "sa.key",
         sa_pub=directory / "sa.pub",
+        ca_key=directory / "ca.key",
     )
     ca_key = _key()
     ca_name = _name("cocoon-local-ca")
     _write_cert(_issue(ca_name, ca_key, ca_name, ca_key, ca=True), pki.ca_cert)
+    _write_key(ca_key, pki.ca_key)
 
     serving_key = _key()
     sans: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVING_NAMES]
@@ -153,3 +156,24 @@ def create(directory: Path) -> Pki:
         )
     )
     return pki
+
+
+def client_certificate(pki: Pki, common_name: str, organization: str) -> tuple[bytes, bytes]:
+    """A client identity signed by the cluster CA, e.g. a kubelet's `system:node:<name>`."""
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    key = _key()
+    cert = _issue(
+        _name(common_name, organization),
+        key,
+        ca.subject,
+        ca_key,
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem

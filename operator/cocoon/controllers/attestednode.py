@@ -1,0 +1,457 @@
+"""kopf handlers and the evidence route for node attestation.
+
+Discovery, challenges, expiry and node effects are decided by `cocoon.attestation.lifecycle`;
+evidence is judged by `cocoon.attestation.appraisal`. This module reads, calls them and applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import secrets
+import time
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import kopf
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
+
+from cocoon.api.attestationpolicy import AttestationPolicySpec, ConfigMapKeyRef
+from cocoon.api.attestednode import AttestedNodeSpec, AttestedNodeStatus, Challenge, Verdict
+from cocoon.api.common import ConditionStatus, utcnow
+from cocoon.api.inferencepool import TeeType
+from cocoon.attestation import ear, lifecycle, report
+from cocoon.attestation.appraisal import appraise_node
+from cocoon.attestation.evidence import NodeEvidence
+from cocoon.attestation.policy import Policy, PolicyError
+from cocoon.attestation.verdict import Rejected
+from cocoon.attestation.verdict import Verdict as AppraisalVerdict
+from cocoon.controllers import httpapi
+from cocoon.controllers import status as status_writer
+from cocoon.kube import ATTESTATION_POLICIES, ATTESTED_NODES, CONFIGMAPS, NODES, Kube, NotFound
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+Update = tuple[str, ConditionStatus, str, str]
+
+
+@dataclasses.dataclass
+class AttestationState:
+    """What the attestation side keeps in the operator's memory: locks and the result key."""
+
+    namespace: str
+    agent_username: str
+    allow_unbound_tokens: bool
+    signing_key: Ed25519PrivateKey
+    locks: defaultdict[str, asyncio.Lock] = dataclasses.field(
+        default_factory=lambda: defaultdict(asyncio.Lock)
+    )
+
+    @classmethod
+    def from_env(cls) -> AttestationState:
+        from cocoon import keys
+
+        namespace = os.environ.get("COCOON_NAMESPACE", "cocoon-system")
+        key_file = os.environ.get("COCOON_SIGNING_KEY_FILE")
+        return cls(
+            namespace=namespace,
+            agent_username=os.environ.get(
+                "COCOON_AGENT_USERNAME", f"system:serviceaccount:{namespace}:cocoon-agent"
+            ),
+            allow_unbound_tokens=os.environ.get("COCOON_ALLOW_UNBOUND_AGENT_TOKENS") == "true",
+            signing_key=keys.load_or_create(Path(key_file)) if key_file else keys.generate(),
+        )
+
+
+# -- discovery -----------------------------------------------------------------------------
+
+
+def attested_node_manifest(node: Obj, spec: AttestedNodeSpec) -> Obj:
+    meta = node["metadata"]
+    return {
+        "apiVersion": "cocoon.dev/v1alpha1",
+        "kind": "AttestedNode",
+        "metadata": {
+            "name": meta["name"],
+            "labels": {"app.kubernetes.io/managed-by": "cocoon-operator"},
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Node", "name": meta["name"], "uid": meta["uid"]}
+            ],
+        },
+        "spec": spec.to_api(),
+    }
+
+
+async def discover(node: Obj, kube: Kube) -> None:
+    """Every TEE node gets an AttestedNode and stays tainted until it is verified."""
+    labels = node["metadata"].get("labels") or {}
+    tee = lifecycle.tee_of(labels)
+    name = node["metadata"]["name"]
+    existing = await kube.get_or_none(ATTESTED_NODES, name)
+    if tee is None:
+        if existing is not None:
+            await kube.delete(ATTESTED_NODES, name)
+            await apply_effects(kube, node, None)
+        return
+    spec = AttestedNodeSpec(node_name=name, tee=tee, expected_gpus=lifecycle.gpu_count(node))
+    if existing is not None:
+        spec = spec.model_copy(
+            update={"policy_name": existing["spec"].get("policyName", "default")}
+        )
+    if existing is None or existing.get("spec") != spec.to_api():
+        existing = await kube.apply(ATTESTED_NODES, attested_node_manifest(node, spec))
+    await apply_effects(kube, node, existing)
+
+
+async def apply_effects(kube: Kube, node: Obj, attested: Obj | None) -> None:
+    """Labels and taints that follow from the verdict; written only when they change."""
+    meta = node["metadata"]
+    if attested is None:
+        wanted = lifecycle.released()
+    else:
+        status = AttestedNodeStatus.model_validate(attested.get("status") or {})
+        gpus = sum(1 for d in status.devices if d.kind == "nvgpu" and d.status == "affirming")
+        tee = TeeType(attested["spec"]["tee"])
+        wanted = lifecycle.effects(status.verdict, tee, gpus)
+    labels = lifecycle.label_patch(meta.get("labels") or {}, wanted.labels)
+    taints = lifecycle.merged_taints((node.get("spec") or {}).get("taints") or [], wanted.taints)
+    patch: Obj = {}
+    if labels:
+        patch["metadata"] = {"labels": labels}
+    if taints is not None:
+        patch.setdefault("metadata", {})["resourceVersion"] = meta["resourceVersion"]
+        patch["spec"] = {"taints": taints}
+    if patch:
+        await kube.patch(NODES, meta["name"], patch)
+
+
+# -- policy --------------------------------------------------------------------------------
+
+
+async def load_policy(kube: Kube, name: str, namespace: str) -> tuple[Policy, str]:
+    """The named AttestationPolicy, with the ConfigMaps it references, as the library's Policy."""
+    obj = await kube.get(ATTESTATION_POLICIES, name)
+    spec = AttestationPolicySpec.model_validate(obj.get("spec") or {})
+    refs: list[ConfigMapKeyRef] = [*spec.gpu.rims, *spec.crls]
+    refs += [r.config_map_ref for r in spec.trusted_roots.extra_roots if r.config_map_ref]
+    maps: dict[str, Obj] = {}
+    for ref in refs:
+        if ref.name not in maps:
+            maps[ref.name] = await kube.get_or_none(CONFIGMAPS, ref.name, namespace) or {}
+
+    def resolve(ref: ConfigMapKeyRef) -> bytes:
+        cm = maps.get(ref.name) or {}
+        if ref.key in (cm.get("data") or {}):
+            return str(cm["data"][ref.key]).encode()
+        import base64
+
+        return base64.b64decode(cm["binaryData"][ref.key])
+
+    generation = obj["metadata"].get("generation", 0)
+    return Policy.from_spec(spec, resolve), f"{name}@{generation}"
+
+
+# -- the level-based loop --------------------------------------------------------------------
+
+
+async def reconcile(body: Obj, memo: kopf.Memo) -> None:
+    kube: Kube = memo.kube
+    state: AttestationState = memo.attestation
+    name = body["metadata"]["name"]
+    async with state.locks[name]:
+        body = await kube.get_or_none(ATTESTED_NODES, name) or {}
+        node = await kube.get_or_none(NODES, name)
+        if not body or node is None:
+            return
+        spec = AttestedNodeSpec.model_validate(body["spec"])
+        status = AttestedNodeStatus.model_validate(body.get("status") or {})
+        now = utcnow()
+        fields: Obj = {}
+        updates: list[Update] = []
+        try:
+            policy_obj = await kube.get(ATTESTATION_POLICIES, spec.policy_name)
+            policy_spec = AttestationPolicySpec.model_validate(policy_obj.get("spec") or {})
+        except (NotFound, ValidationError):
+            updates.append(
+                (
+                    "Ready",
+                    ConditionStatus.FALSE,
+                    "PolicyMissing",
+                    f"AttestationPolicy {spec.policy_name} does not exist or is invalid; "
+                    "create it (kubectl apply -f an AttestationPolicy) to attest nodes.",
+                )
+            )
+            await _write(kube, body, fields, updates, status)
+            await apply_effects(kube, node, body)
+            return
+        if lifecycle.lapsed(status, now):
+            status = status.model_copy(update={"verdict": Verdict.EXPIRED})
+            fields["verdict"] = Verdict.EXPIRED.value
+            updates.append(
+                (
+                    "Ready",
+                    ConditionStatus.FALSE,
+                    "VerdictExpired",
+                    f"No fresh evidence since {status.verified_at}; the verdict lapsed at "
+                    f"{status.expires_at}. Pods are being evicted. Check that the "
+                    "cocoon-agent pod on this node runs and reaches the operator.",
+                )
+            )
+        due = lifecycle.challenge_due(status, now, policy_spec.reattest_interval_seconds)
+        if due is not None:
+            challenge = Challenge(
+                nonce=secrets.token_hex(32),
+                issued_at=now,
+                expires_at=now + timedelta(seconds=policy_spec.max_evidence_age_seconds),
+            )
+            fields["challenge"] = challenge.to_api()
+            if status.verdict is Verdict.PENDING:
+                updates.append(
+                    (
+                        "Ready",
+                        ConditionStatus.FALSE,
+                        "AwaitingEvidence",
+                        f"Challenge issued ({due}); waiting for the node agent to answer "
+                        f"before {challenge.expires_at.isoformat()}.",
+                    )
+                )
+        if fields or updates:
+            await _write(kube, body, fields, updates, status)
+            body = await kube.get(ATTESTED_NODES, name)
+        await apply_effects(kube, node, body)
+
+
+async def _write(
+    kube: Kube, body: Obj, fields: Obj, updates: list[Update], status: AttestedNodeStatus
+) -> None:
+    fields = {"verdict": status.verdict.value, **fields}
+    await status_writer.write(kube, ATTESTED_NODES, body, fields, updates)
+
+
+async def resync(memo: kopf.Memo) -> None:
+    kube: Kube = memo.kube
+    for node in await kube.list(NODES):
+        if lifecycle.tee_of(node["metadata"].get("labels") or {}) is not None:
+            await discover(node, kube)
+    for item in await kube.list(ATTESTED_NODES):
+        try:
+            await reconcile(item, memo)
+        except Exception:
+            log.exception("resync of attestednode %s failed", item["metadata"]["name"])
+
+
+# -- the evidence route ----------------------------------------------------------------------
+
+
+def setup_routes(app: web.Application, memo: kopf.Memo) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return await submit_evidence(request, memo)
+
+    async def keys_handler(_: web.Request) -> web.Response:
+        from cocoon import keys
+
+        return web.json_response(ear.jwks(keys.public_bytes(memo.attestation.signing_key)))
+
+    app.router.add_post("/attestation/v1/nodes/{node}/evidence", handler)
+    app.router.add_get("/attestation/v1/keys", keys_handler)
+
+
+async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response:
+    kube: Kube = memo.kube
+    state: AttestationState = memo.attestation
+    node_name = request.match_info["node"]
+    try:
+        caller = await httpapi.review_token(kube, request)
+    except httpapi.Unauthorized as exc:
+        return httpapi.error(401, "Unauthorized", str(exc))
+    if caller.username != state.agent_username:
+        return httpapi.error(
+            403,
+            "NotAnAgent",
+            f"{caller.username} may not submit evidence; only the node agent's "
+            f"ServiceAccount ({state.agent_username}) may.",
+        )
+    if caller.node_name != node_name and not (
+        caller.node_name is None and state.allow_unbound_tokens
+    ):
+        return httpapi.error(
+            403,
+            "WrongNode",
+            f"this token is bound to a pod on {caller.node_name or 'no node'}; "
+            f"evidence for {node_name} must come from the agent on {node_name}.",
+        )
+    try:
+        payload = await request.json()
+        nonce = bytes.fromhex(str(payload["nonce"]))
+        public_key = bytes.fromhex(str(payload["publicKey"]))
+        evidence = NodeEvidence.from_dict(payload["evidence"])
+    except Rejected as exc:
+        return httpapi.error(400, exc.failure.reason, exc.failure.message)
+    except (ValueError, KeyError, TypeError) as exc:
+        return httpapi.error(
+            400,
+            "MalformedSubmission",
+            f"expected JSON {{nonce, publicKey, evidence}} in hex/base64: {exc!r}",
+        )
+    async with state.locks[node_name]:
+        body = await kube.get_or_none(ATTESTED_NODES, node_name)
+        if body is None:
+            return httpapi.error(
+                404, "UnknownNode", f"no AttestedNode {node_name}: is it a TEE node?"
+            )
+        spec = AttestedNodeSpec.model_validate(body["spec"])
+        status = AttestedNodeStatus.model_validate(body.get("status") or {})
+        now = utcnow()
+        challenge = status.challenge
+        if challenge is None or challenge.nonce != nonce.hex():
+            return httpapi.error(
+                409,
+                "NonceNotCurrent",
+                "this nonce is not the node's outstanding challenge (stale or "
+                "already used); answer the challenge in the AttestedNode status.",
+            )
+        if now >= challenge.expires_at:
+            return httpapi.error(
+                409, "ChallengeExpired", "the challenge expired; a new one will be issued shortly."
+            )
+        try:
+            policy, policy_name = await load_policy(kube, spec.policy_name, state.namespace)
+        except (NotFound, ValidationError, PolicyError) as exc:
+            return httpapi.error(
+                503,
+                "PolicyUnavailable",
+                f"AttestationPolicy {spec.policy_name} cannot be used: {exc}",
+            )
+        verdict = appraise_node(
+            evidence,
+            policy,
+            now=int(time.time()),
+            nonce=nonce,
+            public_key=public_key,
+            nonce_issued_at=int(challenge.issued_at.timestamp()),
+        )
+        refusal = lifecycle.node_refusal(spec.tee, spec.expected_gpus, evidence)
+        if refusal is not None:
+            verdict = dataclasses.replace(verdict, node_failures=(*verdict.node_failures, refusal))
+        binding = Binding(node_name, nonce, public_key, policy_name)
+        fields, updates = verdict_status(verdict, binding, state.signing_key)
+        await status_writer.write(kube, ATTESTED_NODES, body, fields, updates)
+        node = await kube.get_or_none(NODES, node_name)
+        if node is not None:
+            await apply_effects(kube, node, await kube.get(ATTESTED_NODES, node_name))
+    log.info(
+        "appraised evidence of node %s: %s",
+        node_name,
+        "verified" if verdict.verified else verdict.reason,
+    )
+    return web.json_response(
+        {"verified": verdict.verified, "reason": verdict.reason, "message": verdict.message}
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Binding:
+    """What the verdict was issued for: the node, its challenge, the key it bound, the policy."""
+
+    node: str
+    nonce: bytes
+    public_key: bytes
+    policy: str
+
+
+def verdict_status(
+    verdict: AppraisalVerdict, binding: Binding, signing_key: Ed25519PrivateKey
+) -> tuple[Obj, list[Update]]:
+    """The status fields and Ready condition for a fresh verdict; the challenge is consumed."""
+    devices = report.device_results(verdict)
+    appraised = report.timestamp(verdict.issued_at)
+    fields: Obj = {
+        "verdict": report.api_verdict(verdict).value,
+        "challenge": None,
+        "devices": [d.to_api() for d in devices],
+        "tcbStatus": devices[0].tcb_status if devices else "",
+        "policy": binding.policy,
+        "appraisedAt": appraised.isoformat(),
+    }
+    if verdict.verified:
+        token = ear.sign(
+            ear.claims(
+                verdict,
+                node=binding.node,
+                nonce=binding.nonce,
+                workload_key=binding.public_key,
+                policy=binding.policy,
+            ),
+            signing_key,
+        )
+        fields |= {
+            "measurementsDigest": report.measurements_digest(verdict),
+            "workloadPublicKey": binding.public_key.hex(),
+            "verifiedAt": appraised.isoformat(),
+            "expiresAt": report.timestamp(verdict.expires_at).isoformat(),
+            "attestationToken": token,
+        }
+        gpus = sum(1 for d in devices if d.kind == "nvgpu")
+        return fields, [
+            (
+                "Ready",
+                ConditionStatus.TRUE,
+                "Verified",
+                f"CPU and {gpus} GPU(s) verified against {binding.policy}; valid until "
+                f"{fields['expiresAt']}.",
+            )
+        ]
+    fields |= {"workloadPublicKey": "", "attestationToken": "", "expiresAt": None}
+    return fields, [
+        (
+            "Ready",
+            ConditionStatus.FALSE,
+            verdict.reason or "Rejected",
+            f"{verdict.message[:900]}. The node stays tainted; fix the cause and the "
+            "agent's next answer is appraised again.",
+        )
+    ]
+
+
+# -- policies ------------------------------------------------------------------------------
+
+
+async def check_policy(body: Obj, memo: kopf.Memo) -> None:
+    """An admin sees on the policy itself whether it can be used."""
+    kube: Kube = memo.kube
+    name = body["metadata"]["name"]
+    try:
+        await load_policy(kube, name, memo.attestation.namespace)
+        update: Update = ("Ready", ConditionStatus.TRUE, "Valid", "The policy can be applied.")
+    except (ValidationError, PolicyError) as exc:
+        update = ("Ready", ConditionStatus.FALSE, "Invalid", f"{exc}"[:1000])
+    await status_writer.write(kube, ATTESTATION_POLICIES, body, {}, [update])
+
+
+def register() -> None:
+    @kopf.on.event("", "v1", "nodes")
+    async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+        if type != "DELETED":
+            await discover(dict(body), memo.kube)
+
+    @kopf.on.event("cocoon.dev", "v1alpha1", "attestednodes")
+    async def attested_node_event(
+        body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
+    ) -> None:
+        if type != "DELETED":
+            await reconcile(dict(body), memo)
+
+    @kopf.on.event("cocoon.dev", "v1alpha1", "attestationpolicies")
+    async def policy_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+        if type == "DELETED":
+            return
+        await check_policy(dict(body), memo)
+        for item in await memo.kube.list(ATTESTED_NODES):
+            if item["spec"].get("policyName", "default") == body.metadata.name:
+                await reconcile(item, memo)
