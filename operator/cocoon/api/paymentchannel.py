@@ -136,6 +136,41 @@ class Transaction(ApiModel):
     at: datetime = Field(description="When it was observed on chain.")
 
 
+class SignedPromise(ApiModel):
+    """The payer's latest signed cumulative promise, persisted before any claim uses it."""
+
+    cumulative: Nanoton = Field(description="Cumulative amount the payer promised, nanoton.")
+    signature: str = Field(
+        description="Ed25519 signature by the payer key over the promise cell, hex.",
+        pattern=r"^[0-9a-f]{128}$",
+    )
+
+
+class MeterUsage(ApiModel):
+    """The highest cumulative usage report accepted from one attested meter."""
+
+    public_key: str = Field(
+        description="The meter's workload key (Ed25519, hex), bound by node attestation.",
+        pattern=r"^[0-9a-f]{64}$",
+    )
+    pool: str = Field(description="namespace/name of the InferencePool the meter serves.",
+                      max_length=253)
+    journal_sequence: int = Field(ge=0, description="Journal sequence the report covers.")
+    cost_nanoton: Nanoton = Field(description="Cumulative cost this meter charged, nanoton.")
+    reported_at: datetime | None = Field(default=None, description="When it was accepted.")
+
+
+class ChannelParameters(ApiModel):
+    """What the channel's address commits to, fixed when the channel id is chosen."""
+
+    payer_public_key: str = Field(
+        description="The payer's Ed25519 public key, hex.", pattern=r"^[0-9a-f]{64}$"
+    )
+    payer: str = Field(description="The payer's wallet address (raw form).", pattern=TON_ADDRESS)
+    payee: str = Field(description="The payee's address (raw form).", pattern=TON_ADDRESS)
+    close_delay_seconds: int = Field(ge=0, description="Close delay committed on chain.")
+
+
 class PaymentChannelStatus(ApiModel):
     """Observed state of the channel; amounts in nanoton."""
 
@@ -152,4 +187,30 @@ class PaymentChannelStatus(ApiModel):
         default="", description="Secret holding the caller credential for this channel."
     )
     last_transaction: Transaction | None = Field(default=None, description="Latest transaction.")
+    parameters: ChannelParameters | None = Field(
+        default=None,
+        description="The parameters the address commits to; persisted before the deploy, so a "
+        "crash can never deploy a second channel under another id.",
+    )
+    latest_promise: SignedPromise | None = Field(
+        default=None, description="The latest promise signed (Managed) or accepted (Client)."
+    )
+    meters: list[MeterUsage] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Highest accepted usage report per attested meter; owed is their sum.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["publicKey", "pool"],
+        },
+    )
+    rejected_reports: int = Field(
+        default=0, ge=0, description="Usage reports for this channel refused (bad key, signature)."
+    )
+    last_claim_at: datetime | None = Field(
+        default=None, description="When the payee's side last claimed (for claim.intervalSeconds)."
+    )
+    close_deadline: datetime | None = Field(
+        default=None, description="While Closing: when the payer may withdraw the remainder."
+    )
     conditions: ConditionList

@@ -11,11 +11,11 @@ from typing import Any
 
 import kopf
 
-from cocoon.controllers import attestednode, httpapi, inferencepool
+from cocoon.controllers import attestednode, httpapi, inferencepool, paymentchannel
 from cocoon.controllers import settings as operator_settings
 from cocoon.kube import Kube
 
-CONTROLLERS = (inferencepool, attestednode)
+CONTROLLERS = (inferencepool, attestednode, paymentchannel)
 RESYNC_SECONDS = float(os.environ.get("COCOON_RESYNC_SECONDS", "30"))
 logger = logging.getLogger(__name__)
 

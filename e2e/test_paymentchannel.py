@@ -1,0 +1,190 @@
+"""PaymentChannel on a real control plane, the operator under the chart's RBAC, the chain
+emulator as the chain: open and fund, attested usage to promise to claim, credit for meters,
+refusal of unattested reports, top-up, and close with withdrawal on deletion."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import shutil
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cocoon import keys
+from cocoon.devstack.cluster import LocalCluster
+from cocoon.meter import usage_report
+from cocoon.ton import emulator, keyfile
+from cocoon.ton.toncenter import ToncenterChain
+from cocoon.ton.tvm import Address, raw
+from cocoon.ton.wallet import wallet_address
+from e2e.harness import Operator, condition, eventually, get
+
+pytestmark = [pytest.mark.e2e, pytest.mark.chain]
+TON = 1_000_000_000
+CLAIM_FEES = 3_000_000  # the claim's flat gas charge (2.4 mTON) and the payout's forward fee
+
+
+@pytest.fixture(scope="module")
+def chain_url() -> Iterator[str]:
+    assert shutil.which("node"), "node is not installed: run `make setup`"
+    with emulator.start() as running:
+        yield running.url
+
+
+def balance(url: str, address: Address) -> int:
+    async def read() -> int:
+        async with ToncenterChain(url) as chain:
+            return (await chain.account(address)).balance
+
+    return asyncio.run(read())
+
+
+def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            text = response.read().decode()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        text, status = exc.read().decode(), exc.code
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def attested_meter(cluster: LocalCluster) -> Ed25519PrivateKey:
+    """An AttestedNode the operator verified, as far as the payments area can tell: its status
+    written with the admin kubeconfig (no Node of that name, so attestation leaves it alone)."""
+    key = keys.generate()
+    name = f"meter-sim-{uuid.uuid4().hex[:6]}"
+    cluster.apply({"apiVersion": "cocoon.dev/v1alpha1", "kind": "AttestedNode",
+                   "metadata": {"name": name},
+                   "spec": {"nodeName": name, "tee": "tdx", "policyName": "default"}})
+    status = {"verdict": "Verified", "workloadPublicKey": keys.public_bytes(key).hex(),
+              "expiresAt": (datetime.now(UTC) + timedelta(hours=1)).strftime(
+                  "%Y-%m-%dT%H:%M:%SZ")}
+    cluster.kubectl("patch", "attestednode", name, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": status}))
+    return key
+
+
+def report(key: Ed25519PrivateKey, namespace: str, cost: int, seq: int) -> dict[str, Any]:
+    unsigned = usage_report.UsageReport(
+        meter_public_key=keys.public_bytes(key).hex(), pool=f"{namespace}/pool",
+        channel=f"{namespace}/ch",
+        units=usage_report.UsageUnits(requests=seq, input_tokens=0, output_tokens=seq),
+        cost_nanoton=str(cost), journal_sequence=seq, issued_at=datetime.now(UTC),
+    )
+    return usage_report.sign(unsigned, key).to_api()
+
+
+def channel_status(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
+    body = get(cluster, "paymentchannel.cocoon.dev", "ch", "-n", namespace) or {}
+    return dict(body.get("status") or {})
+
+
+def test_paid_inference_channel(cluster: LocalCluster, operator: Operator, namespace: str,
+                                chain_url: str) -> None:
+    payer_key = keys.generate()
+    payer = wallet_address(keys.public_bytes(payer_key))
+    payee = wallet_address(keys.public_bytes(keys.generate()))
+    asyncio.run(emulator.faucet(chain_url, payer, 20 * TON))
+    cluster.apply({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "payer", "namespace": namespace},
+                   "data": {"key": base64.b64encode(keyfile.to_json(payer_key).encode()).decode()}})
+    channel = {
+        "apiVersion": "cocoon.dev/v1alpha1", "kind": "PaymentChannel",
+        "metadata": {"name": "ch", "namespace": namespace},
+        "spec": {"poolName": "pool", "payer": {"keySecretRef": {"name": "payer"}},
+                 "payeeAddress": raw(payee), "deposit": str(2 * TON),
+                 "creditWindow": str(TON // 2),
+                 "claim": {"threshold": str(TON // 5), "intervalSeconds": 3600},
+                 "closeDelaySeconds": 60,
+                 "network": {"kind": "Emulator", "url": chain_url}},
+    }
+    cluster.apply(channel)
+
+    # open, funded, credential issued; the token is only in the Secret
+    status = eventually(
+        lambda: (s := channel_status(cluster, namespace)).get("state") == "Open"
+        and condition({"status": s}, "Ready").get("status") == "True" and s,
+        timeout=90, what="the channel open and Ready")
+    assert int(status["deposited"]) >= 2 * TON
+    assert condition({"status": status}, "Funded")["status"] == "True"
+    secret = get(cluster, "secret", status["credentialSecret"], "-n", namespace)
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert token not in json.dumps(status) and token not in operator.log()
+    events = get(cluster, "events", "-n", namespace, "--field-selector",
+                 "involvedObject.name=ch") or {}
+    assert any(e["reason"] == "Open" for e in events.get("items", []))
+
+    # an attested meter reports usage; the operator signs a promise and claims it
+    meter = attested_meter(cluster)
+    payee_before = balance(chain_url, payee)
+    code, answer = http("POST", f"{operator.api_url}/usage/v1/reports",
+                        report(meter, namespace, TON // 4, 10))
+    assert code == 200, answer
+    status = eventually(
+        lambda: (s := channel_status(cluster, namespace)).get("claimed") == str(TON // 4) and s,
+        timeout=60, what="the usage promised and claimed")
+    assert status["latestPromise"]["cumulative"] == str(TON // 4)
+    assert status["lastTransaction"]["kind"] == "claim"
+    received = balance(chain_url, payee) - payee_before
+    assert TON // 4 - CLAIM_FEES < received < TON // 4
+
+    # the meter's credit document
+    meter_hex = keys.public_bytes(meter).hex()
+    code, document = http("GET", f"{operator.api_url}/usage/v1/credit/{namespace}/pool"
+                                 f"?meter={meter_hex}")
+    assert code == 200, document
+    [entry] = document["channels"]
+    assert entry["credentialSha256"] == hashlib.sha256(token.encode()).hexdigest()
+    assert int(entry["creditLimitNanoton"]) == TON // 4 + TON // 2
+
+    # an unattested key is refused and counted
+    code, answer = http("POST", f"{operator.api_url}/usage/v1/reports",
+                        report(keys.generate(), namespace, 10 * TON, 11))
+    assert code == 403 and answer["error"]["reason"] == "Unattested"
+    eventually(lambda: channel_status(cluster, namespace).get("rejectedReports") == 1,
+               what="the rejection counted on the channel")
+    code, metrics = http("GET", f"{operator.api_url}/metrics")
+    assert 'cocoon_usage_reports_rejected_total{reason="unattested"} 1.0' in metrics
+    assert channel_status(cluster, namespace)["owed"] == str(TON // 4)
+
+    # raising the deposit tops up on chain and raises the meters' credit
+    cluster.kubectl("patch", "paymentchannel.cocoon.dev", "ch", "-n", namespace, "--type=merge",
+                    "-p", json.dumps({"spec": {"deposit": str(3 * TON),
+                                               "creditWindow": str(5 * TON)}}))
+    eventually(lambda: int(channel_status(cluster, namespace).get("deposited", 0)) >= 3 * TON,
+               timeout=60, what="the top-up")
+    code, document = http("GET", f"{operator.api_url}/usage/v1/credit/{namespace}/pool"
+                                 f"?meter={meter_hex}")
+    assert int(document["channels"][0]["creditLimitNanoton"]) >= 3 * TON - TON // 100
+
+    # deletion: more usage is claimed, the close starts, and after the delay the payer
+    # withdraws the rest
+    http("POST", f"{operator.api_url}/usage/v1/reports", report(meter, namespace, TON // 3, 12))
+    payer_before = balance(chain_url, payer)
+    cluster.kubectl("delete", "paymentchannel.cocoon.dev", "ch", "-n", namespace, "--wait=false")
+    status = eventually(
+        lambda: (s := channel_status(cluster, namespace)).get("state") == "Closing" and s,
+        timeout=60, what="the close started")
+    assert status["claimed"] == str(TON // 3)
+    asyncio.run(emulator.travel(chain_url, 61))
+    eventually(lambda: get(cluster, "paymentchannel.cocoon.dev", "ch", "-n", namespace) is None,
+               timeout=60, what="the finalizer released after the withdrawal")
+    returned = balance(chain_url, payer) - payer_before
+    deposited = int(status["deposited"])
+    assert deposited - TON // 3 - TON // 50 < returned <= deposited - TON // 3 + TON // 50

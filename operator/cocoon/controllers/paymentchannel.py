@@ -1,0 +1,561 @@
+"""kopf handlers for PaymentChannel: observe the channel, let `accounting.next_action` decide,
+do that one step, persist, repeat.
+
+Crash safety comes from the order of writes: the channel id and parameters are persisted before
+the deploy, a promise before any claim uses it, and everything else is re-read from the chain,
+where deploys are detected, top-ups are level-based and claims are idempotent.
+Deletion closes the channel through kopf's finalizer; the annotation
+`cocoon.dev/abandon-channel=true` releases it when the chain is gone for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import secrets
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kubernetes_asyncio.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from cocoon import keys
+from cocoon.api.common import ConditionStatus
+from cocoon.api.paymentchannel import (
+    ChannelParameters,
+    ChannelState,
+    NetworkKind,
+    PaymentChannelSpec,
+    PaymentChannelStatus,
+    SigningMode,
+    Transaction,
+)
+from cocoon.controllers import status as status_writer
+from cocoon.controllers import usage_api
+from cocoon.kube import CONFIGMAPS, INFERENCE_POOLS, PAYMENT_CHANNELS, SECRETS, Kube, Obj
+from cocoon.ton import accounting, connect, keyfile, promises
+from cocoon.ton.accounting import Action, Step
+from cocoon.ton.chain import Chain, ChainError, TxInfo
+from cocoon.ton.channel import ChannelConfig, State, new_channel_id
+from cocoon.ton.client import ChannelError, PaymentChannel
+from cocoon.ton.settlement import check_promise
+from cocoon.ton.tvm import Address, raw, user_friendly
+from cocoon.ton.wallet import InsufficientFunds, Wallet, wallet_address
+
+logger = logging.getLogger(__name__)
+
+ABANDON_ANNOTATION = "cocoon.dev/abandon-channel"
+CHANNEL_LABEL = "cocoon.dev/payment-channel"
+CREDENTIAL_KEY = "token"
+MAX_STEPS = 12
+RETRY_S = 30
+CLOSE_POLL_S = float(os.environ.get("COCOON_CHANNEL_POLL_SECONDS", "10"))
+_STATES = {State.OPEN: ChannelState.OPEN, State.CLOSING: ChannelState.CLOSING,
+           State.CLOSED: ChannelState.CLOSED}
+Update = tuple[str, ConditionStatus, str, str]
+
+
+@dataclass
+class Payments:
+    """Process-wide state of the payments area (kept in kopf's memo)."""
+
+    default_chain_url: str = ""
+    payout_address: str = ""
+    locks: defaultdict[tuple[str, str], asyncio.Lock] = field(
+        default_factory=lambda: defaultdict(asyncio.Lock)
+    )
+    pending: set[tuple[str, str]] = field(default_factory=set)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @classmethod
+    def from_env(cls) -> Payments:
+        return cls(
+            default_chain_url=os.environ.get("COCOON_CHAIN_URL", ""),
+            payout_address=os.environ.get("COCOON_PAYOUT_ADDRESS", ""),
+        )
+
+
+def payments(memo: kopf.Memo) -> Payments:
+    state: Payments | None = memo.get("payments")
+    if state is None:
+        state = memo.payments = Payments.from_env()
+    return state
+
+
+class Blocked(Exception):
+    """Reconciling cannot go on until a human acts; carries the condition to show."""
+
+    def __init__(self, reason: str, message: str, retry_s: float = RETRY_S) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.retry_s = retry_s
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+async def _secret_value(kube: Kube, namespace: str, name: str, key: str) -> str | None:
+    secret = await kube.get_or_none(SECRETS, name, namespace)
+    value = ((secret or {}).get("data") or {}).get(key)
+    return base64.b64decode(value).decode() if value else None
+
+
+async def _open_chain(kube: Kube, namespace: str, spec: PaymentChannelSpec, default: str) -> Chain:
+    network = spec.network
+    api_key = None
+    if network.api_key_secret_ref is not None:
+        ref = network.api_key_secret_ref
+        api_key = await _secret_value(kube, namespace, ref.name, ref.key)
+    config = None
+    if network.kind is NetworkKind.LITESERVER and network.config_map_name:
+        cm = await kube.get_or_none(CONFIGMAPS, network.config_map_name, namespace)
+        config = ((cm or {}).get("data") or {}).get(connect.GLOBAL_CONFIG_KEY)
+    return await connect.open_chain(network, default_url=default, api_key=api_key,
+                                    global_config=config)
+
+
+async def _load_payer_key(kube: Kube, namespace: str, spec: PaymentChannelSpec,
+                          params: ChannelParameters | None) -> Ed25519PrivateKey:
+    ref = spec.payer.key_secret_ref
+    assert ref is not None  # the spec validator requires it for Managed signing
+    text = await _secret_value(kube, namespace, ref.name, ref.key)
+    if text is None:
+        raise Blocked("PayerKeyMissing", f"Secret {namespace}/{ref.name} has no key {ref.key!r}; "
+                      "create it with `cocoon ton keygen --json-out` (the same key owns the "
+                      "payer's wallet).")
+    try:
+        key = connect.payer_key(text)
+    except keyfile.KeyFileError as exc:
+        raise Blocked("PayerKeyInvalid", f"Secret {namespace}/{ref.name}: {exc}.") from exc
+    if params is not None and keys.public_bytes(key).hex() != params.payer_public_key:
+        raise Blocked("PayerKeyChanged", f"Secret {namespace}/{ref.name} now holds another key "
+                      "than the one this channel was deployed with; restore the original key.")
+    return key
+
+
+async def _payee(kube: Kube, namespace: str, spec: PaymentChannelSpec, default: str) -> str:
+    if spec.payee_address:
+        return spec.payee_address
+    pool = await kube.get_or_none(INFERENCE_POOLS, spec.pool_name, namespace)
+    address = ((pool or {}).get("spec") or {}).get("payoutAddress") or default
+    if not address:
+        raise Blocked("PayeeUnknown", f"no payee: set spec.payeeAddress, the pool "
+                      f"{spec.pool_name}'s spec.payoutAddress or the operator's payout address.")
+    return str(address)
+
+
+def _config(status: PaymentChannelStatus) -> ChannelConfig | None:
+    params = status.parameters
+    if params is None or not status.channel_id:
+        return None
+    return ChannelConfig(
+        payer_key=bytes.fromhex(params.payer_public_key),
+        channel_id=int(status.channel_id, 16),
+        close_delay=params.close_delay_seconds,
+        payer=Address(params.payer),
+        payee=Address(params.payee),
+    )
+
+
+async def _deploy_in_flight(chain: Chain, config: ChannelConfig) -> bool:
+    """The payer's wallet already sent to the channel address, but nothing arrived yet."""
+    if (await chain.account(config.address())).balance > 0:
+        return False
+    sent = await chain.transactions(config.payer)
+    return any(dest == config.address() for tx in sent for dest, _ in tx.out_values)
+
+
+@dataclass
+class Observed:
+    body: Obj
+    spec: PaymentChannelSpec
+    status: PaymentChannelStatus
+    view: accounting.ChannelView
+    channel: PaymentChannel | None
+
+
+async def _observe(kube: Kube, chain: Chain, namespace: str, name: str,
+                   deleting: bool) -> Observed:
+    body = await kube.get(PAYMENT_CHANNELS, name, namespace)
+    spec = PaymentChannelSpec.model_validate(body["spec"])
+    status = PaymentChannelStatus.model_validate(body.get("status") or {})
+    config = _config(status)
+    channel = PaymentChannel(chain, config) if config else None
+    on_chain = None
+    in_flight = False
+    now = int(datetime.now(UTC).timestamp())
+    if channel is not None:
+        now = await chain.now()
+        if await channel.deployed():
+            st = await channel.state()
+            on_chain = accounting.OnChain(st.state, st.deposited, st.claimed, st.close_deadline)
+        elif spec.payer.signing is SigningMode.MANAGED:
+            in_flight = await _deploy_in_flight(chain, channel.config)
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    view = accounting.ChannelView(
+        managed=spec.payer.signing is SigningMode.MANAGED,
+        deleting=deleting,
+        abandon=annotations.get(ABANDON_ANNOTATION) == "true",
+        prepared=config is not None,
+        chain=on_chain,
+        deploy_in_flight=in_flight,
+        target_deposit=int(spec.deposit),
+        owed=int(status.owed),
+        promised=int(status.latest_promise.cumulative) if status.latest_promise else 0,
+        last_claim_at=int(status.last_claim_at.timestamp()) if status.last_claim_at else None,
+        now=now,
+        policy=accounting.claim_policy(int(spec.claim.threshold), spec.claim.interval_seconds),
+    )
+    return Observed(body, spec, status, view, channel)
+
+
+# -- acting -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ref:
+    """One channel and the client to reach it."""
+
+    kube: Kube
+    namespace: str
+    name: str
+
+    async def patch_status(self, fields: Obj) -> None:
+        await self.kube.patch(PAYMENT_CHANNELS, self.name, {"status": fields}, self.namespace,
+                              subresource="status")
+
+
+def _tx(kind: str, tx: TxInfo) -> Obj:
+    at = datetime.fromtimestamp(tx.utime, UTC)
+    return Transaction(kind=kind, hash=tx.hash.hex(), at=at).to_api()
+
+
+async def _prepare(ref: Ref, obs: Observed, state: Payments) -> None:
+    """Choose the channel id and persist what its address commits to, before any deploy."""
+    kube, namespace = ref.kube, ref.namespace
+    if obs.spec.payer.signing is SigningMode.MANAGED:
+        public = keys.public_bytes(await _load_payer_key(kube, namespace, obs.spec, None))
+    else:
+        assert obs.spec.payer.public_key is not None
+        public = bytes.fromhex(obs.spec.payer.public_key)
+    payee = await _payee(kube, namespace, obs.spec, state.payout_address)
+    params = ChannelParameters(
+        payer_public_key=public.hex(),
+        payer=raw(wallet_address(public)),
+        payee=raw(Address(payee)),
+        close_delay_seconds=obs.spec.close_delay_seconds,
+    )
+    channel_id = new_channel_id()
+    config = ChannelConfig(public, channel_id, params.close_delay_seconds,
+                           Address(params.payer), Address(params.payee))
+    await ref.patch_status({
+        "channelId": f"{channel_id:032x}",
+        "address": user_friendly(config.address()),
+        "parameters": params.to_api(),
+    })
+
+
+async def _perform(ref: Ref, obs: Observed, action: Action,
+                   key: Callable[[], Awaitable[Ed25519PrivateKey]]) -> None:
+    channel = obs.channel
+    assert channel is not None
+    step = action.step
+    if step is Step.SIGN_PROMISE:
+        previous = obs.view.promised
+        deposited = obs.view.chain.deposited if obs.view.chain else 0
+        check_promise(previous, action.amount, deposited)
+        signed = promises.sign(await key(), channel.address, channel.config.channel_id,
+                               action.amount)
+        # persisted before anything uses it: a crash after this re-claims the same promise
+        await ref.patch_status({"latestPromise": {
+            "cumulative": str(signed.cumulative), "signature": signed.signature.hex()}})
+        return
+    if step is Step.CLAIM:
+        latest = obs.status.latest_promise
+        assert latest is not None
+        promise = promises.Promise(channel.address, channel.config.channel_id,
+                                   int(latest.cumulative), bytes.fromhex(latest.signature))
+        tx = await channel.claim(promise)
+        fields: Obj = {"lastClaimAt": datetime.fromtimestamp(obs.view.now, UTC).isoformat()}
+        if tx is not None:
+            fields["lastTransaction"] = _tx("claim", tx)
+        await ref.patch_status(fields)
+        return
+    if step in (Step.DEPLOY, Step.TOP_UP):
+        wallet = Wallet(channel.chain, await key())
+        if step is Step.DEPLOY:
+            tx = await channel.deploy(wallet, action.amount)
+        else:
+            tx = await channel.top_up(wallet, action.amount)
+        await ref.patch_status({"lastTransaction": _tx(
+            "deploy" if step is Step.DEPLOY else "topup", tx)})
+        return
+    if step is Step.START_CLOSE:
+        tx = await channel.start_close(await key())
+        await ref.patch_status({"lastTransaction": _tx("close", tx)})
+        return
+    if step is Step.WITHDRAW:
+        tx = await channel.withdraw()
+        await ref.patch_status({"lastTransaction": _tx("withdraw", tx)})
+        return
+    raise AssertionError(f"not an acting step: {step}")
+
+
+async def _run_steps(ref: Ref, chain: Chain, deleting: bool, state: Payments) -> Observed:
+    cached: list[Ed25519PrivateKey] = []
+    obs = await _observe(ref.kube, chain, ref.namespace, ref.name, deleting)
+
+    async def key() -> Ed25519PrivateKey:
+        if not cached:
+            cached.append(await _load_payer_key(ref.kube, ref.namespace, obs.spec,
+                                                obs.status.parameters))
+        return cached[0]
+
+    for _ in range(MAX_STEPS):
+        action = accounting.next_action(obs.view)
+        if action.step in (Step.NOTHING, Step.RELEASE):
+            return obs
+        logger.info("channel %s/%s: %s (%s)", ref.namespace, ref.name, action.step.value,
+                    action.reason)
+        if action.step is Step.PREPARE:
+            await _prepare(ref, obs, state)
+        else:
+            await _perform(ref, obs, action, key)
+        obs = await _observe(ref.kube, chain, ref.namespace, ref.name, deleting)
+    return obs
+
+
+# -- the credential -----------------------------------------------------------------------------
+
+
+def credential_secret_name(channel: str) -> str:
+    return f"{channel}-credential"
+
+
+async def ensure_credential(kube: Kube, body: Obj) -> str:
+    """Create the caller credential Secret once; its token never leaves the Secret."""
+    meta = body["metadata"]
+    name = credential_secret_name(meta["name"])
+    if await kube.get_or_none(SECRETS, name, meta["namespace"]) is not None:
+        return name
+    token = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=")
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {CHANNEL_LABEL: meta["name"], "app.kubernetes.io/part-of": "cocoon"},
+            "ownerReferences": [{
+                "apiVersion": body["apiVersion"], "kind": body["kind"], "name": meta["name"],
+                "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
+            }],
+        },
+        "data": {CREDENTIAL_KEY: base64.b64encode(token).decode()},
+    }
+    try:
+        await kube.create(SECRETS, secret)
+    except ApiException as exc:
+        if exc.status != 409:  # created concurrently: keep theirs
+            raise
+    return name
+
+
+# -- status -------------------------------------------------------------------------------------
+
+
+def summary(obs: Observed, credential: str) -> tuple[Obj, list[Update]]:
+    """Status fields and conditions for what was observed at the end of a pass."""
+    view, status, chain = obs.view, obs.status, obs.view.chain
+    deposited = chain.deposited if chain else 0
+    fields: Obj = {
+        "state": (_STATES[chain.state] if chain else ChannelState.PENDING).value,
+        "deposited": str(deposited),
+        "claimed": str(chain.claimed if chain else 0),
+        "promised": str(view.promised),
+        "creditLeft": str(accounting.credit_left(deposited, view.promised,
+                                                 int(obs.spec.credit_window), view.owed)),
+        "closeDeadline": (datetime.fromtimestamp(chain.close_deadline, UTC).isoformat()
+                          if chain and chain.state is State.CLOSING else None),
+    }
+    if credential:
+        fields["credentialSecret"] = credential
+    updates: list[Update] = [("ChainReachable", ConditionStatus.TRUE, "Reachable",
+                              "The chain answered this reconcile.")]
+    if chain is None:
+        updates.append(("Funded", ConditionStatus.FALSE, "NotDeployed",
+                        "The channel is not deployed yet" + (
+                            "." if view.managed else "; deploy and fund it from the payer's "
+                            f"wallet {status.parameters.payer if status.parameters else ''}.")))
+    elif deposited >= view.target_deposit:
+        updates.append(("Funded", ConditionStatus.TRUE, "Funded",
+                        f"{deposited} nanoton deposited (target {view.target_deposit})."))
+    else:
+        updates.append(("Funded", ConditionStatus.FALSE, "BelowDeposit",
+                        f"{deposited} nanoton deposited, below the target {view.target_deposit}."))
+    if chain is not None and chain.state is State.OPEN:
+        ready = (ConditionStatus.TRUE, "Open",
+                 f"Open at {status.address}; callers use Secret {credential}.")
+    elif chain is not None:
+        ready = (ConditionStatus.FALSE, _STATES[chain.state].value,
+                 f"The channel is {_STATES[chain.state].value.lower()}; it serves no requests.")
+    else:
+        ready = (ConditionStatus.FALSE, "NotDeployed", "The channel is not deployed yet.")
+    updates.append(("Ready", *ready))
+    return fields, updates
+
+
+def _blocked_updates(exc: Blocked) -> list[Update]:
+    return [("Ready", ConditionStatus.FALSE, exc.reason, exc.message)]
+
+
+def _chain_failure(exc: ChainError) -> Blocked:
+    if isinstance(exc, InsufficientFunds):
+        return Blocked("PayerWalletUnderfunded", f"{exc}.")
+    if isinstance(exc, ChannelError):
+        return Blocked("ChainRefused", f"The channel contract refused the operation: {exc}.")
+    return Blocked(
+        "ChainUnreachable",
+        f"The chain did not answer: {exc}. The operator retries; if the chain is gone for good "
+        f"and you accept leaving the deposit on it, annotate the channel "
+        f"{ABANDON_ANNOTATION}=true to release its finalizer.",
+    )
+
+
+# -- the reconcile pass -------------------------------------------------------------------------
+
+
+async def reconcile(namespace: str, name: str, memo: kopf.Memo, *, deleting: bool = False
+                    ) -> Action:
+    """One serialized pass over a channel; returns the final action (Nothing or Release)."""
+    kube: Kube = memo.kube
+    state = payments(memo)
+    async with state.locks[(namespace, name)]:
+        state.pending.discard((namespace, name))
+        body = await kube.get_or_none(PAYMENT_CHANNELS, name, namespace)
+        if body is None:
+            return Action(Step.RELEASE, "Gone")
+        try:
+            spec = PaymentChannelSpec.model_validate(body["spec"])
+        except ValidationError as exc:
+            blocked = Blocked("InvalidSpec", f"The spec is invalid, nothing was changed: {exc}")
+            await _write(kube, body, {}, _blocked_updates(blocked))
+            raise kopf.PermanentError(str(exc)) from exc
+        if deleting and not (body.get("status") or {}).get("parameters"):
+            return Action(Step.RELEASE, "NeverDeployed")  # nothing on chain: no chain needed
+        credential = "" if deleting else await ensure_credential(kube, body)
+        try:
+            async with await _open_chain(kube, namespace, spec, state.default_chain_url) as chain:
+                obs = await _run_steps(Ref(kube, namespace, name), chain, deleting, state)
+        except Blocked as exc:
+            await _write_blocked(kube, namespace, name, exc, deleting)
+            raise
+        except ChainError as exc:
+            blocked = _chain_failure(exc)
+            await _write_blocked(kube, namespace, name, blocked, deleting)
+            raise blocked from exc
+        fields, updates = summary(obs, credential)
+        await _write(kube, obs.body, fields, updates)
+        return accounting.next_action(obs.view)
+
+
+async def _write(kube: Kube, body: Obj, fields: Obj, updates: list[Update]) -> None:
+    await status_writer.write(kube, PAYMENT_CHANNELS, body, fields, updates)
+
+
+async def _write_blocked(kube: Kube, namespace: str, name: str, exc: Blocked,
+                         deleting: bool) -> None:
+    body = await kube.get_or_none(PAYMENT_CHANNELS, name, namespace)
+    if body is None:
+        return
+    updates = _blocked_updates(exc)
+    if exc.reason == "ChainUnreachable":
+        updates.insert(0, ("ChainReachable", ConditionStatus.FALSE, exc.reason, exc.message))
+    logger.warning("channel %s/%s blocked: %s", namespace, name, exc.reason)
+    await _write(kube, body, {}, updates)
+
+
+def schedule(memo: kopf.Memo, namespace: str, name: str) -> None:
+    """Reconcile soon (after a usage report or a client promise); at most one queued per channel."""
+    state = payments(memo)
+    if (namespace, name) in state.pending:
+        return
+    state.pending.add((namespace, name))
+
+    async def run() -> None:
+        try:
+            await reconcile(namespace, name, memo)
+        except (Blocked, kopf.PermanentError):
+            pass  # reported in the channel's status
+        except Exception:
+            logger.exception("reconcile of channel %s/%s failed", namespace, name)
+
+    task = asyncio.create_task(run())
+    state.tasks.add(task)
+    task.add_done_callback(state.tasks.discard)
+
+
+async def resync(memo: kopf.Memo) -> None:
+    """Level-based safety net and the claim interval's clock: every live channel, every pass."""
+    for item in await memo.kube.list(PAYMENT_CHANNELS):
+        meta = item.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue  # kopf's finalizer handler owns channels being deleted
+        try:
+            await reconcile(meta["namespace"], meta["name"], memo)
+        except (Blocked, kopf.PermanentError):
+            continue
+        except Exception:
+            logger.exception("resync of channel %s/%s failed", meta["namespace"], meta["name"])
+
+
+def setup_routes(app: web.Application, memo: kopf.Memo) -> None:
+    usage_api.setup_routes(app, memo, on_change=lambda ns, name: schedule(memo, ns, name))
+
+
+async def finalize(namespace: str, name: str, annotations: dict[str, str],
+                   memo: kopf.Memo) -> None:
+    """Returns when the finalizer may go: closed and withdrawn, never deployed, or abandoned.
+
+    Raises kopf.TemporaryError to be called again; the delay never exceeds CLOSE_POLL_S so an
+    abandon annotation or an elapsed close delay is noticed promptly.
+    """
+    if annotations.get(ABANDON_ANNOTATION) == "true":
+        logger.warning("channel %s/%s abandoned by annotation; its funds stay on chain",
+                       namespace, name)
+        return
+    try:
+        final = await reconcile(namespace, name, memo, deleting=True)
+    except Blocked as exc:
+        raise kopf.TemporaryError(exc.message, delay=min(exc.retry_s, CLOSE_POLL_S)) from exc
+    if final.step is not Step.RELEASE:
+        delay = min(max(float(final.retry_after or 1), 1.0), CLOSE_POLL_S)
+        raise kopf.TemporaryError(f"closing: {final.reason}", delay=delay)
+
+
+def register() -> None:
+    """Attach the handlers; the delete handler is what puts kopf's finalizer on channels."""
+
+    @kopf.on.resume("cocoon.dev", "v1alpha1", "paymentchannels")
+    @kopf.on.create("cocoon.dev", "v1alpha1", "paymentchannels")
+    @kopf.on.update("cocoon.dev", "v1alpha1", "paymentchannels", field="spec")
+    async def channel_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        try:
+            await reconcile(body.metadata.namespace or "", body.metadata.name or "", memo)
+        except Blocked as exc:
+            raise kopf.TemporaryError(exc.message, delay=exc.retry_s) from exc
+
+    @kopf.on.delete("cocoon.dev", "v1alpha1", "paymentchannels")
+    async def channel_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        await finalize(body.metadata.namespace or "", body.metadata.name or "",
+                       dict(body.metadata.annotations or {}), memo)

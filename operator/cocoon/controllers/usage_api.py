@@ -1,0 +1,307 @@
+"""The payments part of the operator's HTTP API: meters report usage and poll credit; callers in
+Client signing mode submit their promises.
+
+- `POST /usage/v1/reports`: a `SignedUsageReport` envelope. Accepted only when the signature
+  holds and the signing key is the workloadPublicKey of a Verified, unexpired AttestedNode;
+  the signature is the meter's authentication. Refusals are 4xx JSON errors, counted in
+  `cocoon_usage_reports_rejected_total{reason}` and in the channel's status.rejectedReports.
+- `GET /usage/v1/credit/{namespace}/{pool}?meter=<hex key>`: the meter's credit document
+  (the format of `cocoon.meter.credits`) for the pool's Open channels; only attested keys.
+- `POST /payments/v1/channels/{namespace}/{name}/promises`: `{"cumulative", "signature"}`, a
+  promise signed by the channel's payer key (Client signing); the signature authenticates it.
+
+Status writes here are read-modify-write with the object's resourceVersion as precondition, so
+concurrent reports never lose each other's meters.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from aiohttp import web
+from kubernetes_asyncio.client.exceptions import ApiException
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from pydantic import ValidationError
+
+from cocoon.api.attestednode import AttestedNodeStatus, Verdict
+from cocoon.api.paymentchannel import (
+    ChannelState,
+    MeterUsage,
+    PaymentChannelSpec,
+    PaymentChannelStatus,
+    SigningMode,
+)
+from cocoon.controllers import httpapi
+from cocoon.kube import ATTESTED_NODES, PAYMENT_CHANNELS, SECRETS, Kube, Obj
+from cocoon.meter import usage_report
+from cocoon.meter.credits import credential_hash
+from cocoon.ton import accounting, promises
+from cocoon.ton.accounting import RejectReason, ReportRejected
+from cocoon.ton.settlement import PromiseError, check_promise
+from cocoon.ton.tvm import Address
+
+log = logging.getLogger(__name__)
+
+REPORTS_PATH = "/usage/v1/reports"
+CREDIT_PATH = "/usage/v1/credit/{namespace}/{pool}"
+PROMISES_PATH = "/payments/v1/channels/{namespace}/{name}/promises"
+CREDENTIAL_KEY = "token"
+WRITE_ATTEMPTS = 8
+
+REJECTED = Counter(
+    "cocoon_usage_reports_rejected_total",
+    "Usage reports the operator refused, by reason.",
+    ["reason"],
+)
+ACCEPTED = Counter("cocoon_usage_reports_accepted_total", "Usage reports the operator accepted.")
+OnChange = Callable[[str, str], None]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def attested_keys(kube: Kube) -> set[str]:
+    """Workload keys of nodes whose verdict is Verified and not past expiresAt."""
+    now = _now()
+    found = set()
+    for item in await kube.list(ATTESTED_NODES):
+        try:
+            status = AttestedNodeStatus.model_validate(item.get("status") or {})
+        except ValidationError:
+            continue
+        live = status.expires_at is None or status.expires_at > now
+        if status.verdict is Verdict.VERIFIED and live and status.workload_public_key:
+            found.add(status.workload_public_key)
+    return found
+
+
+async def update_status(
+    kube: Kube, namespace: str, name: str, change: Callable[[Obj], Obj | None]
+) -> Obj | None:
+    """Apply `change(status) -> fields to merge` under the resourceVersion precondition."""
+    for _ in range(WRITE_ATTEMPTS):
+        body = await kube.get(PAYMENT_CHANNELS, name, namespace)
+        fields = change(body.get("status") or {})
+        if fields is None:
+            return body
+        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                 "status": fields}
+        try:
+            return await kube.patch(PAYMENT_CHANNELS, name, patch, namespace,
+                                    subresource="status")
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+    raise web.HTTPServiceUnavailable(reason="status kept changing; retry")
+
+
+def _split(ref: str) -> tuple[str, str] | None:
+    namespace, _, name = ref.partition("/")
+    return (namespace, name) if namespace and name and "/" not in name else None
+
+
+async def _count_rejection(kube: Kube, channel_ref: str | None, reason: RejectReason) -> None:
+    REJECTED.labels(reason=reason.value).inc()
+    where = _split(channel_ref) if channel_ref else None
+    if where is None:
+        return
+    try:
+        await update_status(kube, *where, lambda s: {
+            "rejectedReports": int(s.get("rejectedReports") or 0) + 1})
+    except (kopf.PermanentError, ApiException, web.HTTPException, LookupError):
+        return
+    except Exception:  # the refusal itself must still be answered
+        log.exception("counting a rejected report failed")
+
+
+def _reject(reason: RejectReason, status: int, message: str) -> web.Response:
+    return httpapi.error(status, "".join(w.capitalize() for w in reason.value.split("_")),
+                         message)
+
+
+async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -> web.Response:
+    try:
+        envelope = usage_report.SignedUsageReport.model_validate(await request.json())
+    except (ValueError, ValidationError) as exc:
+        REJECTED.labels(reason=RejectReason.MALFORMED.value).inc()
+        return _reject(RejectReason.MALFORMED, 400,
+                       f"expected a SignedUsageReport {{report, signature}}: {exc}")
+    report = envelope.report
+    try:
+        usage_report.verify(envelope)
+    except usage_report.UsageReportError as exc:
+        await _count_rejection(kube, report.channel, RejectReason.BAD_SIGNATURE)
+        return _reject(RejectReason.BAD_SIGNATURE, 403, f"{exc}; sign with the workload key.")
+    if report.meter_public_key not in await attested_keys(kube):
+        await _count_rejection(kube, report.channel, RejectReason.UNATTESTED)
+        return _reject(RejectReason.UNATTESTED, 403,
+                       "the signing key is not the workload key of a Verified AttestedNode; "
+                       "only meters on attested nodes may report usage.")
+    where = _split(report.channel)
+    body = await kube.get_or_none(PAYMENT_CHANNELS, where[1], where[0]) if where else None
+    if where is None or body is None:
+        REJECTED.labels(reason=RejectReason.UNKNOWN_CHANNEL.value).inc()
+        return _reject(RejectReason.UNKNOWN_CHANNEL, 404,
+                       f"no PaymentChannel {report.channel!r}; report as namespace/name.")
+    pool = f"{where[0]}/{body['spec'].get('poolName')}"
+    if report.pool != pool:
+        await _count_rejection(kube, report.channel, RejectReason.WRONG_POOL)
+        return _reject(RejectReason.WRONG_POOL, 403,
+                       f"channel {report.channel} pays for pool {pool}, not {report.pool}.")
+    usage = accounting.MeterUsage(report.meter_public_key, report.pool, report.journal_sequence,
+                                  int(report.cost_nanoton))
+    rejected: list[ReportRejected] = []
+
+    def merge(status: Obj) -> Obj | None:
+        current = [_usage(MeterUsage.model_validate(m)) for m in status.get("meters") or []]
+        try:
+            merged = accounting.merge_report(current, usage)
+        except ReportRejected as exc:
+            rejected.append(exc)
+            return None
+        if merged is None:
+            return None
+        stamp = _now().replace(microsecond=0).isoformat()
+        return {
+            "meters": [_api(m, stamp if m == usage else None, status) for m in merged],
+            "owed": str(accounting.total_owed(merged)),
+        }
+
+    updated = await update_status(kube, where[0], where[1], merge)
+    if rejected:
+        await _count_rejection(kube, report.channel, rejected[0].reason)
+        return _reject(rejected[0].reason, 409, str(rejected[0]))
+    ACCEPTED.inc()
+    on_change(*where)
+    status = (updated or {}).get("status") or {}
+    return web.json_response({"accepted": True, "owed": status.get("owed", "0")})
+
+
+def _usage(m: MeterUsage) -> accounting.MeterUsage:
+    return accounting.MeterUsage(m.public_key, m.pool, m.journal_sequence, int(m.cost_nanoton))
+
+
+def _api(m: accounting.MeterUsage, stamp: str | None, status: Obj) -> Obj:
+    if stamp is None:  # unchanged: keep when it was reported
+        previous: Obj = next((p for p in status.get("meters") or []
+                         if (p.get("publicKey"), p.get("pool")) == (m.public_key, m.pool)), {})
+        stamp = previous.get("reportedAt")
+    entry: Obj = {"publicKey": m.public_key, "pool": m.pool,
+                  "journalSequence": m.journal_sequence, "costNanoton": str(m.cost)}
+    if stamp:
+        entry["reportedAt"] = stamp
+    return entry
+
+
+async def credit_document(kube: Kube, namespace: str, pool: str, meter: str,
+                          attested: set[str]) -> Obj:
+    """Every Open channel of the pool with its credential hash and this meter's limit."""
+    entries = []
+    for item in await kube.list(PAYMENT_CHANNELS, namespace):
+        spec_data = item.get("spec") or {}
+        if spec_data.get("poolName") != pool or (item.get("metadata") or {}).get(
+                "deletionTimestamp"):
+            continue
+        spec = PaymentChannelSpec.model_validate(spec_data)
+        status = PaymentChannelStatus.model_validate(item.get("status") or {})
+        if status.state is not ChannelState.OPEN or not status.credential_secret:
+            continue
+        secret = await kube.get_or_none(SECRETS, status.credential_secret, namespace)
+        token = ((secret or {}).get("data") or {}).get(CREDENTIAL_KEY)
+        if not token:
+            continue
+        ref = f"{namespace}/{pool}"
+        costs = {m.public_key: int(m.cost_nanoton) for m in status.meters if m.pool == ref}
+        promised = int(status.latest_promise.cumulative) if status.latest_promise else 0
+        remaining = accounting.credit_left(int(status.deposited), promised,
+                                           int(spec.credit_window), int(status.owed))
+        limit = accounting.meter_limit(costs, set(costs) & attested, meter, remaining)
+        entries.append({
+            "channel": f"{namespace}/{item['metadata']['name']}",
+            "credentialSha256": credential_hash(base64.b64decode(token).decode()),
+            "creditLimitNanoton": str(limit),
+        })
+    return {"channels": entries}
+
+
+async def get_credit(request: web.Request, kube: Kube) -> web.Response:
+    meter = request.query.get("meter", "")
+    attested = await attested_keys(kube)
+    if meter not in attested:
+        return httpapi.error(403, "Unattested",
+                             "pass ?meter=<workload public key, hex> of a Verified AttestedNode.")
+    document = await credit_document(kube, request.match_info["namespace"],
+                                     request.match_info["pool"], meter, attested)
+    return web.json_response(document)
+
+
+async def submit_promise(request: web.Request, kube: Kube, on_change: OnChange) -> web.Response:
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    try:
+        payload = await request.json()
+        cumulative = int(str(payload["cumulative"]))
+        signature = bytes.fromhex(str(payload["signature"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        return httpapi.error(400, "MalformedPromise",
+                             f"expected JSON {{cumulative: nanoton string, signature: hex}}: {exc}")
+    body = await kube.get_or_none(PAYMENT_CHANNELS, name, namespace)
+    if body is None:
+        return httpapi.error(404, "UnknownChannel", f"no PaymentChannel {namespace}/{name}.")
+    spec = PaymentChannelSpec.model_validate(body["spec"])
+    status = PaymentChannelStatus.model_validate(body.get("status") or {})
+    if spec.payer.signing is not SigningMode.CLIENT:
+        return httpapi.error(409, "ManagedSigning",
+                             "this channel's promises are signed by the operator (Managed).")
+    if status.parameters is None or not status.channel_id:
+        return httpapi.error(409, "NotDeployed", "the channel has no id yet; retry shortly.")
+    promise = promises.Promise(Address(status.address), int(status.channel_id, 16), cumulative,
+                               signature)
+    if not promises.verify(bytes.fromhex(status.parameters.payer_public_key), promise):
+        return httpapi.error(403, "BadSignature",
+                             "not signed by spec.payer.publicKey for this channel's id and "
+                             "address.")
+    problem: list[str] = []
+
+    def accept(current: Obj) -> Obj | None:
+        latest = (current.get("latestPromise") or {}).get("cumulative")
+        previous = int(latest) if latest else 0
+        if cumulative == previous:
+            return None
+        try:
+            check_promise(previous, cumulative, int(current.get("deposited") or 0))
+        except PromiseError as exc:
+            problem.append(str(exc))
+            return None
+        return {"latestPromise": {"cumulative": str(cumulative), "signature": signature.hex()}}
+
+    await update_status(kube, namespace, name, accept)
+    if problem:
+        return httpapi.error(409, "PromiseRefused", f"{problem[0]}; sign a higher cumulative "
+                             "amount within the deposit.")
+    on_change(namespace, name)
+    return web.json_response({"accepted": True, "promised": str(cumulative)})
+
+
+async def metrics(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def setup_routes(app: web.Application, memo: kopf.Memo, on_change: OnChange) -> None:
+    def bind(handler: Callable[..., Awaitable[web.Response]], *extra: Any
+             ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def route(request: web.Request) -> web.Response:
+            return await handler(request, memo.kube, *extra)
+        return route
+
+    app.router.add_post(REPORTS_PATH, bind(submit_report, on_change))
+    app.router.add_get(CREDIT_PATH, bind(get_credit))
+    app.router.add_post(PROMISES_PATH, bind(submit_promise, on_change))
+    if not any(getattr(r, "canonical", "") == "/metrics" for r in app.router.resources()):
+        app.router.add_get("/metrics", metrics)
+

@@ -1,0 +1,94 @@
+"""An in-memory stand-in for `cocoon.kube.Kube`: JSON merge patches, resourceVersion
+preconditions and 409s on conflicting creates, the semantics the payments code relies on."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import uuid
+from typing import Any
+
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from cocoon.kube import EVENTS, Kind, NotFound, Obj
+
+
+def merge(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge(result.get(key), value)
+    return result
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], Obj] = {}
+        self.events: list[Obj] = []
+        self.status_writes = 0
+        self._rv = itertools.count(1)
+
+    def _key(self, kind: Kind, name: str, namespace: str | None) -> tuple[str, str, str]:
+        return (kind.plural, namespace or "", name)
+
+    def put(self, kind: Kind, obj: Obj) -> Obj:
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("generation", 1)
+        meta["resourceVersion"] = str(next(self._rv))
+        self.objects[self._key(kind, meta["name"], meta.get("namespace"))] = obj
+        return copy.deepcopy(obj)
+
+    async def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj:
+        try:
+            return copy.deepcopy(self.objects[self._key(kind, name, namespace)])
+        except KeyError:
+            raise NotFound(kind.path(namespace, name)) from None
+
+    async def get_or_none(self, kind: Kind, name: str, namespace: str | None = None) -> Obj | None:
+        try:
+            return await self.get(kind, name, namespace)
+        except NotFound:
+            return None
+
+    async def list(self, kind: Kind, namespace: str | None = None, *, labels: str = "",
+                   fields: str = "") -> list[Obj]:
+        return [copy.deepcopy(o) for (plural, ns, _), o in self.objects.items()
+                if plural == kind.plural and (namespace is None or ns == namespace)]
+
+    async def patch(self, kind: Kind, name: str, patch: Obj, namespace: str | None = None, *,
+                    subresource: str = "") -> Obj:
+        key = self._key(kind, name, namespace)
+        if key not in self.objects:
+            raise NotFound(kind.path(namespace, name))
+        current = self.objects[key]
+        wanted = (patch.get("metadata") or {}).get("resourceVersion")
+        if wanted is not None and wanted != current["metadata"]["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")
+        if subresource == "status":
+            self.status_writes += 1
+            patch = {"status": patch.get("status")}
+        else:
+            patch = {k: v for k, v in patch.items() if k != "status"}
+        updated = merge(current, patch)
+        updated["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.objects[key] = updated
+        return copy.deepcopy(updated)
+
+    async def create(self, kind: Kind, obj: Obj) -> Obj:
+        if kind == EVENTS:
+            self.events.append(obj)
+            return obj
+        meta = obj["metadata"]
+        if self._key(kind, meta["name"], meta.get("namespace")) in self.objects:
+            raise ApiException(status=409, reason="AlreadyExists")
+        return self.put(kind, obj)
+
+    async def delete(self, kind: Kind, name: str, namespace: str | None = None) -> None:
+        self.objects.pop(self._key(kind, name, namespace), None)
