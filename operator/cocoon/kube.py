@@ -6,6 +6,7 @@ kinds and our CRDs; built on kubernetes_asyncio for kubeconfig and in-cluster au
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,12 +61,19 @@ class Kube:
         self._api = api
 
     @classmethod
-    async def connect(cls) -> Kube:
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            await config.load_kube_config()
-        return cls(client.ApiClient())
+    async def connect(cls, kubeconfig: str | None = None) -> Kube:
+        """In a pod, its ServiceAccount; elsewhere `kubeconfig` or $KUBECONFIG as it is *now*
+        (the client library reads the variable once at import, too early for tools and tests)."""
+        path = kubeconfig or os.environ.get("KUBECONFIG")
+        if path is None:
+            try:
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+                return cls(client.ApiClient())
+            except config.ConfigException:
+                pass
+        configuration = client.Configuration()
+        await config.load_kube_config(config_file=path, client_configuration=configuration)
+        return cls(client.ApiClient(configuration))
 
     async def close(self) -> None:
         await self._api.close()
