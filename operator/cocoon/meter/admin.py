@@ -1,0 +1,68 @@
+"""The admin port: Prometheus metrics, signed usage reports, liveness. Not exposed to tenants.
+
+Usage reports live here rather than on the data port because they list every channel's spend,
+which one tenant must not see of another.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from cocoon import keys
+from cocoon.meter.journal import Journal
+from cocoon.meter.metrics import MeterMetrics
+from cocoon.meter.sidecar import LIVENESS_PATH
+from cocoon.meter.usage_report import SignedUsageReport, UsageReport, UsageUnits, sign
+
+USAGE_PATH = "/cocoon/v1/usage"
+
+
+def usage_reports(
+    journal: Journal, pool: str, key: Ed25519PrivateKey, channel: str | None = None
+) -> list[SignedUsageReport]:
+    """One signed report per channel in the journal (or just `channel`)."""
+    public = keys.public_bytes(key).hex()
+    issued = datetime.now(UTC).replace(microsecond=0)
+    reports = []
+    for name, totals in sorted(journal.totals.items()):
+        if channel is not None and name != channel:
+            continue
+        report = UsageReport(
+            meter_public_key=public,
+            pool=pool,
+            channel=name,
+            units=UsageUnits(**totals.units.as_dict()),
+            cost_nanoton=str(totals.cost_nanoton),
+            journal_sequence=journal.sequence,
+            issued_at=issued,
+        )
+        reports.append(sign(report, key))
+    return reports
+
+
+def admin_app(
+    journal: Journal, metrics: MeterMetrics, pool: str, key: Ed25519PrivateKey
+) -> web.Application:
+    async def get_metrics(request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def get_usage(request: web.Request) -> web.Response:
+        reports = usage_reports(journal, pool, key, request.query.get("channel"))
+        return web.json_response({"reports": [r.to_api() for r in reports]})
+
+    async def live(request: web.Request) -> web.Response:
+        if not journal.alive:
+            return web.json_response({"status": "journal writer stopped"}, status=500)
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get(USAGE_PATH, get_usage)
+    app.router.add_get(LIVENESS_PATH, live)
+    return app

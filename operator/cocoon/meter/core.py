@@ -1,0 +1,207 @@
+"""The metering life cycle of one call, shared by the HTTP and gRPC front ends.
+
+begin (authenticate, reserve credit) → forward, counting units and growing the reservation
+before anything beyond it is delivered → settle (journal durably, count, release).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from cocoon.meter.credits import ChannelCredit, CreditSource, credential_hash
+from cocoon.meter.errors import MeterError, Reason
+from cocoon.meter.gate import CreditGate, Reservation
+from cocoon.meter.journal import Charge, Journal
+from cocoon.meter.metrics import MeterMetrics
+from cocoon.meter.pricing import Price, Units
+from cocoon.meter.usage import UsageCounter
+
+log = logging.getLogger(__name__)
+
+_BEARER = "bearer "
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    """How one pool's meter charges. Reservations cover the worst case of one request."""
+
+    pool: str
+    price: Price = field(default_factory=Price)
+    models: tuple[str, ...] = ()
+    reserve_input_tokens: int = 0
+    reserve_output_tokens: int = 256
+    max_in_flight: int = 256
+
+    @property
+    def reservation(self) -> int:
+        return self.price.cost(
+            Units(1, self.reserve_input_tokens, self.reserve_output_tokens)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    request_id: str
+    units: Units
+    cost_nanoton: int
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "Cocoon-Request-Id": self.request_id,
+            "Cocoon-Units": self.units.header(),
+            "Cocoon-Cost-Nanoton": str(self.cost_nanoton),
+        }
+
+
+class Call:
+    """One metered call: its reservation, its usage so far, and the time spent upstream."""
+
+    __slots__ = (
+        "_meter", "counter", "credit", "endpoint", "model", "protocol", "request_id",
+        "reservation", "settled", "started", "submitted", "t0", "upstream_seconds",
+    )
+
+    def __init__(
+        self, meter: Meter, credit: ChannelCredit, *, model: str, protocol: str,
+        endpoint: str, reservation: Reservation, counter: UsageCounter,
+    ) -> None:
+        self._meter = meter
+        self.credit = credit
+        self.model = model
+        self.protocol = protocol
+        self.endpoint = endpoint
+        self.reservation = reservation
+        self.counter = counter
+        self.request_id = uuid.uuid4().hex
+        self.started = time.time()
+        self.t0 = time.perf_counter()
+        self.upstream_seconds = 0.0
+        self.settled: Settlement | None = None
+        self.submitted = False
+
+    def affordable(self, counter: UsageCounter) -> bool:
+        """Grow the reservation to cover `counter`'s units, or say the channel cannot pay."""
+        cost = self._meter.config.price.cost(counter.units())
+        if cost <= self.reservation.amount:
+            return True
+        gate = self._meter.gate
+        # Grow by a whole reservation to make this rare; near the limit, by just what is needed.
+        return gate.extend(self.reservation, cost + self._meter.config.reservation) or gate.extend(
+            self.reservation, cost
+        )
+
+    def add_request(self) -> None:
+        """A further request on a stream: reserve its worst case before forwarding it."""
+        trial = self.counter.copy()
+        trial.requests += 1
+        needed = self.reservation.amount + self._meter.config.reservation
+        if not self._meter.gate.extend(self.reservation, needed):
+            self._meter.metrics.rejections.labels(Reason.NO_CREDIT.value).inc()
+            raise MeterError(
+                Reason.NO_CREDIT,
+                f"payment channel {self.credit.channel} has no credit left for another "
+                "request on this stream; top up the channel",
+            )
+        self.counter = trial
+
+    def abandon(self) -> None:
+        """Release the reservation of a call that ends without a charge reaching the journal.
+
+        Once a charge is submitted, the journal releases the reservation after counting the
+        charge, so that the channel's credit is never briefly overstated.
+        """
+        if not self.submitted:
+            self._meter.release(self.reservation)
+
+    async def settle(self, outcome: str) -> Settlement:
+        """Journal the charge durably, then count it and release the reservation."""
+        if self.settled is not None:
+            return self.settled
+        meter = self._meter
+        units = self.counter.units()
+        cost = meter.config.price.cost(units)
+        charge = Charge(
+            self.request_id, self.credit.channel, self.model, self.endpoint, outcome, units,
+            cost, self.started, time.time(),
+        )
+        commit_start = time.perf_counter()
+        self.submitted = True
+        future = meter.journal.submit(charge)
+        future.add_done_callback(lambda _: meter.release(self.reservation))
+        await asyncio.shield(future)
+        meter.metrics.journal_commit.observe(time.perf_counter() - commit_start)
+        meter.metrics.charged(self.model, self.protocol, outcome, units, cost)
+        self.settled = Settlement(self.request_id, units, cost)
+        added = time.perf_counter() - self.t0 - self.upstream_seconds
+        meter.metrics.added_latency.labels(self.protocol).observe(added)
+        if log.isEnabledFor(logging.DEBUG):
+            self._log_settled(outcome, units, cost)
+        return self.settled
+
+    def _log_settled(self, outcome: str, units: Units, cost: int) -> None:
+        log.debug(
+            "call settled",
+            extra={
+                "requestId": self.request_id, "channel": self.credit.channel,
+                "model": self._meter.metrics.model_label(self.model),
+                "endpoint": self.endpoint, "outcome": outcome, **units.as_dict(),
+                "costNanoton": cost,
+            },
+        )
+
+
+class Meter:
+    def __init__(
+        self, config: MeterConfig, credits: CreditSource, journal: Journal, metrics: MeterMetrics
+    ) -> None:
+        self.config = config
+        self.credits = credits
+        self.journal = journal
+        self.metrics = metrics
+        self.gate = CreditGate(journal.spent, config.max_in_flight)
+
+    def authenticate(self, authorization: str | None) -> ChannelCredit:
+        if not authorization or authorization[:7].lower() != _BEARER:
+            self.metrics.rejections.labels(Reason.UNAUTHENTICATED.value).inc()
+            raise MeterError(
+                Reason.UNAUTHENTICATED,
+                "no credential: send 'Authorization: Bearer <credential>' with the credential "
+                "from your PaymentChannel's Secret",
+            )
+        credit = self.credits.lookup(credential_hash(authorization[7:].strip()))
+        if credit is None:
+            self.metrics.rejections.labels(Reason.UNAUTHENTICATED.value).inc()
+            raise MeterError(
+                Reason.UNAUTHENTICATED,
+                "unknown credential: use the current credential from your PaymentChannel's "
+                "Secret (it changes when the channel is recreated)",
+            )
+        return credit
+
+    def begin(
+        self, authorization: str | None, model: str, protocol: str, endpoint: str,
+        *, streaming: bool = False, requests: int = 1,
+    ) -> Call:
+        credit = self.authenticate(authorization)
+        try:
+            reservation = self.gate.reserve(
+                credit.channel, credit.limit_nanoton, self.config.reservation * requests
+            )
+        except MeterError as exc:
+            self.metrics.rejections.labels(exc.reason.value).inc()
+            raise
+        self.metrics.in_flight.inc()
+        counter = UsageCounter(streaming=streaming, requests=requests)
+        return Call(
+            self, credit, model=model, protocol=protocol, endpoint=endpoint,
+            reservation=reservation, counter=counter,
+        )
+
+    def release(self, reservation: Reservation) -> None:
+        if not reservation.released:
+            self.metrics.in_flight.dec()
+        self.gate.release(reservation)

@@ -1,0 +1,292 @@
+"""The KServe v2 HTTP front end (aiohttp), forwarding to Triton over pooled keep-alive connections.
+
+Bodies pass through byte for byte (the binary tensor extension included). Metered responses
+carry `Cocoon-Request-Id`, `Cocoon-Units` and `Cocoon-Cost-Nanoton` headers; generate_stream,
+whose headers leave before the units are known, ends with a `cocoon.usage` SSE event instead
+(`event: cocoon.usage` / `data: {"requestId", "units", "costNanoton"}`), which clients that only
+read unnamed `data:` events ignore. Health, readiness, metadata, config and model statistics
+are open: probes need them without a credential, they hold no tenant data, and standard tools
+(perf_analyzer's gRPC client) fetch them without custom metadata. Everything else Triton serves
+besides inference (repository control, shared memory, trace, logging) is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from cocoon.meter.core import Call, Meter, Settlement
+from cocoon.meter.errors import MeterError, Reason
+from cocoon.meter.usage import (
+    SseMeter,
+    UsageCounter,
+    count_event,
+    generate_usage,
+    infer_usage,
+    is_error_document,
+)
+
+log = logging.getLogger(__name__)
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+_REQUEST_HEADERS = ("Content-Type", HEADER_LENGTH, "Content-Encoding")
+_RESPONSE_HEADERS = ("Content-Type", HEADER_LENGTH, "Content-Encoding")
+_MODEL = "/v2/models/{model}"
+_VERSIONED = "/v2/models/{model}/versions/{version}"
+
+_session_key = web.AppKey("session", aiohttp.ClientSession)
+
+
+def _error_response(exc: MeterError) -> web.Response:
+    headers = {"Retry-After": "1"} if exc.reason is Reason.OVERLOADED else None
+    return web.Response(
+        status=exc.http_status, body=exc.body(), content_type="application/json", headers=headers
+    )
+
+
+def _pick(headers: object, names: tuple[str, ...]) -> dict[str, str]:
+    get = headers.get  # type: ignore[attr-defined]
+    return {name: value for name in names if (value := get(name)) is not None}
+
+
+class HttpProxy:
+    def __init__(self, meter: Meter, upstream: str, max_connections: int = 256) -> None:
+        self.meter = meter
+        self.upstream = upstream.rstrip("/")
+        self.max_connections = max_connections
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1 << 30)
+        app.cleanup_ctx.append(self._session_ctx)
+        add = app.router.add_route
+        for base in (_MODEL, _VERSIONED):
+            add("POST", base + "/infer", self.infer)
+            add("POST", base + "/generate", self.generate)
+            add("POST", base + "/generate_stream", self.generate_stream)
+            add("GET", base + "/ready", self.open_passthrough)
+            add("GET", base, self.open_passthrough)
+            add("GET", base + "/config", self.open_passthrough)
+            add("GET", base + "/stats", self.open_passthrough)
+        add("GET", "/v2/health/live", self.open_passthrough)
+        add("GET", "/v2/health/ready", self.open_passthrough)
+        add("GET", "/v2", self.open_passthrough)
+        add("*", "/{tail:.*}", self.refuse)
+        self._app = app
+        return app
+
+    async def _session_ctx(self, app: web.Application):  # type: ignore[no-untyped-def]
+        connector = aiohttp.TCPConnector(
+            limit=self.max_connections, keepalive_timeout=60, enable_cleanup_closed=True
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding", "User-Agent"),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+        )
+        app[_session_key] = session
+        yield
+        await session.close()
+
+    def _url(self, request: web.Request) -> URL:
+        return URL(self.upstream + request.raw_path, encoded=True)
+
+    async def _passthrough(self, request: web.Request) -> web.Response:
+        try:
+            async with request.app[_session_key].get(self._url(request)) as upstream:
+                body = await upstream.read()
+                return web.Response(
+                    status=upstream.status, body=body, headers=_pick(upstream.headers,
+                                                                     _RESPONSE_HEADERS)
+                )
+        except aiohttp.ClientError as exc:
+            return _error_response(_upstream_down(exc))
+
+    async def open_passthrough(self, request: web.Request) -> web.Response:
+        return await self._passthrough(request)
+
+    async def refuse(self, request: web.Request) -> web.Response:
+        return _error_response(MeterError(
+            Reason.FORBIDDEN,
+            f"{request.method} {request.path} is not served through the meter; it serves "
+            "inference (infer, generate, generate_stream), health, and model metadata",
+        ))
+
+    def _begin(self, request: web.Request, endpoint: str, *, streaming: bool = False) -> Call:
+        return self.meter.begin(
+            request.headers.get("Authorization"), request.match_info["model"], "http", endpoint,
+            streaming=streaming,
+        )
+
+    async def infer(self, request: web.Request) -> web.Response:
+        return await self._unary(request, "infer")
+
+    async def generate(self, request: web.Request) -> web.Response:
+        return await self._unary(request, "generate")
+
+    async def _unary(self, request: web.Request, endpoint: str) -> web.Response:
+        try:
+            call = self._begin(request, endpoint)
+        except MeterError as exc:
+            return _error_response(exc)
+        try:
+            body = await request.read()
+            start = time.perf_counter()
+            try:
+                async with request.app[_session_key].post(
+                    self._url(request), data=body, headers=_pick(request.headers,
+                                                                  _REQUEST_HEADERS)
+                ) as upstream:
+                    payload = await upstream.read()
+                    status = upstream.status
+                    headers = _pick(upstream.headers, _RESPONSE_HEADERS)
+            except aiohttp.ClientError as exc:
+                call.counter.failed = True
+                await call.settle("upstream_unavailable")
+                return _error_response(_upstream_down(exc))
+            call.upstream_seconds = time.perf_counter() - start
+            status, outcome = self._count_unary(call, endpoint, status, payload, headers)
+            if outcome == "ok" and not call.affordable(call.counter):
+                call.counter = UsageCounter(failed=True)
+                await call.settle("withheld")
+                return _error_response(MeterError(
+                    Reason.NO_CREDIT,
+                    f"the response used more than payment channel {call.credit.channel} can "
+                    "pay for, so it was withheld and not charged; top up the channel",
+                ))
+            settlement = await call.settle(outcome)
+            headers.update(settlement.headers())
+            return web.Response(status=status, body=payload, headers=headers)
+        finally:
+            call.abandon()
+
+    @staticmethod
+    def _count_unary(
+        call: Call, endpoint: str, status: int, payload: bytes, headers: dict[str, str]
+    ) -> tuple[int, str]:
+        """Count a complete response; returns the status to send and the outcome to journal."""
+        if status >= 400:
+            call.counter.failed = True
+            return status, "error"
+        if endpoint == "generate":
+            if is_error_document(payload):
+                # Triton answers generate on a multi-response model with 200 + error body.
+                call.counter.failed = True
+                return 400, "error"
+            usage = generate_usage(json.loads(payload)) if b"_tokens" in payload else {}
+        else:
+            length = headers.get(HEADER_LENGTH)
+            usage = infer_usage(payload, int(length) if length else None)
+        call.counter.add_response(usage)
+        return status, "ok"
+
+    async def generate_stream(self, request: web.Request) -> web.StreamResponse:
+        try:
+            call = self._begin(request, "generate_stream", streaming=True)
+        except MeterError as exc:
+            return _error_response(exc)
+        try:
+            return await self._stream(request, call)
+        finally:
+            call.abandon()
+
+    async def _stream(self, request: web.Request, call: Call) -> web.StreamResponse:
+        body = await request.read()
+        wait_start = time.perf_counter()
+        try:
+            upstream_cm = request.app[_session_key].post(
+                self._url(request), data=body, headers=_pick(request.headers, _REQUEST_HEADERS)
+            )
+            upstream = await upstream_cm.__aenter__()
+        except aiohttp.ClientError as exc:
+            call.counter.failed = True
+            await call.settle("upstream_unavailable")
+            return _error_response(_upstream_down(exc))
+        try:
+            call.upstream_seconds += time.perf_counter() - wait_start
+            if upstream.status != 200:
+                payload = await upstream.read()
+                call.counter.failed = True
+                settlement = await call.settle("error")
+                headers = _pick(upstream.headers, _RESPONSE_HEADERS)
+                headers.update(settlement.headers())
+                return web.Response(status=upstream.status, body=payload, headers=headers)
+            response = web.StreamResponse(
+                status=200,
+                headers={
+                    "Content-Type": upstream.headers.get("Content-Type", "text/event-stream"),
+                    "Cache-Control": "no-cache",
+                    "Cocoon-Request-Id": call.request_id,
+                },
+            )
+            await response.prepare(request)
+            outcome = await self._pump(call, upstream, response)
+            settlement = await call.settle(outcome)
+            if outcome != "client_closed":
+                with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError):
+                    await response.write(_usage_event(settlement))
+                    await response.write_eof()
+            return response
+        finally:
+            await upstream_cm.__aexit__(None, None, None)
+
+    async def _pump(
+        self, call: Call, upstream: aiohttp.ClientResponse, response: web.StreamResponse
+    ) -> str:
+        """Forward chunks as they arrive, counting each complete event before it is sent."""
+        events = SseMeter()
+        chunks = upstream.content.iter_any().__aiter__()
+        while True:
+            wait_start = time.perf_counter()
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except aiohttp.ClientError:
+                return "upstream_broken"
+            finally:
+                call.upstream_seconds += time.perf_counter() - wait_start
+            trial = call.counter.copy()
+            for event in events.split(chunk):
+                count_event(trial, event)
+            if not call.affordable(trial):
+                try:
+                    await response.write(_error_event(call))
+                except (ConnectionError, aiohttp.ClientConnectionResetError):
+                    return "client_closed"
+                return "credit_exhausted"
+            try:
+                await response.write(chunk)
+            except (ConnectionError, aiohttp.ClientConnectionResetError):
+                return "client_closed"
+            call.counter = trial
+        return "error" if call.counter.failed else "ok"
+
+
+def _usage_event(settlement: Settlement) -> bytes:
+    data = json.dumps({
+        "requestId": settlement.request_id,
+        "units": settlement.units.as_dict(),
+        "costNanoton": str(settlement.cost_nanoton),
+    })
+    return f"event: cocoon.usage\ndata: {data}\n\n".encode()
+
+
+def _error_event(call: Call) -> bytes:
+    error = MeterError(
+        Reason.NO_CREDIT,
+        f"payment channel {call.credit.channel} ran out of credit mid-stream; the stream was "
+        "cut and you are charged for the tokens sent; top up the channel",
+    )
+    return b"data: " + error.body() + b"\n\n"
+
+
+def _upstream_down(exc: Exception) -> MeterError:
+    log.warning("triton unreachable", extra={"error": type(exc).__name__})
+    return MeterError(Reason.UPSTREAM, "the model server is not reachable; retry shortly")

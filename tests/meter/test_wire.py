@@ -1,0 +1,63 @@
+"""The hand-rolled protobuf scanner against messages built by the real generated classes."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tritonclient.grpc import service_pb2 as pb
+
+from cocoon.meter import wire
+
+
+@given(name=st.text(max_size=40), raw=st.binary(max_size=200), version=st.text(max_size=5))
+@settings(max_examples=200, deadline=None)
+def test_model_name_matches_protobuf(name, raw, version):
+    request = pb.ModelInferRequest(model_version=version, id="x", raw_input_contents=[raw])
+    request.model_name = name
+    assert wire.model_name(request.SerializeToString()) == name
+
+
+def _response(outputs, raw=()):
+    response = pb.ModelInferResponse(model_name="tokens")
+    for name, datatype in outputs:
+        response.outputs.add(name=name, datatype=datatype, shape=[1])
+    response.raw_output_contents.extend(raw)
+    return response
+
+
+@given(prompt=st.integers(0, 2**31 - 1), completion=st.integers(0, 2**31 - 1))
+@settings(max_examples=100, deadline=None)
+def test_usage_from_raw_output_contents(prompt, completion):
+    response = _response(
+        [("text_output", "BYTES"), ("prompt_tokens", "INT32"), ("completion_tokens", "INT64")],
+        [b"\x03\x00\x00\x00abc", np.int32(prompt).tobytes(), np.int64(completion).tobytes()],
+    )
+    summary = wire.summarize_response(response.SerializeToString())
+    assert summary.has_outputs
+    assert summary.usage == {"prompt_tokens": prompt, "completion_tokens": completion}
+
+
+def test_usage_from_typed_contents():
+    response = pb.ModelInferResponse()
+    out = response.outputs.add(name="completion_tokens", datatype="INT32", shape=[1])
+    out.contents.int_contents.append(-5)
+    out = response.outputs.add(name="prompt_tokens", datatype="UINT64", shape=[1])
+    out.contents.uint64_contents.append(2**40)
+    summary = wire.summarize_response(response.SerializeToString())
+    assert summary.usage == {"completion_tokens": -5, "prompt_tokens": 2**40}
+
+
+def test_stream_response_error_and_empty_final():
+    message = pb.ModelStreamInferResponse(error_message="boom")
+    assert wire.summarize_stream_response(message.SerializeToString())[0] == "boom"
+    final = pb.ModelStreamInferResponse(infer_response=pb.ModelInferResponse(model_name="t"))
+    final.infer_response.parameters["triton_final_response"].bool_param = True
+    error, summary = wire.summarize_stream_response(final.SerializeToString())
+    assert error is None
+    assert not summary.has_outputs
+
+
+@pytest.mark.parametrize("junk", [b"\x0a\x05ab", b"\x0a", b"\x0f", b"\xff" * 11])
+def test_malformed_bytes_raise_wire_error(junk):
+    with pytest.raises(wire.WireError):
+        wire.model_name(junk)
