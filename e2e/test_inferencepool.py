@@ -204,9 +204,9 @@ def test_ready_pool_rolls_scales_and_is_garbage_collected(
     # the Service exposes the meter's ports only
     svc = get(cluster, "service", "roll", "-n", namespace)
     assert {p["targetPort"] for p in svc["spec"]["ports"]} == {
-        "meter-http",
-        "meter-grpc",
-        "meter-metrics",
+        "http",
+        "grpc",
+        "metrics",
     }
     dep = get(cluster, "deployment", "roll", "-n", namespace)
     template = dep["spec"]["template"]["spec"]

@@ -50,8 +50,9 @@ def balance(url: str, address: Address) -> int:
 
 def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             text = response.read().decode()
@@ -69,23 +70,40 @@ def attested_meter(cluster: LocalCluster) -> Ed25519PrivateKey:
     written with the admin kubeconfig (no Node of that name, so attestation leaves it alone)."""
     key = keys.generate()
     name = f"meter-sim-{uuid.uuid4().hex[:6]}"
-    cluster.apply({"apiVersion": "cocoon.dev/v1alpha1", "kind": "AttestedNode",
-                   "metadata": {"name": name},
-                   "spec": {"nodeName": name, "tee": "tdx", "policyName": "default"}})
-    status = {"verdict": "Verified", "workloadPublicKey": keys.public_bytes(key).hex(),
-              "expiresAt": (datetime.now(UTC) + timedelta(hours=1)).strftime(
-                  "%Y-%m-%dT%H:%M:%SZ")}
-    cluster.kubectl("patch", "attestednode", name, "--subresource=status", "--type=merge",
-                    "-p", json.dumps({"status": status}))
+    cluster.apply(
+        {
+            "apiVersion": "cocoon.dev/v1alpha1",
+            "kind": "AttestedNode",
+            "metadata": {"name": name},
+            "spec": {"nodeName": name, "tee": "tdx", "policyName": "default"},
+        }
+    )
+    status = {
+        "verdict": "Verified",
+        "workloadPublicKey": keys.public_bytes(key).hex(),
+        "expiresAt": (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    cluster.kubectl(
+        "patch",
+        "attestednode",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
     return key
 
 
 def report(key: Ed25519PrivateKey, namespace: str, cost: int, seq: int) -> dict[str, Any]:
     unsigned = usage_report.UsageReport(
-        meter_public_key=keys.public_bytes(key).hex(), pool=f"{namespace}/pool",
+        meter_public_key=keys.public_bytes(key).hex(),
+        pool=f"{namespace}/pool",
         channel=f"{namespace}/ch",
         units=usage_report.UsageUnits(requests=seq, input_tokens=0, output_tokens=seq),
-        cost_nanoton=str(cost), journal_sequence=seq, issued_at=datetime.now(UTC),
+        cost_nanoton=str(cost),
+        journal_sequence=seq,
+        issued_at=datetime.now(UTC),
     )
     return usage_report.sign(unsigned, key).to_api()
 
@@ -95,50 +113,84 @@ def channel_status(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
     return dict(body.get("status") or {})
 
 
-def test_paid_inference_channel(cluster: LocalCluster, operator: Operator, namespace: str,
-                                chain_url: str) -> None:
+def test_paid_inference_channel(
+    cluster: LocalCluster, operator: Operator, namespace: str, chain_url: str
+) -> None:
     payer_key = keys.generate()
     payer = wallet_address(keys.public_bytes(payer_key))
     payee = wallet_address(keys.public_bytes(keys.generate()))
     asyncio.run(emulator.faucet(chain_url, payer, 20 * TON))
-    cluster.apply({"apiVersion": "v1", "kind": "Secret",
-                   "metadata": {"name": "payer", "namespace": namespace},
-                   "data": {"key": base64.b64encode(keyfile.to_json(payer_key).encode()).decode()}})
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "payer", "namespace": namespace},
+            "data": {"key": base64.b64encode(keyfile.to_json(payer_key).encode()).decode()},
+        }
+    )
     channel = {
-        "apiVersion": "cocoon.dev/v1alpha1", "kind": "PaymentChannel",
+        "apiVersion": "cocoon.dev/v1alpha1",
+        "kind": "PaymentChannel",
         "metadata": {"name": "ch", "namespace": namespace},
-        "spec": {"poolName": "pool", "payer": {"keySecretRef": {"name": "payer"}},
-                 "payeeAddress": raw(payee), "deposit": str(2 * TON),
-                 "creditWindow": str(TON // 2),
-                 "claim": {"threshold": str(TON // 5), "intervalSeconds": 3600},
-                 "closeDelaySeconds": 60,
-                 "network": {"kind": "Emulator", "url": chain_url}},
+        "spec": {
+            "poolName": "pool",
+            "payer": {"keySecretRef": {"name": "payer"}},
+            "payeeAddress": raw(payee),
+            "deposit": str(2 * TON),
+            "creditWindow": str(TON // 2),
+            "claim": {"threshold": str(TON // 5), "intervalSeconds": 3600},
+            "closeDelaySeconds": 60,
+            "network": {"kind": "Emulator", "url": chain_url},
+        },
     }
     cluster.apply(channel)
 
+    # Secrets are opt-in per namespace: until the tenant binds the role, the channel says how
+    denied = eventually(
+        lambda: (
+            (c := condition({"status": channel_status(cluster, namespace)}, "Ready")).get("reason")
+            == "SecretsAccessDenied"
+            and c
+        ),
+        what="SecretsAccessDenied before the namespace opts in",
+    )
+    command = denied["message"].split("Allow it here: ", 1)[1]
+    assert command.startswith(f"kubectl create rolebinding cocoon-operator-secrets -n {namespace}")
+    cluster.kubectl(*command.split()[1:])  # exactly what the message told the tenant to run
+
     # open, funded, credential issued; the token is only in the Secret
     status = eventually(
-        lambda: (s := channel_status(cluster, namespace)).get("state") == "Open"
-        and condition({"status": s}, "Ready").get("status") == "True" and s,
-        timeout=90, what="the channel open and Ready")
+        lambda: (
+            (s := channel_status(cluster, namespace)).get("state") == "Open"
+            and condition({"status": s}, "Ready").get("status") == "True"
+            and s
+        ),
+        timeout=90,
+        what="the channel open and Ready",
+    )
     assert int(status["deposited"]) >= 2 * TON
     assert condition({"status": status}, "Funded")["status"] == "True"
     secret = get(cluster, "secret", status["credentialSecret"], "-n", namespace)
     token = base64.b64decode(secret["data"]["token"]).decode()
     assert token not in json.dumps(status) and token not in operator.log()
-    events = get(cluster, "events", "-n", namespace, "--field-selector",
-                 "involvedObject.name=ch") or {}
+    assert status["credentialSha256"] == hashlib.sha256(token.encode()).hexdigest()
+    events = (
+        get(cluster, "events", "-n", namespace, "--field-selector", "involvedObject.name=ch") or {}
+    )
     assert any(e["reason"] == "Open" for e in events.get("items", []))
 
     # an attested meter reports usage; the operator signs a promise and claims it
     meter = attested_meter(cluster)
     payee_before = balance(chain_url, payee)
-    code, answer = http("POST", f"{operator.api_url}/usage/v1/reports",
-                        report(meter, namespace, TON // 4, 10))
+    code, answer = http(
+        "POST", f"{operator.api_url}/usage/v1/reports", report(meter, namespace, TON // 4, 10)
+    )
     assert code == 200, answer
     status = eventually(
         lambda: (s := channel_status(cluster, namespace)).get("claimed") == str(TON // 4) and s,
-        timeout=60, what="the usage promised and claimed")
+        timeout=60,
+        what="the usage promised and claimed",
+    )
     assert status["latestPromise"]["cumulative"] == str(TON // 4)
     assert status["lastTransaction"]["kind"] == "claim"
     received = balance(chain_url, payee) - payee_before
@@ -146,31 +198,48 @@ def test_paid_inference_channel(cluster: LocalCluster, operator: Operator, names
 
     # the meter's credit document
     meter_hex = keys.public_bytes(meter).hex()
-    code, document = http("GET", f"{operator.api_url}/usage/v1/credit/{namespace}/pool"
-                                 f"?meter={meter_hex}")
+    code, document = http(
+        "GET", f"{operator.api_url}/usage/v1/credit/{namespace}/pool?meter={meter_hex}"
+    )
     assert code == 200, document
     [entry] = document["channels"]
     assert entry["credentialSha256"] == hashlib.sha256(token.encode()).hexdigest()
     assert int(entry["creditLimitNanoton"]) == TON // 4 + TON // 2
 
     # an unattested key is refused and counted
-    code, answer = http("POST", f"{operator.api_url}/usage/v1/reports",
-                        report(keys.generate(), namespace, 10 * TON, 11))
+    code, answer = http(
+        "POST",
+        f"{operator.api_url}/usage/v1/reports",
+        report(keys.generate(), namespace, 10 * TON, 11),
+    )
     assert code == 403 and answer["error"]["reason"] == "Unattested"
-    eventually(lambda: channel_status(cluster, namespace).get("rejectedReports") == 1,
-               what="the rejection counted on the channel")
+    eventually(
+        lambda: channel_status(cluster, namespace).get("rejectedReports") == 1,
+        what="the rejection counted on the channel",
+    )
     code, metrics = http("GET", f"{operator.api_url}/metrics")
     assert 'cocoon_usage_reports_rejected_total{reason="unattested"} 1.0' in metrics
     assert channel_status(cluster, namespace)["owed"] == str(TON // 4)
 
     # raising the deposit tops up on chain and raises the meters' credit
-    cluster.kubectl("patch", "paymentchannel.cocoon.dev", "ch", "-n", namespace, "--type=merge",
-                    "-p", json.dumps({"spec": {"deposit": str(3 * TON),
-                                               "creditWindow": str(5 * TON)}}))
-    eventually(lambda: int(channel_status(cluster, namespace).get("deposited", 0)) >= 3 * TON,
-               timeout=60, what="the top-up")
-    code, document = http("GET", f"{operator.api_url}/usage/v1/credit/{namespace}/pool"
-                                 f"?meter={meter_hex}")
+    cluster.kubectl(
+        "patch",
+        "paymentchannel.cocoon.dev",
+        "ch",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"deposit": str(3 * TON), "creditWindow": str(5 * TON)}}),
+    )
+    eventually(
+        lambda: int(channel_status(cluster, namespace).get("deposited", 0)) >= 3 * TON,
+        timeout=60,
+        what="the top-up",
+    )
+    code, document = http(
+        "GET", f"{operator.api_url}/usage/v1/credit/{namespace}/pool?meter={meter_hex}"
+    )
     assert int(document["channels"][0]["creditLimitNanoton"]) >= 3 * TON - TON // 100
 
     # deletion: more usage is claimed, the close starts, and after the delay the payer
@@ -180,11 +249,16 @@ def test_paid_inference_channel(cluster: LocalCluster, operator: Operator, names
     cluster.kubectl("delete", "paymentchannel.cocoon.dev", "ch", "-n", namespace, "--wait=false")
     status = eventually(
         lambda: (s := channel_status(cluster, namespace)).get("state") == "Closing" and s,
-        timeout=60, what="the close started")
+        timeout=60,
+        what="the close started",
+    )
     assert status["claimed"] == str(TON // 3)
     asyncio.run(emulator.travel(chain_url, 61))
-    eventually(lambda: get(cluster, "paymentchannel.cocoon.dev", "ch", "-n", namespace) is None,
-               timeout=60, what="the finalizer released after the withdrawal")
+    eventually(
+        lambda: get(cluster, "paymentchannel.cocoon.dev", "ch", "-n", namespace) is None,
+        timeout=60,
+        what="the finalizer released after the withdrawal",
+    )
     returned = balance(chain_url, payer) - payer_before
     deposited = int(status["deposited"])
     assert deposited - TON // 3 - TON // 50 < returned <= deposited - TON // 3 + TON // 50

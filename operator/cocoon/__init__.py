@@ -1,4 +1,4 @@
-"""Cocoon for Kubernetes: attested confidential GPU nodes as a private inference pool paid in TON."""
+"""Cocoon for Kubernetes: attested confidential GPU nodes as an inference pool paid in TON."""
 
 __version__ = "0.1.0"
 GROUP = "cocoon.dev"

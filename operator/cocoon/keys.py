@@ -14,6 +14,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 NONCE_BYTES = 32
+# where the agent keeps the key on the node; pool pods mount the folder read-only for the meter
+WORKLOAD_KEY_DIR = "/var/lib/cocoon/agent"
+WORKLOAD_KEY_FILE = "key.pem"
 
 
 def generate() -> Ed25519PrivateKey:

@@ -54,6 +54,10 @@ class NotFound(Exception):
     """The object does not exist."""
 
 
+class Forbidden(Exception):
+    """RBAC does not let the operator do this (e.g. Secrets in a namespace not opted in)."""
+
+
 class Kube:
     """A connection to the API server; create with `await Kube.connect()`."""
 
@@ -101,6 +105,8 @@ class Kube:
         except ApiException as exc:
             if exc.status == 404:
                 raise NotFound(path) from exc
+            if exc.status == 403:
+                raise Forbidden(path) from exc
             raise
         return result if isinstance(result, dict) else {}
 

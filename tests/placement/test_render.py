@@ -20,7 +20,7 @@ def spec(**kw: Any) -> InferencePoolSpec:
 
 
 def deployment(s: InferencePoolSpec, keys: list[str] | None = None) -> dict[str, Any]:
-    return render.deployment(s, POOL, SETTINGS, render.meter_container(s, SETTINGS), keys)
+    return render.deployment(s, POOL, SETTINGS, keys)
 
 
 def container(dep: dict[str, Any], name: str) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def test_triton_listens_on_loopback_and_only_the_meter_is_exposed() -> None:
         "--metrics-address=127.0.0.1",
     } <= set(triton["args"])
     assert "ports" not in triton
-    svc = render.service(POOL, SETTINGS)
+    svc = render.service(POOL)
     meter_ports = {p["name"] for p in container(dep, "meter")["ports"]}
     assert {p["targetPort"] for p in svc["spec"]["ports"]} == meter_ports
     assert svc["spec"]["selector"] == {"cocoon.dev/pool": "chat"}

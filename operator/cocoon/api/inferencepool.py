@@ -6,7 +6,8 @@ from enum import StrEnum
 
 from pydantic import Field, model_validator
 
-from cocoon.api.common import ApiModel, ConditionList, Nanoton
+from cocoon.api.common import ApiModel, ConditionList
+from cocoon.meter.pricing import Price
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
@@ -104,18 +105,6 @@ class ModelSpec(ApiModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
     )
     repository: ModelRepository = Field(description="Where the model repository comes from.")
-
-
-class Price(ApiModel):
-    """What one unit costs a caller, in nanoton: the meter charges it, the channel settles it."""
-
-    per_request: Nanoton = Field(default="0", description="Charged once per request, in nanoton.")
-    per_input_token: Nanoton = Field(
-        default="0", description="Per input token the model reports, in nanoton."
-    )
-    per_output_token: Nanoton = Field(
-        default="0", description="Per output token (one per streamed response), in nanoton."
-    )
 
 
 class Resources(ApiModel):

@@ -153,8 +153,9 @@ class MeterUsage(ApiModel):
         description="The meter's workload key (Ed25519, hex), bound by node attestation.",
         pattern=r"^[0-9a-f]{64}$",
     )
-    pool: str = Field(description="namespace/name of the InferencePool the meter serves.",
-                      max_length=253)
+    pool: str = Field(
+        description="namespace/name of the InferencePool the meter serves.", max_length=253
+    )
     journal_sequence: int = Field(ge=0, description="Journal sequence the report covers.")
     cost_nanoton: Nanoton = Field(description="Cumulative cost this meter charged, nanoton.")
     reported_at: datetime | None = Field(default=None, description="When it was accepted.")
@@ -183,6 +184,11 @@ class PaymentChannelStatus(ApiModel):
     promised: Nanoton = Field(default="0", description="Covered by the latest signed promise.")
     claimed: Nanoton = Field(default="0", description="Paid out to the payee on chain.")
     credit_left: Nanoton = Field(default="0", description="What may still be served.")
+    credential_sha256: str = Field(
+        default="",
+        pattern=r"^([0-9a-f]{64})?$",
+        description="SHA-256 of the caller credential: all that meters learn of it.",
+    )
     credential_secret: str = Field(
         default="", description="Secret holding the caller credential for this channel."
     )

@@ -71,9 +71,8 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
             )
             raise kopf.TemporaryError("model repository ConfigMap missing", delay=10)
         keys = sorted({**(cm.get("data") or {}), **(cm.get("binaryData") or {})})
-    meter = render.meter_container(spec, settings)
-    await kube.apply(DEPLOYMENTS, render.deployment(spec, pool, settings, meter, keys))
-    await kube.apply(SERVICES, render.service(pool, settings))
+    await kube.apply(DEPLOYMENTS, render.deployment(spec, pool, settings, keys))
+    await kube.apply(SERVICES, render.service(pool))
     await refresh_status(body, memo, spec)
 
 

@@ -40,7 +40,8 @@ from cocoon.api.paymentchannel import (
 )
 from cocoon.controllers import status as status_writer
 from cocoon.controllers import usage_api
-from cocoon.kube import CONFIGMAPS, INFERENCE_POOLS, PAYMENT_CHANNELS, SECRETS, Kube, Obj
+from cocoon.kube import CONFIGMAPS, INFERENCE_POOLS, PAYMENT_CHANNELS, SECRETS, Forbidden, Kube, Obj
+from cocoon.meter.credits import credential_hash
 from cocoon.ton import accounting, connect, keyfile, promises
 from cocoon.ton.accounting import Action, Step
 from cocoon.ton.chain import Chain, ChainError, TxInfo
@@ -58,8 +59,11 @@ CREDENTIAL_KEY = "token"
 MAX_STEPS = 12
 RETRY_S = 30
 CLOSE_POLL_S = float(os.environ.get("COCOON_CHANNEL_POLL_SECONDS", "10"))
-_STATES = {State.OPEN: ChannelState.OPEN, State.CLOSING: ChannelState.CLOSING,
-           State.CLOSED: ChannelState.CLOSED}
+_STATES = {
+    State.OPEN: ChannelState.OPEN,
+    State.CLOSING: ChannelState.CLOSING,
+    State.CLOSED: ChannelState.CLOSED,
+}
 Update = tuple[str, ConditionStatus, str, str]
 
 
@@ -103,8 +107,28 @@ class Blocked(Exception):
 # -- reading ------------------------------------------------------------------------------------
 
 
+def secrets_denied(namespace: str) -> Blocked:
+    """Secrets are opt-in per namespace: the message is the one command that opts in."""
+    operator_ns = os.environ.get("COCOON_NAMESPACE", "cocoon-system")
+    account = os.environ.get("COCOON_SERVICE_ACCOUNT", "cocoon-operator")
+    role = os.environ.get("COCOON_SECRETS_CLUSTERROLE", "cocoon-operator-secrets")
+    return Blocked(
+        "SecretsAccessDenied",
+        f"The operator may not read or create Secrets in {namespace} (it has no cluster-wide "
+        f"Secret access). Allow it here: kubectl create rolebinding cocoon-operator-secrets "
+        f"-n {namespace} --clusterrole={role} --serviceaccount={operator_ns}:{account}",
+    )
+
+
+async def _secret(kube: Kube, namespace: str, name: str) -> Obj | None:
+    try:
+        return await kube.get_or_none(SECRETS, name, namespace)
+    except Forbidden as exc:
+        raise secrets_denied(namespace) from exc
+
+
 async def _secret_value(kube: Kube, namespace: str, name: str, key: str) -> str | None:
-    secret = await kube.get_or_none(SECRETS, name, namespace)
+    secret = await _secret(kube, namespace, name)
     value = ((secret or {}).get("data") or {}).get(key)
     return base64.b64decode(value).decode() if value else None
 
@@ -119,26 +143,34 @@ async def _open_chain(kube: Kube, namespace: str, spec: PaymentChannelSpec, defa
     if network.kind is NetworkKind.LITESERVER and network.config_map_name:
         cm = await kube.get_or_none(CONFIGMAPS, network.config_map_name, namespace)
         config = ((cm or {}).get("data") or {}).get(connect.GLOBAL_CONFIG_KEY)
-    return await connect.open_chain(network, default_url=default, api_key=api_key,
-                                    global_config=config)
+    return await connect.open_chain(
+        network, default_url=default, api_key=api_key, global_config=config
+    )
 
 
-async def _load_payer_key(kube: Kube, namespace: str, spec: PaymentChannelSpec,
-                          params: ChannelParameters | None) -> Ed25519PrivateKey:
+async def _load_payer_key(
+    kube: Kube, namespace: str, spec: PaymentChannelSpec, params: ChannelParameters | None
+) -> Ed25519PrivateKey:
     ref = spec.payer.key_secret_ref
     assert ref is not None  # the spec validator requires it for Managed signing
     text = await _secret_value(kube, namespace, ref.name, ref.key)
     if text is None:
-        raise Blocked("PayerKeyMissing", f"Secret {namespace}/{ref.name} has no key {ref.key!r}; "
-                      "create it with `cocoon ton keygen --json-out` (the same key owns the "
-                      "payer's wallet).")
+        raise Blocked(
+            "PayerKeyMissing",
+            f"Secret {namespace}/{ref.name} has no key {ref.key!r}; "
+            "create it with `cocoon ton keygen --json-out` (the same key owns the "
+            "payer's wallet).",
+        )
     try:
         key = connect.payer_key(text)
     except keyfile.KeyFileError as exc:
         raise Blocked("PayerKeyInvalid", f"Secret {namespace}/{ref.name}: {exc}.") from exc
     if params is not None and keys.public_bytes(key).hex() != params.payer_public_key:
-        raise Blocked("PayerKeyChanged", f"Secret {namespace}/{ref.name} now holds another key "
-                      "than the one this channel was deployed with; restore the original key.")
+        raise Blocked(
+            "PayerKeyChanged",
+            f"Secret {namespace}/{ref.name} now holds another key "
+            "than the one this channel was deployed with; restore the original key.",
+        )
     return key
 
 
@@ -148,8 +180,11 @@ async def _payee(kube: Kube, namespace: str, spec: PaymentChannelSpec, default: 
     pool = await kube.get_or_none(INFERENCE_POOLS, spec.pool_name, namespace)
     address = ((pool or {}).get("spec") or {}).get("payoutAddress") or default
     if not address:
-        raise Blocked("PayeeUnknown", f"no payee: set spec.payeeAddress, the pool "
-                      f"{spec.pool_name}'s spec.payoutAddress or the operator's payout address.")
+        raise Blocked(
+            "PayeeUnknown",
+            f"no payee: set spec.payeeAddress, the pool "
+            f"{spec.pool_name}'s spec.payoutAddress or the operator's payout address.",
+        )
     return str(address)
 
 
@@ -183,8 +218,7 @@ class Observed:
     channel: PaymentChannel | None
 
 
-async def _observe(kube: Kube, chain: Chain, namespace: str, name: str,
-                   deleting: bool) -> Observed:
+async def _observe(kube: Kube, chain: Chain, namespace: str, name: str, deleting: bool) -> Observed:
     body = await kube.get(PAYMENT_CHANNELS, name, namespace)
     spec = PaymentChannelSpec.model_validate(body["spec"])
     status = PaymentChannelStatus.model_validate(body.get("status") or {})
@@ -230,8 +264,9 @@ class Ref:
     name: str
 
     async def patch_status(self, fields: Obj) -> None:
-        await self.kube.patch(PAYMENT_CHANNELS, self.name, {"status": fields}, self.namespace,
-                              subresource="status")
+        await self.kube.patch(
+            PAYMENT_CHANNELS, self.name, {"status": fields}, self.namespace, subresource="status"
+        )
 
 
 def _tx(kind: str, tx: TxInfo) -> Obj:
@@ -255,17 +290,21 @@ async def _prepare(ref: Ref, obs: Observed, state: Payments) -> None:
         close_delay_seconds=obs.spec.close_delay_seconds,
     )
     channel_id = new_channel_id()
-    config = ChannelConfig(public, channel_id, params.close_delay_seconds,
-                           Address(params.payer), Address(params.payee))
-    await ref.patch_status({
-        "channelId": f"{channel_id:032x}",
-        "address": user_friendly(config.address()),
-        "parameters": params.to_api(),
-    })
+    config = ChannelConfig(
+        public, channel_id, params.close_delay_seconds, Address(params.payer), Address(params.payee)
+    )
+    await ref.patch_status(
+        {
+            "channelId": f"{channel_id:032x}",
+            "address": user_friendly(config.address()),
+            "parameters": params.to_api(),
+        }
+    )
 
 
-async def _perform(ref: Ref, obs: Observed, action: Action,
-                   key: Callable[[], Awaitable[Ed25519PrivateKey]]) -> None:
+async def _perform(
+    ref: Ref, obs: Observed, action: Action, key: Callable[[], Awaitable[Ed25519PrivateKey]]
+) -> None:
     channel = obs.channel
     assert channel is not None
     step = action.step
@@ -273,17 +312,28 @@ async def _perform(ref: Ref, obs: Observed, action: Action,
         previous = obs.view.promised
         deposited = obs.view.chain.deposited if obs.view.chain else 0
         check_promise(previous, action.amount, deposited)
-        signed = promises.sign(await key(), channel.address, channel.config.channel_id,
-                               action.amount)
+        signed = promises.sign(
+            await key(), channel.address, channel.config.channel_id, action.amount
+        )
         # persisted before anything uses it: a crash after this re-claims the same promise
-        await ref.patch_status({"latestPromise": {
-            "cumulative": str(signed.cumulative), "signature": signed.signature.hex()}})
+        await ref.patch_status(
+            {
+                "latestPromise": {
+                    "cumulative": str(signed.cumulative),
+                    "signature": signed.signature.hex(),
+                }
+            }
+        )
         return
     if step is Step.CLAIM:
         latest = obs.status.latest_promise
         assert latest is not None
-        promise = promises.Promise(channel.address, channel.config.channel_id,
-                                   int(latest.cumulative), bytes.fromhex(latest.signature))
+        promise = promises.Promise(
+            channel.address,
+            channel.config.channel_id,
+            int(latest.cumulative),
+            bytes.fromhex(latest.signature),
+        )
         tx = await channel.claim(promise)
         fields: Obj = {"lastClaimAt": datetime.fromtimestamp(obs.view.now, UTC).isoformat()}
         if tx is not None:
@@ -296,8 +346,9 @@ async def _perform(ref: Ref, obs: Observed, action: Action,
             tx = await channel.deploy(wallet, action.amount)
         else:
             tx = await channel.top_up(wallet, action.amount)
-        await ref.patch_status({"lastTransaction": _tx(
-            "deploy" if step is Step.DEPLOY else "topup", tx)})
+        await ref.patch_status(
+            {"lastTransaction": _tx("deploy" if step is Step.DEPLOY else "topup", tx)}
+        )
         return
     if step is Step.START_CLOSE:
         tx = await channel.start_close(await key())
@@ -316,16 +367,18 @@ async def _run_steps(ref: Ref, chain: Chain, deleting: bool, state: Payments) ->
 
     async def key() -> Ed25519PrivateKey:
         if not cached:
-            cached.append(await _load_payer_key(ref.kube, ref.namespace, obs.spec,
-                                                obs.status.parameters))
+            cached.append(
+                await _load_payer_key(ref.kube, ref.namespace, obs.spec, obs.status.parameters)
+            )
         return cached[0]
 
     for _ in range(MAX_STEPS):
         action = accounting.next_action(obs.view)
         if action.step in (Step.NOTHING, Step.RELEASE):
             return obs
-        logger.info("channel %s/%s: %s (%s)", ref.namespace, ref.name, action.step.value,
-                    action.reason)
+        logger.info(
+            "channel %s/%s: %s (%s)", ref.namespace, ref.name, action.step.value, action.reason
+        )
         if action.step is Step.PREPARE:
             await _prepare(ref, obs, state)
         else:
@@ -341,12 +394,16 @@ def credential_secret_name(channel: str) -> str:
     return f"{channel}-credential"
 
 
-async def ensure_credential(kube: Kube, body: Obj) -> str:
-    """Create the caller credential Secret once; its token never leaves the Secret."""
+async def ensure_credential(kube: Kube, body: Obj) -> tuple[str, str]:
+    """Create the caller credential Secret once; its token never leaves the Secret.
+
+    Returns the Secret's name and the token's SHA-256, which is all meters ever learn."""
     meta = body["metadata"]
     name = credential_secret_name(meta["name"])
-    if await kube.get_or_none(SECRETS, name, meta["namespace"]) is not None:
-        return name
+    existing = await _secret(kube, meta["namespace"], name)
+    if existing is not None:
+        token = base64.b64decode((existing.get("data") or {}).get(CREDENTIAL_KEY, ""))
+        return name, credential_hash(token.decode())
     token = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=")
     secret = {
         "apiVersion": "v1",
@@ -356,25 +413,34 @@ async def ensure_credential(kube: Kube, body: Obj) -> str:
             "name": name,
             "namespace": meta["namespace"],
             "labels": {CHANNEL_LABEL: meta["name"], "app.kubernetes.io/part-of": "cocoon"},
-            "ownerReferences": [{
-                "apiVersion": body["apiVersion"], "kind": body["kind"], "name": meta["name"],
-                "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
-            }],
+            "ownerReferences": [
+                {
+                    "apiVersion": body["apiVersion"],
+                    "kind": body["kind"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         },
         "data": {CREDENTIAL_KEY: base64.b64encode(token).decode()},
     }
     try:
         await kube.create(SECRETS, secret)
+    except Forbidden as exc:
+        raise secrets_denied(meta["namespace"]) from exc
     except ApiException as exc:
         if exc.status != 409:  # created concurrently: keep theirs
             raise
-    return name
+        return await ensure_credential(kube, body)
+    return name, credential_hash(token.decode())
 
 
 # -- status -------------------------------------------------------------------------------------
 
 
-def summary(obs: Observed, credential: str) -> tuple[Obj, list[Update]]:
+def summary(obs: Observed, credential: tuple[str, str]) -> tuple[Obj, list[Update]]:
     """Status fields and conditions for what was observed at the end of a pass."""
     view, status, chain = obs.view, obs.status, obs.view.chain
     deposited = chain.deposited if chain else 0
@@ -383,32 +449,65 @@ def summary(obs: Observed, credential: str) -> tuple[Obj, list[Update]]:
         "deposited": str(deposited),
         "claimed": str(chain.claimed if chain else 0),
         "promised": str(view.promised),
-        "creditLeft": str(accounting.credit_left(deposited, view.promised,
-                                                 int(obs.spec.credit_window), view.owed)),
-        "closeDeadline": (datetime.fromtimestamp(chain.close_deadline, UTC).isoformat()
-                          if chain and chain.state is State.CLOSING else None),
+        "creditLeft": str(
+            accounting.credit_left(deposited, view.promised, int(obs.spec.credit_window), view.owed)
+        ),
+        "closeDeadline": (
+            datetime.fromtimestamp(chain.close_deadline, UTC).isoformat()
+            if chain and chain.state is State.CLOSING
+            else None
+        ),
     }
-    if credential:
-        fields["credentialSecret"] = credential
-    updates: list[Update] = [("ChainReachable", ConditionStatus.TRUE, "Reachable",
-                              "The chain answered this reconcile.")]
+    if credential[0]:
+        fields["credentialSecret"], fields["credentialSha256"] = credential
+    updates: list[Update] = [
+        ("ChainReachable", ConditionStatus.TRUE, "Reachable", "The chain answered this reconcile.")
+    ]
     if chain is None:
-        updates.append(("Funded", ConditionStatus.FALSE, "NotDeployed",
-                        "The channel is not deployed yet" + (
-                            "." if view.managed else "; deploy and fund it from the payer's "
-                            f"wallet {status.parameters.payer if status.parameters else ''}.")))
+        updates.append(
+            (
+                "Funded",
+                ConditionStatus.FALSE,
+                "NotDeployed",
+                "The channel is not deployed yet"
+                + (
+                    "."
+                    if view.managed
+                    else "; deploy and fund it from the payer's "
+                    f"wallet {status.parameters.payer if status.parameters else ''}."
+                ),
+            )
+        )
     elif deposited >= view.target_deposit:
-        updates.append(("Funded", ConditionStatus.TRUE, "Funded",
-                        f"{deposited} nanoton deposited (target {view.target_deposit})."))
+        updates.append(
+            (
+                "Funded",
+                ConditionStatus.TRUE,
+                "Funded",
+                f"{deposited} nanoton deposited (target {view.target_deposit}).",
+            )
+        )
     else:
-        updates.append(("Funded", ConditionStatus.FALSE, "BelowDeposit",
-                        f"{deposited} nanoton deposited, below the target {view.target_deposit}."))
+        updates.append(
+            (
+                "Funded",
+                ConditionStatus.FALSE,
+                "BelowDeposit",
+                f"{deposited} nanoton deposited, below the target {view.target_deposit}.",
+            )
+        )
     if chain is not None and chain.state is State.OPEN:
-        ready = (ConditionStatus.TRUE, "Open",
-                 f"Open at {status.address}; callers use Secret {credential}.")
+        ready = (
+            ConditionStatus.TRUE,
+            "Open",
+            f"Open at {status.address}; callers use Secret {credential}.",
+        )
     elif chain is not None:
-        ready = (ConditionStatus.FALSE, _STATES[chain.state].value,
-                 f"The channel is {_STATES[chain.state].value.lower()}; it serves no requests.")
+        ready = (
+            ConditionStatus.FALSE,
+            _STATES[chain.state].value,
+            f"The channel is {_STATES[chain.state].value.lower()}; it serves no requests.",
+        )
     else:
         ready = (ConditionStatus.FALSE, "NotDeployed", "The channel is not deployed yet.")
     updates.append(("Ready", *ready))
@@ -435,8 +534,9 @@ def _chain_failure(exc: ChainError) -> Blocked:
 # -- the reconcile pass -------------------------------------------------------------------------
 
 
-async def reconcile(namespace: str, name: str, memo: kopf.Memo, *, deleting: bool = False
-                    ) -> Action:
+async def reconcile(
+    namespace: str, name: str, memo: kopf.Memo, *, deleting: bool = False
+) -> Action:
     """One serialized pass over a channel; returns the final action (Nothing or Release)."""
     kube: Kube = memo.kube
     state = payments(memo)
@@ -453,8 +553,8 @@ async def reconcile(namespace: str, name: str, memo: kopf.Memo, *, deleting: boo
             raise kopf.PermanentError(str(exc)) from exc
         if deleting and not (body.get("status") or {}).get("parameters"):
             return Action(Step.RELEASE, "NeverDeployed")  # nothing on chain: no chain needed
-        credential = "" if deleting else await ensure_credential(kube, body)
         try:
+            credential = ("", "") if deleting else await ensure_credential(kube, body)
             async with await _open_chain(kube, namespace, spec, state.default_chain_url) as chain:
                 obs = await _run_steps(Ref(kube, namespace, name), chain, deleting, state)
         except Blocked as exc:
@@ -473,8 +573,9 @@ async def _write(kube: Kube, body: Obj, fields: Obj, updates: list[Update]) -> N
     await status_writer.write(kube, PAYMENT_CHANNELS, body, fields, updates)
 
 
-async def _write_blocked(kube: Kube, namespace: str, name: str, exc: Blocked,
-                         deleting: bool) -> None:
+async def _write_blocked(
+    kube: Kube, namespace: str, name: str, exc: Blocked, deleting: bool
+) -> None:
     body = await kube.get_or_none(PAYMENT_CHANNELS, name, namespace)
     if body is None:
         return
@@ -523,16 +624,16 @@ def setup_routes(app: web.Application, memo: kopf.Memo) -> None:
     usage_api.setup_routes(app, memo, on_change=lambda ns, name: schedule(memo, ns, name))
 
 
-async def finalize(namespace: str, name: str, annotations: dict[str, str],
-                   memo: kopf.Memo) -> None:
+async def finalize(namespace: str, name: str, annotations: dict[str, str], memo: kopf.Memo) -> None:
     """Returns when the finalizer may go: closed and withdrawn, never deployed, or abandoned.
 
     Raises kopf.TemporaryError to be called again; the delay never exceeds CLOSE_POLL_S so an
     abandon annotation or an elapsed close delay is noticed promptly.
     """
     if annotations.get(ABANDON_ANNOTATION) == "true":
-        logger.warning("channel %s/%s abandoned by annotation; its funds stay on chain",
-                       namespace, name)
+        logger.warning(
+            "channel %s/%s abandoned by annotation; its funds stay on chain", namespace, name
+        )
         return
     try:
         final = await reconcile(namespace, name, memo, deleting=True)
@@ -557,5 +658,9 @@ def register() -> None:
 
     @kopf.on.delete("cocoon.dev", "v1alpha1", "paymentchannels")
     async def channel_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        await finalize(body.metadata.namespace or "", body.metadata.name or "",
-                       dict(body.metadata.annotations or {}), memo)
+        await finalize(
+            body.metadata.namespace or "",
+            body.metadata.name or "",
+            dict(body.metadata.annotations or {}),
+            memo,
+        )

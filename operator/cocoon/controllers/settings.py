@@ -15,4 +15,5 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         meter_pull_policy=values.get("COCOON_METER_PULL_POLICY", defaults.meter_pull_policy),
         workload_key_dir=values.get("COCOON_WORKLOAD_KEY_DIR", defaults.workload_key_dir),
         cluster_domain=values.get("COCOON_CLUSTER_DOMAIN", defaults.cluster_domain),
+        operator_url=values.get("COCOON_OPERATOR_URL", defaults.operator_url),
     )

@@ -16,7 +16,6 @@ concurrent reports never lose each other's meters.
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -37,9 +36,8 @@ from cocoon.api.paymentchannel import (
     SigningMode,
 )
 from cocoon.controllers import httpapi
-from cocoon.kube import ATTESTED_NODES, PAYMENT_CHANNELS, SECRETS, Kube, Obj
+from cocoon.kube import ATTESTED_NODES, PAYMENT_CHANNELS, Kube, Obj
 from cocoon.meter import usage_report
-from cocoon.meter.credits import credential_hash
 from cocoon.ton import accounting, promises
 from cocoon.ton.accounting import RejectReason, ReportRejected
 from cocoon.ton.settlement import PromiseError, check_promise
@@ -50,7 +48,6 @@ log = logging.getLogger(__name__)
 REPORTS_PATH = "/usage/v1/reports"
 CREDIT_PATH = "/usage/v1/credit/{namespace}/{pool}"
 PROMISES_PATH = "/payments/v1/channels/{namespace}/{name}/promises"
-CREDENTIAL_KEY = "token"
 WRITE_ATTEMPTS = 8
 
 REJECTED = Counter(
@@ -90,11 +87,12 @@ async def update_status(
         fields = change(body.get("status") or {})
         if fields is None:
             return body
-        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-                 "status": fields}
+        patch = {
+            "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+            "status": fields,
+        }
         try:
-            return await kube.patch(PAYMENT_CHANNELS, name, patch, namespace,
-                                    subresource="status")
+            return await kube.patch(PAYMENT_CHANNELS, name, patch, namespace, subresource="status")
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -112,8 +110,9 @@ async def _count_rejection(kube: Kube, channel_ref: str | None, reason: RejectRe
     if where is None:
         return
     try:
-        await update_status(kube, *where, lambda s: {
-            "rejectedReports": int(s.get("rejectedReports") or 0) + 1})
+        await update_status(
+            kube, *where, lambda s: {"rejectedReports": int(s.get("rejectedReports") or 0) + 1}
+        )
     except (kopf.PermanentError, ApiException, web.HTTPException, LookupError):
         return
     except Exception:  # the refusal itself must still be answered
@@ -121,8 +120,7 @@ async def _count_rejection(kube: Kube, channel_ref: str | None, reason: RejectRe
 
 
 def _reject(reason: RejectReason, status: int, message: str) -> web.Response:
-    return httpapi.error(status, "".join(w.capitalize() for w in reason.value.split("_")),
-                         message)
+    return httpapi.error(status, "".join(w.capitalize() for w in reason.value.split("_")), message)
 
 
 async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -> web.Response:
@@ -130,8 +128,11 @@ async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -
         envelope = usage_report.SignedUsageReport.model_validate(await request.json())
     except (ValueError, ValidationError) as exc:
         REJECTED.labels(reason=RejectReason.MALFORMED.value).inc()
-        return _reject(RejectReason.MALFORMED, 400,
-                       f"expected a SignedUsageReport {{report, signature}}: {exc}")
+        return _reject(
+            RejectReason.MALFORMED,
+            400,
+            f"expected a SignedUsageReport {{report, signature}}: {exc}",
+        )
     report = envelope.report
     try:
         usage_report.verify(envelope)
@@ -140,22 +141,32 @@ async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -
         return _reject(RejectReason.BAD_SIGNATURE, 403, f"{exc}; sign with the workload key.")
     if report.meter_public_key not in await attested_keys(kube):
         await _count_rejection(kube, report.channel, RejectReason.UNATTESTED)
-        return _reject(RejectReason.UNATTESTED, 403,
-                       "the signing key is not the workload key of a Verified AttestedNode; "
-                       "only meters on attested nodes may report usage.")
+        return _reject(
+            RejectReason.UNATTESTED,
+            403,
+            "the signing key is not the workload key of a Verified AttestedNode; "
+            "only meters on attested nodes may report usage.",
+        )
     where = _split(report.channel)
     body = await kube.get_or_none(PAYMENT_CHANNELS, where[1], where[0]) if where else None
     if where is None or body is None:
         REJECTED.labels(reason=RejectReason.UNKNOWN_CHANNEL.value).inc()
-        return _reject(RejectReason.UNKNOWN_CHANNEL, 404,
-                       f"no PaymentChannel {report.channel!r}; report as namespace/name.")
+        return _reject(
+            RejectReason.UNKNOWN_CHANNEL,
+            404,
+            f"no PaymentChannel {report.channel!r}; report as namespace/name.",
+        )
     pool = f"{where[0]}/{body['spec'].get('poolName')}"
     if report.pool != pool:
         await _count_rejection(kube, report.channel, RejectReason.WRONG_POOL)
-        return _reject(RejectReason.WRONG_POOL, 403,
-                       f"channel {report.channel} pays for pool {pool}, not {report.pool}.")
-    usage = accounting.MeterUsage(report.meter_public_key, report.pool, report.journal_sequence,
-                                  int(report.cost_nanoton))
+        return _reject(
+            RejectReason.WRONG_POOL,
+            403,
+            f"channel {report.channel} pays for pool {pool}, not {report.pool}.",
+        )
+    usage = accounting.MeterUsage(
+        report.meter_public_key, report.pool, report.journal_sequence, int(report.cost_nanoton)
+    )
     rejected: list[ReportRejected] = []
 
     def merge(status: Obj) -> Obj | None:
@@ -189,44 +200,55 @@ def _usage(m: MeterUsage) -> accounting.MeterUsage:
 
 def _api(m: accounting.MeterUsage, stamp: str | None, status: Obj) -> Obj:
     if stamp is None:  # unchanged: keep when it was reported
-        previous: Obj = next((p for p in status.get("meters") or []
-                         if (p.get("publicKey"), p.get("pool")) == (m.public_key, m.pool)), {})
+        previous: Obj = next(
+            (
+                p
+                for p in status.get("meters") or []
+                if (p.get("publicKey"), p.get("pool")) == (m.public_key, m.pool)
+            ),
+            {},
+        )
         stamp = previous.get("reportedAt")
-    entry: Obj = {"publicKey": m.public_key, "pool": m.pool,
-                  "journalSequence": m.journal_sequence, "costNanoton": str(m.cost)}
+    entry: Obj = {
+        "publicKey": m.public_key,
+        "pool": m.pool,
+        "journalSequence": m.journal_sequence,
+        "costNanoton": str(m.cost),
+    }
     if stamp:
         entry["reportedAt"] = stamp
     return entry
 
 
-async def credit_document(kube: Kube, namespace: str, pool: str, meter: str,
-                          attested: set[str]) -> Obj:
+async def credit_document(
+    kube: Kube, namespace: str, pool: str, meter: str, attested: set[str]
+) -> Obj:
     """Every Open channel of the pool with its credential hash and this meter's limit."""
     entries = []
     for item in await kube.list(PAYMENT_CHANNELS, namespace):
         spec_data = item.get("spec") or {}
         if spec_data.get("poolName") != pool or (item.get("metadata") or {}).get(
-                "deletionTimestamp"):
+            "deletionTimestamp"
+        ):
             continue
         spec = PaymentChannelSpec.model_validate(spec_data)
         status = PaymentChannelStatus.model_validate(item.get("status") or {})
-        if status.state is not ChannelState.OPEN or not status.credential_secret:
-            continue
-        secret = await kube.get_or_none(SECRETS, status.credential_secret, namespace)
-        token = ((secret or {}).get("data") or {}).get(CREDENTIAL_KEY)
-        if not token:
+        if status.state is not ChannelState.OPEN or not status.credential_sha256:
             continue
         ref = f"{namespace}/{pool}"
         costs = {m.public_key: int(m.cost_nanoton) for m in status.meters if m.pool == ref}
         promised = int(status.latest_promise.cumulative) if status.latest_promise else 0
-        remaining = accounting.credit_left(int(status.deposited), promised,
-                                           int(spec.credit_window), int(status.owed))
+        remaining = accounting.credit_left(
+            int(status.deposited), promised, int(spec.credit_window), int(status.owed)
+        )
         limit = accounting.meter_limit(costs, set(costs) & attested, meter, remaining)
-        entries.append({
-            "channel": f"{namespace}/{item['metadata']['name']}",
-            "credentialSha256": credential_hash(base64.b64decode(token).decode()),
-            "creditLimitNanoton": str(limit),
-        })
+        entries.append(
+            {
+                "channel": f"{namespace}/{item['metadata']['name']}",
+                "credentialSha256": status.credential_sha256,
+                "creditLimitNanoton": str(limit),
+            }
+        )
     return {"channels": entries}
 
 
@@ -234,10 +256,12 @@ async def get_credit(request: web.Request, kube: Kube) -> web.Response:
     meter = request.query.get("meter", "")
     attested = await attested_keys(kube)
     if meter not in attested:
-        return httpapi.error(403, "Unattested",
-                             "pass ?meter=<workload public key, hex> of a Verified AttestedNode.")
-    document = await credit_document(kube, request.match_info["namespace"],
-                                     request.match_info["pool"], meter, attested)
+        return httpapi.error(
+            403, "Unattested", "pass ?meter=<workload public key, hex> of a Verified AttestedNode."
+        )
+    document = await credit_document(
+        kube, request.match_info["namespace"], request.match_info["pool"], meter, attested
+    )
     return web.json_response(document)
 
 
@@ -248,24 +272,31 @@ async def submit_promise(request: web.Request, kube: Kube, on_change: OnChange) 
         cumulative = int(str(payload["cumulative"]))
         signature = bytes.fromhex(str(payload["signature"]))
     except (ValueError, KeyError, TypeError) as exc:
-        return httpapi.error(400, "MalformedPromise",
-                             f"expected JSON {{cumulative: nanoton string, signature: hex}}: {exc}")
+        return httpapi.error(
+            400,
+            "MalformedPromise",
+            f"expected JSON {{cumulative: nanoton string, signature: hex}}: {exc}",
+        )
     body = await kube.get_or_none(PAYMENT_CHANNELS, name, namespace)
     if body is None:
         return httpapi.error(404, "UnknownChannel", f"no PaymentChannel {namespace}/{name}.")
     spec = PaymentChannelSpec.model_validate(body["spec"])
     status = PaymentChannelStatus.model_validate(body.get("status") or {})
     if spec.payer.signing is not SigningMode.CLIENT:
-        return httpapi.error(409, "ManagedSigning",
-                             "this channel's promises are signed by the operator (Managed).")
+        return httpapi.error(
+            409, "ManagedSigning", "this channel's promises are signed by the operator (Managed)."
+        )
     if status.parameters is None or not status.channel_id:
         return httpapi.error(409, "NotDeployed", "the channel has no id yet; retry shortly.")
-    promise = promises.Promise(Address(status.address), int(status.channel_id, 16), cumulative,
-                               signature)
+    promise = promises.Promise(
+        Address(status.address), int(status.channel_id, 16), cumulative, signature
+    )
     if not promises.verify(bytes.fromhex(status.parameters.payer_public_key), promise):
-        return httpapi.error(403, "BadSignature",
-                             "not signed by spec.payer.publicKey for this channel's id and "
-                             "address.")
+        return httpapi.error(
+            403,
+            "BadSignature",
+            "not signed by spec.payer.publicKey for this channel's id and address.",
+        )
     problem: list[str] = []
 
     def accept(current: Obj) -> Obj | None:
@@ -282,8 +313,11 @@ async def submit_promise(request: web.Request, kube: Kube, on_change: OnChange) 
 
     await update_status(kube, namespace, name, accept)
     if problem:
-        return httpapi.error(409, "PromiseRefused", f"{problem[0]}; sign a higher cumulative "
-                             "amount within the deposit.")
+        return httpapi.error(
+            409,
+            "PromiseRefused",
+            f"{problem[0]}; sign a higher cumulative amount within the deposit.",
+        )
     on_change(namespace, name)
     return web.json_response({"accepted": True, "promised": str(cumulative)})
 
@@ -293,10 +327,12 @@ async def metrics(_: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application, memo: kopf.Memo, on_change: OnChange) -> None:
-    def bind(handler: Callable[..., Awaitable[web.Response]], *extra: Any
-             ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def bind(
+        handler: Callable[..., Awaitable[web.Response]], *extra: Any
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def route(request: web.Request) -> web.Response:
             return await handler(request, memo.kube, *extra)
+
         return route
 
     app.router.add_post(REPORTS_PATH, bind(submit_report, on_change))
@@ -304,4 +340,3 @@ def setup_routes(app: web.Application, memo: kopf.Memo, on_change: OnChange) -> 
     app.router.add_post(PROMISES_PATH, bind(submit_promise, on_change))
     if not any(getattr(r, "canonical", "") == "/metrics" for r in app.router.resources()):
         app.router.add_get("/metrics", metrics)
-

@@ -31,7 +31,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--grpc-port", type=int, default=GRPC_PORT)
     p.add_argument("--admin-port", type=int, default=ADMIN_PORT, help="metrics, usage, livez")
     p.add_argument("--journal", type=Path, required=True, help="SQLite journal file")
-    p.add_argument("--credits", type=Path, required=True, help="credit file (JSON) to watch")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--operator-url",
+                        help="poll the operator for credit and send it signed usage (in a cluster)")
+    source.add_argument("--credits", type=Path, help="credit file (JSON) to watch (run by hand)")
     p.add_argument("--signing-key", type=Path, required=True,
                    help="node workload Ed25519 key (PKCS#8 PEM) that signs usage reports")
     p.add_argument("--price-per-request", default="0", help="nanoton")
@@ -44,6 +47,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--reserve-output-tokens", type=int, default=256,
                    help="output tokens reserved per request before forwarding")
     p.add_argument("--max-in-flight", type=int, default=256, help="calls beyond this get 429")
+    p.add_argument("--anonymous-channel", metavar="NS/NAME", default=None,
+                   help="BENCHMARKS/OPEN DEMOS ONLY, never production tenants: charge calls "
+                        "that carry no credential to this channel (it must be in --credits); "
+                        "the operator never sets it")
     p.add_argument("--log-level", default="info")
     p.add_argument("--uvloop", action="store_true", help="use uvloop if installed")
     p.set_defaults(handler=_serve)
@@ -62,11 +69,13 @@ def _serve(args: argparse.Namespace) -> int:
             reserve_input_tokens=args.reserve_input_tokens,
             reserve_output_tokens=args.reserve_output_tokens,
             max_in_flight=args.max_in_flight,
+            anonymous_channel=args.anonymous_channel,
         ),
         upstream_http=args.upstream_http,
         upstream_grpc=args.upstream_grpc,
         journal=args.journal,
         credits=args.credits,
+        operator_url=args.operator_url,
         signing_key=args.signing_key,
         listen=args.listen,
         http_port=args.http_port,

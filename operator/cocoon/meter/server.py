@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys
 from cocoon.meter.admin import admin_app
@@ -20,6 +21,7 @@ from cocoon.meter.grpc_proxy import GrpcProxy
 from cocoon.meter.http_proxy import HttpProxy
 from cocoon.meter.journal import Journal
 from cocoon.meter.metrics import MeterMetrics
+from cocoon.meter.operator_link import OperatorCreditSource, UsagePusher
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +38,29 @@ class ServeOptions:
     upstream_http: str
     upstream_grpc: str
     journal: Path
-    credits: Path
+    credits: Path | None
     signing_key: Path
     listen: str = "0.0.0.0"  # noqa: S104 - the data ports are the pod's public face
     http_port: int = 8000
     grpc_port: int = 8001
     admin_port: int = 9100
     drain_seconds: float = 25.0
+    operator_url: str | None = None
+
+
+def credit_source(options: ServeOptions, key: Ed25519PrivateKey) -> CreditSource:
+    """The operator's credit endpoint in a cluster; a watched file when run by hand."""
+    if options.operator_url:
+        return OperatorCreditSource(options.operator_url, options.config.pool, key)
+    if options.credits is None:
+        raise ValueError("give --operator-url or --credits")
+    return FileCreditSource(options.credits)
 
 
 async def serve(options: ServeOptions, credits: CreditSource | None = None) -> None:
     key = keys.load(options.signing_key)
     journal = Journal(options.journal)
-    source = credits if credits is not None else FileCreditSource(options.credits)
+    source = credits if credits is not None else credit_source(options, key)
     metrics = MeterMetrics(options.config.models)
     meter = Meter(options.config, source, journal, metrics)
     http = web.AppRunner(
@@ -72,6 +84,13 @@ async def serve(options: ServeOptions, credits: CreditSource | None = None) -> N
     await web.TCPSite(admin, options.listen, options.admin_port).start()
     await grpc_server.start()
     watcher = asyncio.create_task(source.run())
+    pusher = (
+        asyncio.create_task(
+            UsagePusher(options.operator_url, journal, options.config.pool, key).run()
+        )
+        if options.operator_url
+        else None
+    )
     log.info("meter serving", extra={
         "pool": options.config.pool, "httpPort": options.http_port,
         "grpcPort": options.grpc_port, "adminPort": options.admin_port,
@@ -85,9 +104,11 @@ async def serve(options: ServeOptions, credits: CreditSource | None = None) -> N
         await http.shutdown()
         await http.cleanup()
         await admin.cleanup()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in (watcher, pusher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await channel.close()
         journal.close()
         log.info("meter stopped", extra={"journalSequence": journal.sequence})

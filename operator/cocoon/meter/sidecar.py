@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cocoon import keys
 from cocoon.meter.pricing import Price
 
 HTTP_PORT = 8000
@@ -24,7 +25,7 @@ JOURNAL_DIR = "/var/lib/cocoon-meter"
 CREDITS_DIR = "/etc/cocoon-meter/credits"
 CREDITS_FILE = "credits.json"
 SIGNING_KEY_DIR = "/var/run/cocoon/workload-key"
-SIGNING_KEY_FILE = "key.pem"
+SIGNING_KEY_FILE = keys.WORKLOAD_KEY_FILE
 READINESS_PATH = "/v2/health/ready"
 LIVENESS_PATH = "/livez"
 
@@ -32,9 +33,12 @@ LIVENESS_PATH = "/livez"
 def triton_listen_args() -> list[str]:
     """Flags that keep Triton on loopback ports the meter forwards to."""
     return [
-        "--http-address=127.0.0.1", f"--http-port={TRITON_HTTP_PORT}",
-        "--grpc-address=127.0.0.1", f"--grpc-port={TRITON_GRPC_PORT}",
-        "--metrics-address=127.0.0.1", f"--metrics-port={TRITON_METRICS_PORT}",
+        "--http-address=127.0.0.1",
+        f"--http-port={TRITON_HTTP_PORT}",
+        "--grpc-address=127.0.0.1",
+        f"--grpc-port={TRITON_GRPC_PORT}",
+        "--metrics-address=127.0.0.1",
+        f"--metrics-port={TRITON_METRICS_PORT}",
     ]
 
 
@@ -44,6 +48,7 @@ def sidecar_spec(
     pool: str,
     price: Price,
     models: list[str],
+    operator_url: str | None = None,
     journal_volume: str = "meter-journal",
     credits_volume: str = "meter-credits",
     signing_key_volume: str = "workload-key",
@@ -54,12 +59,14 @@ def sidecar_spec(
 ) -> dict[str, Any]:
     """A Kubernetes container dict named "meter" for the pool's pod template.
 
-    The caller provides the three volumes: the journal (a PVC, so charges survive pod
-    rescheduling; an emptyDir only loses unsettled usage if the pod is deleted), the credit file
-    (the ConfigMap the operator writes, key `credits.json`) and the workload key.
+    The caller provides the volumes: the journal (a PVC, so charges survive pod rescheduling;
+    an emptyDir only loses unsettled usage if the pod is deleted), the workload key, and, when no
+    `operator_url` is given (a meter run by hand), a credit file. In a cluster the meter polls
+    the operator for credit and sends it signed usage instead.
     """
     args = [
-        "meter", "serve",
+        "meter",
+        "serve",
         f"--pool={pool}",
         f"--upstream-http=http://127.0.0.1:{TRITON_HTTP_PORT}",
         f"--upstream-grpc=127.0.0.1:{TRITON_GRPC_PORT}",
@@ -67,7 +74,9 @@ def sidecar_spec(
         f"--grpc-port={GRPC_PORT}",
         f"--admin-port={ADMIN_PORT}",
         f"--journal={JOURNAL_DIR}/journal.db",
-        f"--credits={CREDITS_DIR}/{CREDITS_FILE}",
+        f"--operator-url={operator_url}"
+        if operator_url
+        else f"--credits={CREDITS_DIR}/{CREDITS_FILE}",
         f"--signing-key={SIGNING_KEY_DIR}/{SIGNING_KEY_FILE}",
         f"--price-per-request={price.per_request}",
         f"--price-per-input-token={price.per_input_token}",
@@ -89,18 +98,25 @@ def sidecar_spec(
         ],
         "readinessProbe": {
             "httpGet": {"path": READINESS_PATH, "port": "http"},
-            "periodSeconds": 5, "failureThreshold": 3,
+            "periodSeconds": 5,
+            "failureThreshold": 3,
         },
         "livenessProbe": {
             "httpGet": {"path": LIVENESS_PATH, "port": "metrics"},
-            "periodSeconds": 10, "failureThreshold": 3,
+            "periodSeconds": 10,
+            "failureThreshold": 3,
         },
         "volumeMounts": [
             {"name": journal_volume, "mountPath": JOURNAL_DIR},
-            {"name": credits_volume, "mountPath": CREDITS_DIR, "readOnly": True},
+            *(
+                []
+                if operator_url
+                else [{"name": credits_volume, "mountPath": CREDITS_DIR, "readOnly": True}]
+            ),
             {"name": signing_key_volume, "mountPath": SIGNING_KEY_DIR, "readOnly": True},
         ],
-        "resources": resources or {
+        "resources": resources
+        or {
             "requests": {"cpu": "250m", "memory": "128Mi"},
             "limits": {"memory": "512Mi"},
         },

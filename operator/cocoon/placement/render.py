@@ -6,10 +6,12 @@ so the same function serves the controller, the tests and the local stack.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cocoon.api.inferencepool import InferencePoolSpec
+from cocoon.keys import WORKLOAD_KEY_DIR
+from cocoon.meter import sidecar
 from cocoon.placement.labels import (
     ATTESTED_LABEL,
     GPU_RESOURCE,
@@ -26,30 +28,13 @@ CONFIGMAP_PATH_SEPARATOR = "__"
 
 
 @dataclass(frozen=True)
-class TritonPorts:
-    """Triton listens on loopback only: nothing reaches it except through the meter."""
-
-    http: int = 18000
-    grpc: int = 18001
-    metrics: int = 18002
-
-
-@dataclass(frozen=True)
-class MeterPorts:
-    http: int = 8000
-    grpc: int = 8001
-    metrics: int = 9100
-
-
-@dataclass(frozen=True)
 class Settings:
     """Operator-wide settings (Helm values) that every pool shares."""
 
     meter_image: str = "ghcr.io/cocoon-k8s/cocoon:0.1.0"
     meter_pull_policy: str = "IfNotPresent"
-    workload_key_dir: str = "/var/lib/cocoon/agent"
-    triton_ports: TritonPorts = field(default_factory=TritonPorts)
-    meter_ports: MeterPorts = field(default_factory=MeterPorts)
+    workload_key_dir: str = WORKLOAD_KEY_DIR
+    operator_url: str = "http://cocoon-operator.cocoon-system.svc:8443"
     cluster_domain: str = "cluster.local"
 
 
@@ -90,7 +75,7 @@ def owner_reference(pool: PoolRef) -> Obj:
 
 def url(pool: PoolRef, settings: Settings) -> str:
     host = f"{pool.name}.{pool.namespace}.svc.{settings.cluster_domain}"
-    return f"http://{host}:{settings.meter_ports.http}"
+    return f"http://{host}:{sidecar.HTTP_PORT}"
 
 
 def node_affinity(spec: InferencePoolSpec) -> Obj:
@@ -133,8 +118,7 @@ def model_volume(spec: InferencePoolSpec, pool: PoolRef, configmap_keys: list[st
     return {"name": "models", "emptyDir": {}}
 
 
-def triton_container(spec: InferencePoolSpec, settings: Settings) -> Obj:
-    ports = settings.triton_ports
+def triton_container(spec: InferencePoolSpec) -> Obj:
     resources: Obj = {
         "requests": {"cpu": spec.triton.resources.cpu, "memory": spec.triton.resources.memory},
         "limits": {"cpu": spec.triton.resources.cpu, "memory": spec.triton.resources.memory},
@@ -153,12 +137,7 @@ def triton_container(spec: InferencePoolSpec, settings: Settings) -> Obj:
         "command": ["tritonserver"],
         "args": [
             f"--model-repository={MODEL_MOUNT}",
-            "--http-address=127.0.0.1",
-            f"--http-port={ports.http}",
-            "--grpc-address=127.0.0.1",
-            f"--grpc-port={ports.grpc}",
-            "--metrics-address=127.0.0.1",
-            f"--metrics-port={ports.metrics}",
+            *sidecar.triton_listen_args(),
             "--strict-readiness=true",
             "--exit-timeout-secs=5",
             *spec.triton.args,
@@ -194,25 +173,41 @@ def init_containers(spec: InferencePoolSpec) -> list[Obj]:
     ]
 
 
+def meter_container(spec: InferencePoolSpec, pool: PoolRef, settings: Settings) -> Obj:
+    """The meter sidecar as the meter package renders it, the pod's only listening container."""
+    container = sidecar.sidecar_spec(
+        image=settings.meter_image,
+        pool=f"{pool.namespace}/{pool.name}",
+        price=spec.price,
+        models=[spec.model.name],
+        operator_url=settings.operator_url,
+        journal_volume="meter-journal",
+        signing_key_volume="workload-key",
+        reserve_output_tokens=spec.meter.max_output_tokens,
+        max_in_flight=spec.meter.max_in_flight,
+    )
+    container["imagePullPolicy"] = settings.meter_pull_policy
+    return container
+
+
 def deployment(
     spec: InferencePoolSpec,
     pool: PoolRef,
     settings: Settings,
-    meter: Obj,
     configmap_keys: list[str] | None = None,
 ) -> Obj:
-    """The pool's Deployment; `meter` is the sidecar container the meter package renders."""
+    """The pool's Deployment: Triton on loopback, the meter in front of it."""
     labels = common_labels(pool)
     pod_spec: Obj = {
         "affinity": {"nodeAffinity": node_affinity(spec)},
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
         "initContainers": init_containers(spec),
-        "containers": [triton_container(spec, settings), meter],
+        "containers": [triton_container(spec), meter_container(spec, pool, settings)],
         "volumes": [
             model_volume(spec, pool, configmap_keys or []),
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.triton.shm_size}},
-            {"name": "journal", "emptyDir": {}},
+            {"name": "meter-journal", "emptyDir": {}},
             {
                 "name": "workload-key",
                 "hostPath": {"path": settings.workload_key_dir, "type": "Directory"},
@@ -245,9 +240,8 @@ def deployment(
     }
 
 
-def service(pool: PoolRef, settings: Settings) -> Obj:
+def service(pool: PoolRef) -> Obj:
     """Only the meter's ports; Triton's are bound to loopback and never exposed."""
-    ports = settings.meter_ports
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -263,76 +257,24 @@ def service(pool: PoolRef, settings: Settings) -> Obj:
             "ports": [
                 {
                     "name": "http",
-                    "port": ports.http,
-                    "targetPort": "meter-http",
+                    "port": sidecar.HTTP_PORT,
+                    "targetPort": "http",
                     "protocol": "TCP",
                     "appProtocol": "http",
                 },
                 {
                     "name": "grpc",
-                    "port": ports.grpc,
-                    "targetPort": "meter-grpc",
+                    "port": sidecar.GRPC_PORT,
+                    "targetPort": "grpc",
                     "protocol": "TCP",
                     "appProtocol": "kubernetes.io/h2c",
                 },
                 {
                     "name": "metrics",
-                    "port": ports.metrics,
-                    "targetPort": "meter-metrics",
+                    "port": sidecar.ADMIN_PORT,
+                    "targetPort": "metrics",
                     "protocol": "TCP",
                 },
             ],
-        },
-    }
-
-
-def meter_container(spec: InferencePoolSpec, settings: Settings) -> Obj:
-    """The meter sidecar: the pod's only listening ports, in front of Triton's loopback ports."""
-    ports = settings.meter_ports
-    triton = settings.triton_ports
-    return {
-        "name": "meter",
-        "image": settings.meter_image,
-        "imagePullPolicy": settings.meter_pull_policy,
-        "args": [
-            "meter",
-            "serve",
-            f"--http-port={ports.http}",
-            f"--grpc-port={ports.grpc}",
-            f"--metrics-port={ports.metrics}",
-            f"--upstream-http=127.0.0.1:{triton.http}",
-            f"--upstream-grpc=127.0.0.1:{triton.grpc}",
-            "--journal=/var/lib/cocoon-meter/journal.sqlite",
-            "--signing-key=/var/lib/cocoon/agent/workload.key",
-            f"--max-in-flight={spec.meter.max_in_flight}",
-            f"--max-output-tokens={spec.meter.max_output_tokens}",
-        ],
-        "ports": [
-            {"name": "meter-http", "containerPort": ports.http, "protocol": "TCP"},
-            {"name": "meter-grpc", "containerPort": ports.grpc, "protocol": "TCP"},
-            {"name": "meter-metrics", "containerPort": ports.metrics, "protocol": "TCP"},
-        ],
-        "readinessProbe": {
-            "httpGet": {"path": "/v2/health/ready", "port": "meter-http"},
-            "periodSeconds": 5,
-        },
-        "livenessProbe": {
-            "httpGet": {"path": "/cocoon/v1/live", "port": "meter-metrics"},
-            "periodSeconds": 10,
-        },
-        "volumeMounts": [
-            {"name": "journal", "mountPath": "/var/lib/cocoon-meter"},
-            {"name": "workload-key", "mountPath": "/var/lib/cocoon/agent", "readOnly": True},
-        ],
-        "resources": {
-            "requests": {"cpu": "250m", "memory": "128Mi"},
-            "limits": {"memory": "512Mi"},
-        },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "runAsUser": 65532,
-            "readOnlyRootFilesystem": True,
         },
     }

@@ -53,4 +53,3 @@ class TritonPythonModel:
             else:
                 if max_tokens <= 0:
                     sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        return None

@@ -1,0 +1,121 @@
+"""The meter's two conversations with the operator: credit in, signed usage out.
+
+Credit: the meter polls `GET /usage/v1/credit/<ns>/<pool>?meter=<key>` and keeps the last good
+table (the same document the file source reads), so a top-up reaches callers within one poll and
+an unreachable operator never locks callers out of credit they already had.
+
+Usage: after calls are journaled, the meter POSTs each channel's cumulative report, signed with
+the node workload key, to `/usage/v1/reports`. Reports are cumulative, so a lost or repeated
+POST costs nothing; the operator keeps the highest journal sequence per meter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
+
+from cocoon import keys
+from cocoon.meter.admin import usage_reports
+from cocoon.meter.credits import ChannelCredit, parse_credit_file
+from cocoon.meter.journal import Journal
+
+log = logging.getLogger(__name__)
+_TIMEOUT = aiohttp.ClientTimeout(total=10)
+
+
+class OperatorCreditSource:
+    """A CreditSource fed by the operator's credit endpoint."""
+
+    def __init__(
+        self, operator_url: str, pool: str, key: Ed25519PrivateKey, poll_seconds: float = 2.0
+    ) -> None:
+        namespace, name = pool.split("/", 1)
+        public = keys.public_bytes(key).hex()
+        self.url = f"{operator_url.rstrip('/')}/usage/v1/credit/{namespace}/{name}?meter={public}"
+        self.poll_seconds = poll_seconds
+        self._table: dict[str, ChannelCredit] = {}
+
+    def lookup(self, credential_sha256: str) -> ChannelCredit | None:
+        return self._table.get(credential_sha256)
+
+    async def refresh(self, session: aiohttp.ClientSession) -> bool:
+        """One poll; True when a table was loaded. Failures keep the last good table."""
+        try:
+            async with session.get(self.url, timeout=_TIMEOUT) as response:
+                text = await response.text()
+                if response.status != 200:
+                    log.warning(
+                        "operator refused credit poll",
+                        extra={"status": response.status, "body": text[:300]},
+                    )
+                    return False
+            self._table = parse_credit_file(text)
+        except (aiohttp.ClientError, TimeoutError, ValidationError, ValueError) as exc:
+            log.warning(
+                "credit poll failed; keeping the last table", extra={"error": type(exc).__name__}
+            )
+            return False
+        return True
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                await self.refresh(session)
+                await asyncio.sleep(self.poll_seconds)
+
+
+@dataclass
+class UsagePusher:
+    """Sends each channel's cumulative signed report when it changed since the last accepted one."""
+
+    operator_url: str
+    journal: Journal
+    pool: str
+    key: Ed25519PrivateKey
+    interval_seconds: float = 1.0
+    _accepted: dict[str, tuple[str, dict[str, int]]] = field(default_factory=dict)
+
+    async def push_once(self, session: aiohttp.ClientSession) -> int:
+        """Send what changed; returns how many reports the operator accepted."""
+        accepted = 0
+        url = f"{self.operator_url.rstrip('/')}/usage/v1/reports"
+        for envelope in usage_reports(self.journal, self.pool, self.key):
+            report = envelope.report
+            state = (report.cost_nanoton, report.units.model_dump())
+            if self._accepted.get(report.channel) == state:
+                continue
+            try:
+                async with session.post(url, json=envelope.to_api(), timeout=_TIMEOUT) as resp:
+                    if resp.status == 200:
+                        self._accepted[report.channel] = state
+                        accepted += 1
+                    else:
+                        log.warning(
+                            "operator refused a usage report",
+                            extra={
+                                "status": resp.status,
+                                "channel": report.channel,
+                                "body": (await resp.text())[:300],
+                            },
+                        )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning(
+                    "usage report not delivered; will retry",
+                    extra={"error": type(exc).__name__, "channel": report.channel},
+                )
+        return accepted
+
+    async def run(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            try:
+                while True:
+                    await self.push_once(session)
+                    await asyncio.sleep(self.interval_seconds)
+            finally:
+                # a last report on shutdown, so a drained pod leaves nothing unreported
+                await asyncio.shield(self.push_once(session))
