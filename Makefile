@@ -48,11 +48,13 @@ lint: $(STAMP) ## ruff and mypy --strict
 	$(BIN)/ruff format --check operator/cocoon/api operator/cocoon/placement operator/cocoon/controllers
 	$(BIN)/mypy
 
-crds: $(STAMP) ## regenerate crds/ from the pydantic models
-	$(PY) -m cocoon.cli crds -o crds
+CRD_DIRS := -o crds -o charts/cocoon/files/crds
 
-crds-check: $(STAMP) ## fail when crds/ differs from the models
-	$(PY) -m cocoon.cli crds -o crds --check
+crds: $(STAMP) ## regenerate crds/ (and the Helm chart's copy) from the pydantic models
+	$(PY) -m cocoon.cli crds $(CRD_DIRS)
+
+crds-check: $(STAMP) ## fail when crds/ or the chart's copy differs from the models
+	$(PY) -m cocoon.cli crds $(CRD_DIRS) --check
 
 contracts: contracts/node_modules/.installed ## compile the Tolk contract and refresh the committed code
 	cd contracts && npm run --silent build

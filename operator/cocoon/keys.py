@@ -17,6 +17,7 @@ NONCE_BYTES = 32
 # where the agent keeps the key on the node; pool pods mount the folder read-only for the meter
 WORKLOAD_KEY_DIR = "/var/lib/cocoon/agent"
 WORKLOAD_KEY_FILE = "key.pem"
+METER_GID = 65532  # the meter runs as this user and group and reads the key through the group
 
 
 def generate() -> Ed25519PrivateKey:
@@ -37,7 +38,8 @@ def report_data(nonce: bytes, public_key: bytes) -> bytes:
     return hashlib.sha512(nonce + public_key).digest()
 
 
-def save(key: Ed25519PrivateKey, path: Path) -> None:
+def save(key: Ed25519PrivateKey, path: Path, group: int | None = None) -> None:
+    """Owner-only, or owner plus `group` (the meter's group, which signs with the node's key)."""
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -47,6 +49,9 @@ def save(key: Ed25519PrivateKey, path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(pem)
+    if group is not None:
+        os.chown(path, -1, group)
+        path.chmod(0o640)
 
 
 def load(path: Path) -> Ed25519PrivateKey:
@@ -56,10 +61,10 @@ def load(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_or_create(path: Path) -> Ed25519PrivateKey:
+def load_or_create(path: Path, group: int | None = None) -> Ed25519PrivateKey:
     """Keys are generated at run time on the node that uses them, never shipped."""
     if path.exists():
         return load(path)
     key = generate()
-    save(key, path)
+    save(key, path, group)
     return key

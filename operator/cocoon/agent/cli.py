@@ -46,6 +46,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     _env_arg(run, "--operator-url", "COCOON_OPERATOR_URL", help="the operator's API base URL")
     _env_arg(run, "--token-file", "COCOON_TOKEN_FILE", type=Path, help="bound SA token, re-read")
     _env_arg(run, "--key-file", "COCOON_KEY_FILE", type=Path, help="workload key (made if absent)")
+    run.add_argument(
+        "--key-group",
+        type=int,
+        default=_int_env("COCOON_KEY_GROUP"),
+        help="group that may read the key: the meter's, so pool pods can sign usage with it",
+    )
     run.add_argument("--ca-file", type=Path, help="CA bundle for an https operator URL")
     tee = run.add_mutually_exclusive_group(required=True)
     tee.add_argument("--simulated", type=Path, metavar="DIR", help="a saved simulated TEE")
@@ -82,6 +88,11 @@ def _env_arg(parser: argparse.ArgumentParser, flag: str, env: str, **kw: Any) ->
     if value is not None and kw.get("type") is Path:
         value = Path(value)  # type: ignore[assignment]
     parser.add_argument(flag, default=value, required=value is None, **kw)
+
+
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
 
 
 def _handle(fn: Any) -> Any:
@@ -143,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--poll-seconds must be positive")
     source = _source(args)
     try:
-        key = keys.load_or_create(args.key_file)
+        key = keys.load_or_create(args.key_file, args.key_group)
     except (OSError, ValueError) as exc:
         raise UsageError(f"workload key {args.key_file}: {exc}") from None
     logjson.configure()

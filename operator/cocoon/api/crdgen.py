@@ -214,22 +214,30 @@ def check(directory: Path) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    directory = Path(args.output)
+    directories = [Path(d) for d in (args.output or ["crds"])]
     if args.check:
-        problems = check(directory)
-        for problem in problems:
-            sys.stderr.write(problem + "\n")
-        if problems:
-            sys.stderr.write(f"{directory} differs from the models: run `make crds` and commit.\n")
-            return 1
-        return 0
-    for path in write(directory):
-        sys.stdout.write(f"wrote {path}\n")
+        failed = False
+        for directory in directories:
+            problems = check(directory)
+            for problem in problems:
+                sys.stderr.write(problem + "\n")
+            if problems:
+                failed = True
+                sys.stderr.write(f"{directory} differs from the models: run `make crds`.\n")
+        return 1 if failed else 0
+    for directory in directories:
+        for path in write(directory):
+            sys.stdout.write(f"wrote {path}\n")
     return 0
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", "-o", default="crds", help="directory (default: crds)")
+    parser.add_argument(
+        "--output",
+        "-o",
+        action="append",
+        help="directory; repeatable (default: crds; the Helm chart keeps a copy too)",
+    )
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if the directory differs from the models"
     )

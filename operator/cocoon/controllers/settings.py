@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from cocoon.placement.render import Settings
@@ -16,4 +17,7 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
         workload_key_dir=values.get("COCOON_WORKLOAD_KEY_DIR", defaults.workload_key_dir),
         cluster_domain=values.get("COCOON_CLUSTER_DOMAIN", defaults.cluster_domain),
         operator_url=values.get("COCOON_OPERATOR_URL", defaults.operator_url),
+        meter_resources=json.loads(values["COCOON_METER_RESOURCES"])
+        if values.get("COCOON_METER_RESOURCES")
+        else None,
     )

@@ -124,6 +124,8 @@ def sidecar_spec(
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "runAsNonRoot": True,
+            "runAsUser": keys.METER_GID,
+            "runAsGroup": keys.METER_GID,
             "capabilities": {"drop": ["ALL"]},
         },
     }

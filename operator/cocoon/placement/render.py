@@ -35,6 +35,7 @@ class Settings:
     meter_pull_policy: str = "IfNotPresent"
     workload_key_dir: str = WORKLOAD_KEY_DIR
     operator_url: str = "http://cocoon-operator.cocoon-system.svc:8443"
+    meter_resources: dict[str, Any] | None = None
     cluster_domain: str = "cluster.local"
 
 
@@ -185,6 +186,7 @@ def meter_container(spec: InferencePoolSpec, pool: PoolRef, settings: Settings) 
         signing_key_volume="workload-key",
         reserve_output_tokens=spec.meter.max_output_tokens,
         max_in_flight=spec.meter.max_in_flight,
+        resources=settings.meter_resources,
     )
     container["imagePullPolicy"] = settings.meter_pull_policy
     return container
