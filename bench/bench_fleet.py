@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -24,21 +23,19 @@ from typing import Any
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from cocoon import keys  # noqa: E402
-from cocoon.agent.simulated import SimulatedTee  # noqa: E402
-from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries  # noqa: E402
-from cocoon.kube import ATTESTED_NODES, NODES, Kube  # noqa: E402
-from e2e.harness import (  # noqa: E402
+from cocoon import keys
+from cocoon.agent.simulated import SimulatedTee
+from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
+from cocoon.devstack.stack import (
     OPERATOR_NAMESPACE,
     Operator,
     install_crds,
     install_security,
     operator_kubeconfig,
 )
+from cocoon.kube import ATTESTED_NODES, NODES, Kube
 
+ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "fleet.json"
 GPUS = 8
 
@@ -62,10 +59,16 @@ async def drive(kube: Kube, api_url: str, token: str, sim: SimulatedTee, total: 
                 public = keys_by_node.setdefault(name, keys.public_bytes(keys.generate()))
                 nonce = bytes.fromhex(nonce_hex)
                 evidence = sim.node_evidence(nonce, public, gpus=GPUS)
-                body = {"nonce": nonce_hex, "publicKey": public.hex(),
-                        "evidence": evidence.to_dict()}
-                async with http.post(f"{api_url}/attestation/v1/nodes/{name}/evidence",
-                                     json=body, headers={"Authorization": f"Bearer {token}"}) as r:
+                body = {
+                    "nonce": nonce_hex,
+                    "publicKey": public.hex(),
+                    "evidence": evidence.to_dict(),
+                }
+                async with http.post(
+                    f"{api_url}/attestation/v1/nodes/{name}/evidence",
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                ) as r:
                     if r.status != 200:
                         answered.discard(f"{name}/{nonce_hex}")
 
@@ -85,8 +88,12 @@ async def drive(kube: Kube, api_url: str, token: str, sim: SimulatedTee, total: 
 
 
 async def count_challenged(kube: Kube) -> int:
-    return sum(1 for i in await kube.list(ATTESTED_NODES) if (i.get("status") or {}).get("challenge")
-               or (i.get("status") or {}).get("verdict") == "Verified")
+    return sum(
+        1
+        for i in await kube.list(ATTESTED_NODES)
+        if (i.get("status") or {}).get("challenge")
+        or (i.get("status") or {}).get("verdict") == "Verified"
+    )
 
 
 def main() -> None:
@@ -100,16 +107,20 @@ def main() -> None:
         install_crds(cluster)
         install_security(cluster)
         sim = SimulatedTee.generate(now=datetime.now(UTC))
-        policy = {"apiVersion": "cocoon.dev/v1alpha1", "kind": "AttestationPolicy",
-                  "metadata": {"name": "default"},
-                  "spec": sim.policy_spec(gpu={"required": True, "minCount": GPUS}).to_api()}
+        policy = {
+            "apiVersion": "cocoon.dev/v1alpha1",
+            "kind": "AttestationPolicy",
+            "metadata": {"name": "default"},
+            "spec": sim.policy_spec(gpu={"required": True, "minCount": GPUS}).to_api(),
+        }
         cluster.apply(policy)
         os.environ["COCOON_ALLOW_UNBOUND_AGENT_TOKENS"] = "true"
         os.environ["COCOON_RESYNC_SECONDS"] = "30"
         operator = Operator(cluster, operator_kubeconfig(cluster))
         operator.start()
-        token = cluster.kubectl("create", "token", "cocoon-agent", "-n", OPERATOR_NAMESPACE,
-                                "--duration=2h").stdout.strip()
+        token = cluster.kubectl(
+            "create", "token", "cocoon-agent", "-n", OPERATOR_NAMESPACE, "--duration=2h"
+        ).stdout.strip()
         nodes = [GpuNode(f"fleet-{i:04d}", gpus=GPUS, tee="sev-snp") for i in range(args.nodes)]
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
 
@@ -118,7 +129,7 @@ def main() -> None:
             try:
                 start = time.monotonic()
                 for batch in range(0, len(nodes), 250):
-                    cluster.add_nodes(*nodes[batch:batch + 250])
+                    cluster.add_nodes(*nodes[batch : batch + 250])
                 created = time.monotonic()
                 finished = await drive(kube, operator.api_url, token, sim, args.nodes)
                 return {"create_s": created - start, "attest_s": finished - start}
@@ -135,7 +146,7 @@ def main() -> None:
             "seconds_creating_nodes": round(timing["create_s"], 1),
             "operator_peak_rss_mib": round(rss_peak_mib(operator.process.pid), 1),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared by apiserver, "
-                       "etcd, kwok, scheduler, controller-manager, operator and driver)",
+            "etcd, kwok, scheduler, controller-manager, operator and driver)",
             "command": "python bench/bench_fleet.py --nodes " + str(args.nodes),
         }
         print(json.dumps(result, indent=2))

@@ -12,17 +12,16 @@ import pytest
 
 from cocoon.agent.simulated import DEFAULT_MEASUREMENT
 from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
-from e2e.harness import (
+from cocoon.devstack.stack import (
     Agents,
     Operator,
-    eventually,
-    get,
     install_crds,
     install_security,
     operator_kubeconfig,
     simulated_policy,
     simulated_tee,
 )
+from e2e.harness import eventually, get
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +114,7 @@ def nodes(
 
 @pytest.fixture(scope="session")
 def simulated(cluster: LocalCluster) -> Path:
-    return simulated_tee(cluster)
+    return simulated_tee(cluster.workdir / "sim")
 
 
 @pytest.fixture

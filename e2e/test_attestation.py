@@ -19,16 +19,9 @@ from cocoon import keys
 from cocoon.agent.simulated import SimulatedTee
 from cocoon.attestation import ear
 from cocoon.devstack.cluster import GpuNode, LocalCluster
+from cocoon.devstack.stack import Agents, Operator, simulated_policy, simulated_tee
 from e2e.conftest import NodeFactory, wait_attested
-from e2e.harness import (
-    Agents,
-    Operator,
-    condition,
-    eventually,
-    get,
-    simulated_policy,
-    simulated_tee,
-)
+from e2e.harness import condition, eventually, get
 from e2e.test_inferencepool import pods_of, pool, ready_condition
 
 pytestmark = pytest.mark.e2e
@@ -163,7 +156,7 @@ def test_bad_evidence_leaves_the_node_unattested(
 def test_a_root_the_policy_does_not_name_is_refused(
     cluster: LocalCluster, operator: Operator, nodes: NodeFactory, agents: Agents
 ) -> None:
-    other = simulated_tee(cluster, "another-cluster")
+    other = simulated_tee(cluster.workdir / "another-cluster")
     nodes.add(GpuNode("wrong-root", gpus=1, tee="sev-snp"))
     agents.start("wrong-root", "--gpus", "1", simulated_dir=other)
     cond = wait_reason(cluster, "wrong-root", "UntrustedRoot")

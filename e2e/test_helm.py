@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 import yaml
 
-from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
-from e2e.harness import REPO, chart_templates, eventually, get
+from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries, repo_root
+from cocoon.devstack.stack import chart_templates
+from e2e.harness import eventually, get
 
 pytestmark = pytest.mark.e2e
 
-CHART = REPO / "charts" / "cocoon"
+CHART = repo_root() / "charts" / "cocoon"
 KUBE_VERSION = "1.34.4"
 RELEASE = "prov"
 NAMESPACE = "cocoon-helm"
@@ -362,7 +363,7 @@ def test_crds_install_upgrade_and_are_kept(fresh_cluster: LocalCluster, tmp_path
     args = ["--namespace", NAMESPACE, "--create-namespace", "--set", "simulated=true",
             "--wait", "--timeout", "120s"]  # fmt: skip
     cluster.helm("install", RELEASE, str(CHART), *args)
-    crds = {p.name.removesuffix(".yaml") for p in (REPO / "crds").glob("*.yaml")}
+    crds = {p.name.removesuffix(".yaml") for p in (repo_root() / "crds").glob("*.yaml")}
     cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{c}" for c in crds)
     )

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from cocoon.devstack.cluster import GpuNode, LocalCluster
+from cocoon.devstack.stack import Operator
 from e2e.conftest import NodeFactory
-from e2e.harness import Operator, condition, eventually, get
+from e2e.harness import condition, eventually, get
 
 pytestmark = pytest.mark.e2e
 

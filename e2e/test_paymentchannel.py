@@ -21,12 +21,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys
 from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.stack import Operator
 from cocoon.meter import usage_report
 from cocoon.ton import emulator, keyfile
 from cocoon.ton.toncenter import ToncenterChain
 from cocoon.ton.tvm import Address, raw
 from cocoon.ton.wallet import wallet_address
-from e2e.harness import Operator, condition, eventually, get
+from e2e.harness import condition, eventually, get
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chain]
 TON = 1_000_000_000

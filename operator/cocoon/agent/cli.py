@@ -28,7 +28,6 @@ from cocoon.agent.collectors import TSM_ROOT, CollectorError
 from cocoon.agent.loop import Agent, log
 from cocoon.agent.simulated import DEFAULT_MEASUREMENT, SimulatedTee
 from cocoon.agent.submit import Outcome, Submitter
-from cocoon.api.attestationpolicy import GROUP, KIND, VERSION
 from cocoon.kube import Kube
 
 EXIT_OK, EXIT_REJECTED, EXIT_ERROR = 0, 1, 2
@@ -222,20 +221,7 @@ def _init(args: argparse.Namespace) -> int:
 def _policy(args: argparse.Namespace) -> int:
     if args.gpus < 0:
         raise UsageError("--gpus must be 0 or more")
-    sim = _load_sim(args.dir)
-    spec = sim.policy_spec(
-        snp={
-            "measurements": [DEFAULT_MEASUREMENT.hex()],
-            "minReportedTcb": sim.tcb.components(),
-        },
-        gpu={"required": args.gpus > 0, "minCount": args.gpus},
-    )
-    document = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": KIND,
-        "metadata": {"name": args.name},
-        "spec": spec.to_api(),
-    }
+    document = _load_sim(args.dir).policy_document(args.name, gpus=args.gpus)
     sys.stdout.write(yaml.dump(document, Dumper=_BlockDumper, sort_keys=False))
     return EXIT_OK
 

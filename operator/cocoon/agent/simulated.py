@@ -305,6 +305,24 @@ class SimulatedTee:
             {"allowedTees": ["sev-snp"], "trustedRoots": roots.to_api(), **fields}
         )
 
+    def policy_document(self, name: str, *, gpus: int, **fields: object) -> dict[str, object]:
+        """An AttestationPolicy object that pins this TEE's measurement and TCB and requires
+        `gpus` attested GPUs per node: what `cocoon agent simulated policy` prints."""
+        spec = self.policy_spec(
+            snp={
+                "measurements": [DEFAULT_MEASUREMENT.hex()],
+                "minReportedTcb": self.tcb.components(),
+            },
+            gpu={"required": gpus > 0, "minCount": gpus},
+            **fields,
+        )
+        return {
+            "apiVersion": "cocoon.dev/v1alpha1",
+            "kind": "AttestationPolicy",
+            "metadata": {"name": name},
+            "spec": spec.to_api(),
+        }
+
     # --- SNP ---------------------------------------------------------------------------------
 
     def snp_certificates(self) -> bytes:

@@ -48,14 +48,16 @@ def cache_dir() -> Path:
     )
 
 
+def repo_root() -> Path:
+    """The source checkout this package runs from: the local stack needs its chart and CRDs."""
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "e2e" / "build-control-plane.sh").exists() and (parent / "charts").is_dir():
+            return parent
+    raise FileNotFoundError("not a source checkout: the local stack needs the repository")
+
+
 def build_script() -> Path:
-    """The build script lives in the repository's e2e/ folder (a source checkout is needed)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent / "e2e" / "build-control-plane.sh"
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError("e2e/build-control-plane.sh not found: run from a source checkout")
+    return repo_root() / "e2e" / "build-control-plane.sh"
 
 
 def ensure_binaries() -> Path:

@@ -1,0 +1,281 @@
+"""The local stack beyond the control plane: CRDs and the chart's security objects, the operator
+under its chart-granted ServiceAccount, node agents with pod-bound tokens, the simulated TEE, and
+pod stand-ins that run real Triton and meter processes for pods kwok only pretends to run.
+
+The e2e tests and `cocoon dev demo` share all of it, so what is tested is what is demonstrated.
+"""
+
+from __future__ import annotations
+
+import sys
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cocoon import keys
+from cocoon.agent.simulated import SimulatedTee
+from cocoon.devstack.cluster import GpuNode, LocalCluster, repo_root
+from cocoon.devstack.process import Managed, Supervisor, free_port, wait_for
+
+OPERATOR_NAMESPACE = "cocoon-system"
+RELEASE = "cocoon"
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def install_crds(cluster: LocalCluster) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", str(repo_root() / "crds"))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=cocoon",
+    )
+
+
+def chart_templates(cluster: LocalCluster, *templates: str) -> str:
+    """Templates exactly as the Helm chart renders them: what runs locally is what ships."""
+    shows = [arg for t in templates for arg in ("--show-only", f"templates/{t}")]
+    out = cluster.helm(
+        "template",
+        RELEASE,
+        str(repo_root() / "charts" / "cocoon"),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--kube-version",
+        "1.34.4",
+        *shows,
+    )
+    return out.stdout
+
+
+def install_security(cluster: LocalCluster) -> None:
+    """RBAC for operator and agent, and the admission policy; wait until the policy bites."""
+    cluster.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=chart_templates(
+            cluster, "rbac-operator.yaml", "rbac-agent.yaml", "admission-policy.yaml"
+        ),
+    )
+    cluster.add_nodes(GpuNode("vap-probe", gpus=0, tee=None))
+    node_kc = cluster.certificate_kubeconfig(
+        "system:node:vap-probe", "system:nodes", cluster.workdir / "vap-probe.kubeconfig"
+    )
+
+    def denied() -> bool:
+        result = cluster.kubectl(
+            "label",
+            "node",
+            "vap-probe",
+            "cocoon.dev/attested=true",
+            "--dry-run=server",
+            kubeconfig=node_kc,
+            check=False,
+        )
+        return "ValidatingAdmissionPolicy" in result.stderr
+
+    wait_for(denied, timeout=60, what="the attestation admission policy to take effect")
+    cluster.kubectl("delete", "node", "vap-probe")
+
+
+def operator_kubeconfig(cluster: LocalCluster) -> Path:
+    token = cluster.kubectl(
+        "create", "token", "cocoon-operator", "-n", OPERATOR_NAMESPACE, "--duration=24h"
+    ).stdout.strip()
+    return cluster.token_kubeconfig(
+        token, cluster.workdir / "operator.kubeconfig", namespace=OPERATOR_NAMESPACE
+    )
+
+
+class Operator:
+    """`cocoon operator` as a child process; restartable and killable for crash tests."""
+
+    def __init__(
+        self, cluster: LocalCluster, kubeconfig: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.cluster = cluster
+        self.kubeconfig = kubeconfig
+        self.env = env or {}
+        self.supervisor = Supervisor(cluster.workdir / "logs")
+        self.process: Managed | None = None
+        self.starts = 0
+        self.api_port = free_port()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def start(self) -> None:
+        self.starts += 1
+        env = {
+            "KUBECONFIG": str(self.kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            "COCOON_API_HOST": "127.0.0.1",
+            "COCOON_API_PORT": str(self.api_port),
+            "COCOON_NAMESPACE": OPERATOR_NAMESPACE,
+            "COCOON_OPERATOR_URL": self.api_url,
+            "COCOON_RESYNC_SECONDS": "2",
+            **self.env,
+        }
+        self.process = self.supervisor.start(
+            f"operator-{self.starts}",
+            [sys.executable, "-m", "cocoon.cli", "operator", "-v"],
+            env=env,
+            cwd=repo_root(),
+        )
+        process = self.process
+        wait_for(
+            lambda: "watch-stream for" in process.tail(400) and http_ok(f"{self.api_url}/healthz"),
+            timeout=60,
+            what="the operator's watch streams and API",
+            watch=process,
+        )
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+
+    def log(self) -> str:
+        return "\n".join(p.log.read_text(errors="replace") for p in self.supervisor.processes)
+
+
+class Agents:
+    """Node agents as local processes standing in for the DaemonSet's pods.
+
+    Each answers for one kwok node with a ServiceAccount token bound to a real (kwok) Pod on
+    that node, so the operator's node binding is exercised exactly as in a cluster."""
+
+    def __init__(self, cluster: LocalCluster, operator: Operator, simulated_dir: Path) -> None:
+        self.cluster = cluster
+        self.operator = operator
+        self.simulated_dir = simulated_dir
+        self.supervisor = Supervisor(cluster.workdir / "logs")
+        self.running: dict[str, Managed] = {}
+
+    def token_for(self, node: str) -> Path:
+        pod = f"cocoon-agent-{node}"
+        self.cluster.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": pod,
+                    "namespace": OPERATOR_NAMESPACE,
+                    "labels": {"app.kubernetes.io/name": "cocoon-agent"},
+                },
+                "spec": {
+                    "nodeName": node,
+                    "serviceAccountName": "cocoon-agent",
+                    "automountServiceAccountToken": False,
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [{"name": "agent", "image": "cocoon:dev"}],
+                },
+            }
+        )
+        token = self.cluster.kubectl(
+            "create",
+            "token",
+            "cocoon-agent",
+            "-n",
+            OPERATOR_NAMESPACE,
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            pod,
+            "--duration=1h",
+        ).stdout.strip()
+        path = self.cluster.workdir / f"agent-{node}.token"
+        path.write_text(token)
+        return path
+
+    def key_file(self, node: str) -> Path:
+        """The node's workload key, as the agent's hostPath holds it for the pool's meters."""
+        return self.cluster.workdir / f"agent-{node}" / keys.WORKLOAD_KEY_FILE
+
+    def kubeconfig_for(self, node: str, token_file: Path) -> Path:
+        return self.cluster.token_kubeconfig(
+            token_file.read_text(), self.cluster.workdir / f"agent-{node}.kubeconfig"
+        )
+
+    def argv(
+        self,
+        node: str,
+        *extra: str,
+        token_file: Path | None = None,
+        simulated_dir: Path | None = None,
+    ) -> list[str]:
+        token = token_file or self.token_for(node)
+        return [
+            sys.executable,
+            "-m",
+            "cocoon.cli",
+            "agent",
+            "run",
+            "--node",
+            node,
+            "--operator-url",
+            self.operator.api_url,
+            "--token-file",
+            str(token),
+            "--key-file",
+            str(self.key_file(node)),
+            "--simulated",
+            str(simulated_dir or self.simulated_dir),
+            "--poll-seconds",
+            "0.5",
+            *extra,
+        ]
+
+    def env(self, node: str, token_file: Path) -> dict[str, str]:
+        return {"KUBECONFIG": str(self.kubeconfig_for(node, token_file)), "PYTHONUNBUFFERED": "1"}
+
+    def start(self, node: str, *extra: str, simulated_dir: Path | None = None) -> Managed:
+        token = self.token_for(node)
+        process = self.supervisor.start(
+            f"agent-{node}",
+            self.argv(node, *extra, token_file=token, simulated_dir=simulated_dir),
+            env=self.env(node, token),
+            cwd=repo_root(),
+        )
+        self.running[node] = process
+        return process
+
+    def stop(self, node: str) -> None:
+        process = self.running.pop(node, None)
+        if process is not None:
+            process.stop()
+
+    def stop_all(self) -> None:
+        self.supervisor.stop_all()
+        self.running.clear()
+
+
+def simulated_tee(directory: Path) -> Path:
+    """A per-cluster simulated TEE (root keys generated now, never committed)."""
+    SimulatedTee.generate(now=datetime.now(UTC)).save(directory, overwrite=True)
+    return directory
+
+
+def simulated_policy(
+    directory: Path, name: str = "default", gpus: int = 8, **overrides: Any
+) -> dict[str, Any]:
+    """The policy `cocoon agent simulated policy` prints, with `overrides` in its spec."""
+    document = SimulatedTee.load(directory).policy_document(name, gpus=gpus)
+    spec = dict(document["spec"])  # type: ignore[call-overload]
+    spec.update(overrides)
+    return {**document, "spec": spec}
