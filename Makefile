@@ -29,7 +29,7 @@ setup: $(STAMP) contracts/node_modules/.installed ## install everything the proj
 	bash e2e/build-control-plane.sh >/dev/null
 
 demo: setup ## run the story on the local stack (see README)
-	$(PY) -m cocoon.cli dev demo
+	$(PY) -m cocoon.cli dev demo $(DEMO_ARGS)
 
 test: setup crds-check contracts-check test-contracts ## everything CI runs: checks, contract tests, unit and e2e tests
 	$(PY) -m pytest -q -p no:cacheprovider

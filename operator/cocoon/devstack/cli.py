@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
@@ -74,7 +75,45 @@ def down() -> None:
     state.unlink()
 
 
+def demo(requests: int, keep: bool, workdir: Path | None) -> int:
+    """The README's first command: the whole story, told as it happens, then a summary."""
+    from cocoon.devstack import picture, story
+
+    start = time.monotonic()
+
+    def say(line: str) -> None:
+        sys.stdout.write(f"[{time.monotonic() - start:6.1f}s] {line}\n")
+        sys.stdout.flush()
+
+    told = story.Story(workdir, say)
+    try:
+        summary = story.tell(told, requests)
+        chart = told.workdir / "channel.svg"
+        chart.write_text(picture.svg(summary.samples, "PaymentChannel demo/main over time"))
+        (told.workdir / "summary.json").write_text(
+            json.dumps({k: v for k, v in summary.__dict__.items() if k != "samples"}, indent=2)
+        )
+        sys.stdout.write(f"\nSummary\n{summary.table()}\n\nchannel over time: {chart}\n")
+        if keep:
+            pod = told.pods[0]
+            sys.stdout.write(
+                "\nThe stack stays up until Ctrl-C:\n"
+                f"  export KUBECONFIG={told.cluster.kubeconfig}\n"
+                f"  PATH={told.cluster.bin_dir}:$PATH kubectl get an,cip,pch -A\n"
+                f"  the pool's meter (standing in for pod {pod.pod}): {pod.http_url}\n"
+                f"  its metrics: {pod.admin_url}/metrics\n"
+            )
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        told.stop()
+        if not keep:
+            sys.stdout.write(f"stack stopped; logs and the chart are in {told.workdir}\n")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.action == "demo":
+        return demo(args.requests, args.keep, Path(args.workdir) if args.workdir else None)
     if args.action == "up":
         kubeconfig = up(Path(args.crds) if args.crds else None)
         sys.stdout.write(
@@ -98,6 +137,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("up", "down", "status"))
+    parser.add_argument("action", choices=("up", "down", "status", "demo"))
+    parser.add_argument("--requests", type=int, default=40, help="demo: paid calls to send")
+    parser.add_argument("--keep", action="store_true", help="demo: leave the stack up")
+    parser.add_argument("--workdir", help="demo: where to keep logs and results")
     parser.add_argument("--crds", default="crds", help="CRD folder to apply on up (default: crds)")
     parser.set_defaults(handler=_run)

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import sys
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cocoon import keys
 from cocoon.agent.simulated import SimulatedTee
+from cocoon.devstack import triton
 from cocoon.devstack.cluster import GpuNode, LocalCluster, repo_root
 from cocoon.devstack.process import Managed, Supervisor, free_port, wait_for
+from cocoon.devstack.triton import DEMO_MODELS, TritonServer
 
 OPERATOR_NAMESPACE = "cocoon-system"
 RELEASE = "cocoon"
@@ -279,3 +282,90 @@ def simulated_policy(
     spec = dict(document["spec"])  # type: ignore[call-overload]
     spec.update(overrides)
     return {**document, "spec": spec}
+
+
+# -- pods that kwok only pretends to run -----------------------------------------------------
+
+_LOCAL_ONLY = (
+    "--model-repository=",
+    "--http-address=",
+    "--http-port=",
+    "--grpc-address=",
+    "--grpc-port=",
+    "--metrics-address=",
+    "--metrics-port=",
+    "--exit-timeout-secs=",
+)
+
+
+@dataclass
+class PodStandIn:
+    """Real Triton and meter processes for one pool pod, run from the pod spec the operator
+    rendered: the same arguments and environment; only paths and ports are made local."""
+
+    pod: str
+    node: str
+    triton: TritonServer
+    meter: Managed
+    http_url: str
+    grpc_target: str
+    admin_url: str
+
+    def stop(self) -> None:
+        self.meter.stop()
+        self.triton.stop()
+
+
+def stand_in(
+    pod: dict[str, Any],
+    *,
+    workdir: Path,
+    key_file: Path,
+    operator_url: str,
+    supervisor: Supervisor,
+    models: Path = DEMO_MODELS,
+) -> PodStandIn:
+    containers = {c["name"]: c for c in pod["spec"]["containers"]}
+    name = pod["metadata"]["name"]
+    pod_dir = workdir / name
+    kept = [a for a in containers["triton"]["args"] if not a.startswith(_LOCAL_ONLY)]
+    server = triton.start(models, workdir=pod_dir / "triton", extra_args=tuple(kept))
+    ports = {"--http-port": free_port(), "--grpc-port": free_port(), "--admin-port": free_port()}
+    local = {
+        "--upstream-http": server.http_url,
+        "--upstream-grpc": server.grpc_target,
+        "--journal": str(pod_dir / "journal.db"),
+        "--signing-key": str(key_file),
+        "--operator-url": operator_url,
+        **{flag: str(port) for flag, port in ports.items()},
+    }
+    meter_spec = containers["meter"]
+    args = [
+        f"{a.split('=', 1)[0]}={local[a.split('=', 1)[0]]}" if a.split("=", 1)[0] in local else a
+        for a in meter_spec["args"]
+    ]
+    env = {e["name"]: e["value"] for e in meter_spec.get("env", []) if "value" in e}
+    meter = supervisor.start(
+        f"meter-{name}", [sys.executable, "-m", "cocoon.cli", *args, "--listen=127.0.0.1"], env=env
+    )
+    http_url = f"http://127.0.0.1:{ports['--http-port']}"
+    try:
+        wait_for(
+            lambda: http_ok(f"{http_url}/v2/health/ready"),
+            timeout=60,
+            what=f"the meter of {name}",
+            watch=meter,
+        )
+    except BaseException:
+        meter.stop()
+        server.stop()
+        raise
+    return PodStandIn(
+        pod=name,
+        node=pod["spec"]["nodeName"],
+        triton=server,
+        meter=meter,
+        http_url=http_url,
+        grpc_target=f"127.0.0.1:{ports['--grpc-port']}",
+        admin_url=f"http://127.0.0.1:{ports['--admin-port']}",
+    )
