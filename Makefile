@@ -43,10 +43,12 @@ test-e2e: setup ## end-to-end tests on the real local control plane
 test-contracts: contracts/node_modules/.installed ## the channel contract's sandbox tests (real TVM)
 	cd contracts && npm test --silent
 
-lint: $(STAMP) ## ruff and mypy --strict
+lint: $(STAMP) ## ruff, mypy --strict, helm lint --strict, hadolint
 	$(BIN)/ruff check operator tests e2e bench
 	$(BIN)/ruff format --check operator/cocoon/api operator/cocoon/placement operator/cocoon/controllers
 	$(BIN)/mypy
+	"$$(bash e2e/build-control-plane.sh)/helm" lint --strict charts/cocoon --kube-version 1.34.4
+	$(BIN)/hadolint images/Dockerfile images/chain-emulator.Dockerfile
 
 CRD_DIRS := -o crds -o charts/cocoon/files/crds
 

@@ -9,8 +9,6 @@ import base64
 import hashlib
 import json
 import shutil
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cocoon import keys
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.stack import Operator
+from cocoon.devstack.story import http_json
 from cocoon.meter import usage_report
 from cocoon.ton import emulator, keyfile
 from cocoon.ton.toncenter import ToncenterChain
@@ -47,23 +46,6 @@ def balance(url: str, address: Address) -> int:
             return (await chain.account(address)).balance
 
     return asyncio.run(read())
-
-
-def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            text = response.read().decode()
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        text, status = exc.read().decode(), exc.code
-    try:
-        return status, json.loads(text)
-    except ValueError:
-        return status, text
 
 
 def attested_meter(cluster: LocalCluster) -> Ed25519PrivateKey:
@@ -183,7 +165,7 @@ def test_paid_inference_channel(
     # an attested meter reports usage; the operator signs a promise and claims it
     meter = attested_meter(cluster)
     payee_before = balance(chain_url, payee)
-    code, answer = http(
+    code, answer = http_json(
         "POST", f"{operator.api_url}/usage/v1/reports", report(meter, namespace, TON // 4, 10)
     )
     assert code == 200, answer
@@ -199,7 +181,7 @@ def test_paid_inference_channel(
 
     # the meter's credit document
     meter_hex = keys.public_bytes(meter).hex()
-    code, document = http(
+    code, document = http_json(
         "GET", f"{operator.api_url}/usage/v1/credit/{namespace}/pool?meter={meter_hex}"
     )
     assert code == 200, document
@@ -208,7 +190,7 @@ def test_paid_inference_channel(
     assert int(entry["creditLimitNanoton"]) == TON // 4 + TON // 2
 
     # an unattested key is refused and counted
-    code, answer = http(
+    code, answer = http_json(
         "POST",
         f"{operator.api_url}/usage/v1/reports",
         report(keys.generate(), namespace, 10 * TON, 11),
@@ -218,7 +200,7 @@ def test_paid_inference_channel(
         lambda: channel_status(cluster, namespace).get("rejectedReports") == 1,
         what="the rejection counted on the channel",
     )
-    code, metrics = http("GET", f"{operator.api_url}/metrics")
+    code, metrics = http_json("GET", f"{operator.api_url}/metrics")
     assert 'cocoon_usage_reports_rejected_total{reason="unattested"} 1.0' in metrics
     assert channel_status(cluster, namespace)["owed"] == str(TON // 4)
 
@@ -238,14 +220,16 @@ def test_paid_inference_channel(
         timeout=60,
         what="the top-up",
     )
-    code, document = http(
+    code, document = http_json(
         "GET", f"{operator.api_url}/usage/v1/credit/{namespace}/pool?meter={meter_hex}"
     )
     assert int(document["channels"][0]["creditLimitNanoton"]) >= 3 * TON - TON // 100
 
     # deletion: more usage is claimed, the close starts, and after the delay the payer
     # withdraws the rest
-    http("POST", f"{operator.api_url}/usage/v1/reports", report(meter, namespace, TON // 3, 12))
+    http_json(
+        "POST", f"{operator.api_url}/usage/v1/reports", report(meter, namespace, TON // 3, 12)
+    )
     payer_before = balance(chain_url, payer)
     cluster.kubectl("delete", "paymentchannel.cocoon.dev", "ch", "-n", namespace, "--wait=false")
     status = eventually(

@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys
 from cocoon.agent import sources
-from cocoon.agent.logjson import JsonFormatter
 from cocoon.agent.loop import Agent, FetchError
 from cocoon.agent.submit import Outcome, Submission, Submitter
 from cocoon.attestation import binding, nvgpu
 from cocoon.attestation.evidence import NodeEvidence
+from cocoon.logs import JsonFormatter
 
 NODE = "node-a"
 

@@ -21,8 +21,8 @@ import aiohttp
 import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cocoon import keys
-from cocoon.agent import logjson, sources
+from cocoon import keys, logs
+from cocoon.agent import sources
 from cocoon.agent.challenges import KubeChallenges
 from cocoon.agent.collectors import TSM_ROOT, CollectorError
 from cocoon.agent.loop import Agent, log
@@ -156,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
         key = keys.load_or_create(args.key_file, args.key_group)
     except (OSError, ValueError) as exc:
         raise UsageError(f"workload key {args.key_file}: {exc}") from None
-    logjson.configure()
+    logs.configure()
     outcome = asyncio.run(_serve(args, source, key))
     if not args.once or outcome is Outcome.VERIFIED:
         return EXIT_OK

@@ -11,6 +11,7 @@ from typing import Any
 
 import kopf
 
+from cocoon import logs
 from cocoon.controllers import attestednode, httpapi, inferencepool, paymentchannel
 from cocoon.controllers import settings as operator_settings
 from cocoon.kube import Kube
@@ -73,10 +74,7 @@ def configure() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logs.configure(logging.DEBUG if args.verbose else logging.INFO)
     # the client logs whole response bodies at DEBUG, Secrets included: never let it
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     configure()

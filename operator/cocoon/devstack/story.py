@@ -112,7 +112,7 @@ def ton(nanoton: int) -> str:
     return f"{nanoton / TON:.6f} TON"
 
 
-def _http(method: str, url: str, body: Any = None, token: str = "") -> tuple[int, Any]:
+def http_json(method: str, url: str, body: Any = None, token: str = "") -> tuple[int, Any]:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -447,7 +447,7 @@ class Story:
             journal_sequence=1,
             issued_at=datetime.now(UTC).replace(microsecond=0),
         )
-        status, answer = _http(
+        status, answer = http_json(
             "POST",
             f"{self.operator.api_url}/usage/v1/reports",
             usage_report.sign(report, key).to_api(),

@@ -1,7 +1,8 @@
-"""Structured JSON logs, one object per line, carrying only fields the code passes explicitly.
+"""Structured logs: one JSON object per line, carrying only the fields the code passes.
 
-Never pass request or response content in `extra`: the meter logs identifiers, counts and
-reasons only.
+Every process (operator, agent, meter) logs this way, so any collector can query by field.
+Fields come from `extra={...}` (or `extra={"fields": {...}}`). Never pass request or response
+content, keys or credentials: the code logs identifiers, counts and reasons only.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import logging
 from datetime import UTC, datetime
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {
-    "message", "asctime", "taskName"
+    "message",
+    "asctime",
+    "taskName",
 }
 
 
@@ -23,15 +26,19 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        extra = {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        nested = extra.pop("fields", None)
+        entry.update(extra)
+        if isinstance(nested, dict):
+            entry.update(nested)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
-def configure(level: str = "INFO") -> None:
+def configure(level: int | str = logging.INFO) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(level.upper() if isinstance(level, str) else level)
