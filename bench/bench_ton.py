@@ -64,8 +64,9 @@ async def lifecycle(url: str) -> dict[str, Any]:
         payee = Wallet(chain, keys.generate())
         funded = 30 * TON
         await emulator.faucet(url, payer.address, funded)
-        config = ChannelConfig(keys.public_bytes(payer_key), new_channel_id(), 600,
-                               payer.address, payee.address)
+        config = ChannelConfig(
+            keys.public_bytes(payer_key), new_channel_id(), 600, payer.address, payee.address
+        )
         channel = PaymentChannel(chain, config)
         channel_fees: dict[str, int] = {}
         channel_fees["deploy_and_top_up"] = (await channel.deploy(payer, 10 * TON)).total_fees
@@ -73,8 +74,9 @@ async def lifecycle(url: str) -> dict[str, Any]:
         claim_fees, payee_costs = [], []
         for n in range(1, CLAIMS + 1):
             before = (await chain.account(payee.address)).balance
-            tx = await channel.claim(promises.sign(payer_key, channel.address,
-                                                   config.channel_id, n * TON))
+            tx = await channel.claim(
+                promises.sign(payer_key, channel.address, config.channel_id, n * TON)
+            )
             assert tx is not None
             claim_fees.append(tx.total_fees)
             payee_costs.append(TON - ((await chain.account(payee.address)).balance - before))
