@@ -6,12 +6,12 @@ into the library's policy, so the CRD can evolve without touching the verifiers.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field, model_validator
 
 from cocoon.api.common import ApiModel, ConditionList
+from cocoon.api.inferencepool import TeeType
 from cocoon.attestation.enums import BuiltinRoot, Revocation, RootPurpose, TdxTcbStatus
 
 GROUP = "cocoon.dev"
@@ -28,13 +28,6 @@ Sha256Hex = Annotated[
     str, Field(pattern=r"^[0-9a-fA-F]{64}$", description="A SHA-256 digest in hex.")
 ]
 Spl = Annotated[int, Field(ge=0, le=255, description="A security patch level (0-255).")]
-
-
-class TeeType(StrEnum):
-    """CPU TEE technologies, named as in the node label cocoon.dev/tee."""
-
-    TDX = "tdx"
-    SEV_SNP = "sev-snp"
 
 
 class ConfigMapKeyRef(ApiModel):

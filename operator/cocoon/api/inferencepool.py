@@ -15,6 +15,8 @@ TON_ADDRESS = r"^([0-9A-Za-z_-]{48}|-?[0-9]+:[0-9a-fA-F]{64})$"
 
 
 class TeeType(StrEnum):
+    """CPU TEE technologies, named as in the node label cocoon.dev/tee."""
+
     TDX = "tdx"
     SEV_SNP = "sev-snp"
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from cocoon.api.attestationpolicy import AttestationPolicySpec, ConfigMapKeyRef, TeeType
+from cocoon.api.attestationpolicy import AttestationPolicySpec, ConfigMapKeyRef
+from cocoon.api.inferencepool import TeeType
 from cocoon.attestation.chain import Anchor, sha256_der
 from cocoon.attestation.encoding import load_certificates
 from cocoon.attestation.enums import BuiltinRoot, Revocation, TdxTcbStatus
