@@ -1,4 +1,5 @@
 import asyncio
+import os
 import random
 import time
 
@@ -8,7 +9,7 @@ from cocoon.meter.core import Meter, MeterConfig
 from cocoon.meter.credits import ChannelCredit, StaticCreditSource, credential_hash
 from cocoon.meter.errors import MeterError, Reason
 from cocoon.meter.gate import CreditGate
-from cocoon.meter.journal import Charge, Journal, read_charges
+from cocoon.meter.journal import Charge, Journal, parse_sync, read_charges
 from cocoon.meter.metrics import MeterMetrics
 from cocoon.meter.pricing import Price, Units
 
@@ -125,3 +126,70 @@ async def test_bad_credentials_are_unauthenticated(tmp_path):
         assert exc.value.reason is Reason.UNAUTHENTICATED
     assert meter.begin("bearer  c ", "m", "http", "infer").credit.channel == "ns/a"
     journal.close()
+
+
+@pytest.mark.parametrize("mode", ["", "batch", "batch:0", "batch:x", "fsync", "batch:20000"])
+def test_journal_sync_mode_is_validated(mode):
+    with pytest.raises(ValueError, match="journal sync mode"):
+        parse_sync(mode)
+
+
+async def test_batch_journal_answers_before_fsync_and_flushes_soon(tmp_path):
+    assert parse_sync("full") is None and parse_sync("batch:5") == 0.005
+    journal = Journal(tmp_path / "j.db", sync="batch:20")
+    assert journal.flushes == 0
+    await asyncio.gather(*(journal.append(_charge(f"r{i}")) for i in range(50)))
+    assert journal.spent("ns/a") == 500
+    for _ in range(100):
+        if journal.flushes:
+            break
+        await asyncio.sleep(0.01)
+    assert journal.flushes >= 1
+    journal.close()
+    reopened = Journal(tmp_path / "j.db")
+    assert reopened.spent("ns/a") == 500
+    reopened.close()
+
+
+async def test_full_journal_answers_only_after_fdatasync(tmp_path):
+    journal = Journal(tmp_path / "j.db")
+    for i in range(3):
+        assert await journal.append(_charge(f"r{i}")) == i + 1
+        assert journal.flushes >= i + 1  # the WAL was fdatasynced before the future resolved
+    journal.close()
+
+
+async def test_journal_checkpoints_so_the_wal_stays_bounded(tmp_path):
+    path = tmp_path / "j.db"
+    journal = Journal(path, sync="batch:1")
+    for i in range(1200):  # one commit each: several checkpoint rounds
+        await journal.append(_charge(f"r{i}"))
+    for _ in range(200):
+        if journal.checkpoints >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert journal.checkpoints >= 2
+    assert _size(f"{path}-wal") < 16 << 20
+    journal.close()
+    reopened = Journal(path)
+    assert reopened.spent("ns/a") == 12000 and reopened.sequence == 1200
+    reopened.close()
+
+
+def _size(path: str) -> int:
+    return os.stat(path).st_size
+
+
+def test_request_ids_are_unique_and_reveal_no_sequence(tmp_path):
+    async def ids():
+        meter, journal = _meter(tmp_path, 10**9)
+        other, journal2 = _meter(tmp_path / "b", 10**9)
+        out = [meter.next_request_id() for _ in range(2000)] + [other.next_request_id()]
+        journal.close()
+        journal2.close()
+        return out
+
+    out = asyncio.run(ids())
+    assert len(set(out)) == len(out)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in out)
+    assert out[1] != out[0] and int(out[1], 16) - int(out[0], 16) != 1

@@ -51,11 +51,15 @@ async def test_canary_prompt_never_leaves_the_response(meter):
         assert CANARY.encode() not in path.read_bytes()
 
 
+@pytest.mark.parametrize("sync", ["full", "batch:200"])
 async def test_sigkill_under_load_loses_nothing_served_and_counts_nothing_twice(
-    triton_server, tmp_path
+    triton_server, tmp_path, sync
 ):
+    """Default mode fsyncs before answering; batch mode answers once the OS has the row (a
+    200 ms fsync interval, far longer than the run's calls): kill -9 loses nothing in either."""
     write_credits(tmp_path / "credits.json", {CREDENTIAL: (CHANNEL, 10**18)})
-    meter = start_meter(triton_server, tmp_path, price=PRICE)
+    meter = start_meter(triton_server, tmp_path, price=PRICE,
+                        extra_args=(f"--journal-sync={sync}",))
     received: list[str] = []
     enough = asyncio.Event()
     body = {"text_input": "a b", "max_tokens": 1}

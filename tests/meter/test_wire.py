@@ -61,3 +61,26 @@ def test_stream_response_error_and_empty_final():
 def test_malformed_bytes_raise_wire_error(junk):
     with pytest.raises(wire.WireError):
         wire.model_name(junk)
+
+
+def test_response_usage_skips_responses_without_usage_tensors():
+    plain = pb.ModelInferResponse(model_name="add")
+    plain.outputs.add(name="OUTPUT0", datatype="FP32", shape=[1])
+    plain.raw_output_contents.append(b"\x00\x00\x80\x3f")
+    assert wire.response_usage(plain.SerializeToString()) == {}
+    usage = pb.ModelInferResponse(model_name="tokens")
+    usage.outputs.add(name="completion_tokens", datatype="INT32", shape=[1])
+    usage.raw_output_contents.append((7).to_bytes(4, "little"))
+    assert wire.response_usage(usage.SerializeToString()) == {"completion_tokens": 7}
+
+
+def test_stream_usage_found_inside_a_nested_view():
+    usage = pb.ModelStreamInferResponse()
+    usage.infer_response.outputs.add(name="prompt_tokens", datatype="INT32", shape=[1])
+    usage.infer_response.raw_output_contents.append((3).to_bytes(4, "little"))
+    error, summary = wire.summarize_stream_response(usage.SerializeToString())
+    assert error is None and summary.has_outputs and summary.usage == {"prompt_tokens": 3}
+    plain = pb.ModelStreamInferResponse()
+    plain.infer_response.outputs.add(name="text_output", datatype="BYTES", shape=[1])
+    error, summary = wire.summarize_stream_response(plain.SerializeToString())
+    assert error is None and summary.has_outputs and summary.usage == {}

@@ -58,7 +58,7 @@ def register(parser: argparse.ArgumentParser) -> None:
                         "the operator never sets it")
     p.add_argument("--log-level", default="info")
     p.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=True,
-                   help="run on uvloop (default; measured 5-20%% more throughput through the "
+                   help="run on uvloop (default; measured 2-30%% more throughput through the "
                         "meter, bench/results/meter.json); --no-uvloop for asyncio's own loop")
     p.set_defaults(handler=_serve)
 

@@ -7,9 +7,12 @@ before anything beyond it is delivered → settle (journal durably, count, relea
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import itertools
 import logging
+import os
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cocoon.meter.credits import ChannelCredit, CreditSource, credential_hash
@@ -35,6 +38,12 @@ class MeterConfig:
     reserve_input_tokens: int = 0
     reserve_output_tokens: int = 256
     max_in_flight: int = 256
+    # Benchmarks and open demos only, never production tenants (the operator never sets it):
+    # calls that carry no credential at all are charged to this channel, which must exist in
+    # the credit source. A credential that is present but wrong is still refused.
+    anonymous_channel: str | None = None
+    # `full` (fsync before answering) or `batch:<ms>`: see cocoon.meter.journal.
+    journal_sync: str = "full"
 
     @property
     def reservation(self) -> int:
@@ -76,7 +85,7 @@ class Call:
         self.endpoint = endpoint
         self.reservation = reservation
         self.counter = counter
-        self.request_id = uuid.uuid4().hex
+        self.request_id = meter.next_request_id()
         self.started = time.time()
         self.t0 = time.perf_counter()
         self.upstream_seconds = 0.0
@@ -85,12 +94,12 @@ class Call:
 
     def affordable(self, counter: UsageCounter) -> bool:
         """Grow the reservation to cover `counter`'s units, or say the channel cannot pay."""
-        cost = self._meter.config.price.cost(counter.units())
+        cost = self._meter.cost(counter.units())
         if cost <= self.reservation.amount:
             return True
         gate = self._meter.gate
         # Grow by a whole reservation to make this rare; near the limit, by just what is needed.
-        return gate.extend(self.reservation, cost + self._meter.config.reservation) or gate.extend(
+        return gate.extend(self.reservation, cost + self._meter.reservation) or gate.extend(
             self.reservation, cost
         )
 
@@ -98,7 +107,7 @@ class Call:
         """A further request on a stream: reserve its worst case before forwarding it."""
         trial = self.counter.copy()
         trial.requests += 1
-        needed = self.reservation.amount + self._meter.config.reservation
+        needed = self.reservation.amount + self._meter.reservation
         if not self._meter.gate.extend(self.reservation, needed):
             self._meter.metrics.rejections.labels(Reason.NO_CREDIT.value).inc()
             raise MeterError(
@@ -123,7 +132,7 @@ class Call:
             return self.settled
         meter = self._meter
         units = self.counter.units()
-        cost = meter.config.price.cost(units)
+        cost = meter.cost(units)
         charge = Charge(
             self.request_id, self.credit.channel, self.model, self.endpoint, outcome, units,
             cost, self.started, time.time(),
@@ -137,7 +146,7 @@ class Call:
         meter.metrics.charged(self.model, self.protocol, outcome, units, cost)
         self.settled = Settlement(self.request_id, units, cost)
         added = time.perf_counter() - self.t0 - self.upstream_seconds
-        meter.metrics.added_latency.labels(self.protocol).observe(added)
+        meter.metrics.observe_added(self.protocol, added)
         if log.isEnabledFor(logging.DEBUG):
             self._log_settled(outcome, units, cost)
         return self.settled
@@ -163,8 +172,59 @@ class Meter:
         self.journal = journal
         self.metrics = metrics
         self.gate = CreditGate(journal.spent, config.max_in_flight)
+        price = config.price
+        self._per_unit = (
+            int(price.per_request), int(price.per_input_token), int(price.per_output_token)
+        )
+        self.reservation = config.reservation
+        # Request ids: a keyed hash (random per-process key) of a counter: as unique and
+        # unguessable as uuid4 without a urandom call per request, and unlike a bare counter
+        # they do not tell a tenant how many calls other tenants made in between.
+        self._id_key = os.urandom(32)
+        self._id_counter = itertools.count(1)
+        self._lookup_channel: Callable[[str], ChannelCredit | None] | None = None
+        if config.anonymous_channel is not None:
+            lookup = getattr(credits, "lookup_channel", None)
+            if lookup is None:
+                raise ValueError(
+                    "--anonymous-channel needs a credit source that can look channels up by "
+                    "name (--credits); it is for benchmarks, never for operator-managed pools"
+                )
+            self._lookup_channel = lookup
+            log.warning(
+                "ANONYMOUS CHANNEL ENABLED: calls without a credential are charged to %s; "
+                "for benchmarks and open demos only, never for production tenants",
+                config.anonymous_channel,
+            )
+
+    def cost(self, units: Units) -> int:
+        """`config.price.cost(units)` with the prices parsed once."""
+        per_request, per_input, per_output = self._per_unit
+        return (
+            units.requests * per_request + units.input_tokens * per_input
+            + units.output_tokens * per_output
+        )
+
+    def next_request_id(self) -> str:
+        return hashlib.blake2b(
+            next(self._id_counter).to_bytes(8, "little"), key=self._id_key, digest_size=16
+        ).hexdigest()
+
+    def _anonymous(self) -> ChannelCredit:
+        assert self._lookup_channel is not None and self.config.anonymous_channel is not None
+        credit = self._lookup_channel(self.config.anonymous_channel)
+        if credit is None:
+            self.metrics.rejections.labels(Reason.UNAUTHENTICATED.value).inc()
+            raise MeterError(
+                Reason.UNAUTHENTICATED,
+                f"no credential, and the anonymous channel {self.config.anonymous_channel} is "
+                "not in the credit source",
+            )
+        return credit
 
     def authenticate(self, authorization: str | None) -> ChannelCredit:
+        if not authorization and self._lookup_channel is not None:
+            return self._anonymous()
         if not authorization or authorization[:7].lower() != _BEARER:
             self.metrics.rejections.labels(Reason.UNAUTHENTICATED.value).inc()
             raise MeterError(
@@ -189,7 +249,7 @@ class Meter:
         credit = self.authenticate(authorization)
         try:
             reservation = self.gate.reserve(
-                credit.channel, credit.limit_nanoton, self.config.reservation * requests
+                credit.channel, credit.limit_nanoton, self.reservation * requests
             )
         except MeterError as exc:
             self.metrics.rejections.labels(exc.reason.value).inc()

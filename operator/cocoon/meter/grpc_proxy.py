@@ -140,7 +140,7 @@ class GrpcProxy:
                 await context.abort(exc.code(), exc.details() or "", _trailers(settlement))
                 raise
             call.upstream_seconds = time.perf_counter() - start
-            call.counter.add_response(wire.summarize_response(response).usage)
+            call.counter.add_response(wire.response_usage(response))
             if not call.affordable(call.counter):
                 call.counter = UsageCounter(failed=True)
                 settlement = await call.settle("withheld")

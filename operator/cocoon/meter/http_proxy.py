@@ -23,6 +23,7 @@ from yarl import URL
 
 from cocoon.meter.core import Call, Meter, Settlement
 from cocoon.meter.errors import MeterError, Reason
+from cocoon.meter.upstream import UpstreamError, UpstreamPool
 from cocoon.meter.usage import (
     SseMeter,
     UsageCounter,
@@ -60,6 +61,14 @@ class HttpProxy:
         self.meter = meter
         self.upstream = upstream.rstrip("/")
         self.max_connections = max_connections
+        url = URL(self.upstream)
+        # Unary calls to a plain-HTTP Triton take the lean keep-alive client; streams and
+        # passthroughs use aiohttp.
+        self._pool: UpstreamPool | None = (
+            UpstreamPool(url.host, url.port)
+            if url.scheme == "http" and url.host and url.port and url.path in ("", "/")
+            else None
+        )
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 30)
@@ -93,6 +102,8 @@ class HttpProxy:
         app[_session_key] = session
         yield
         await session.close()
+        if self._pool is not None:
+            self._pool.close()
 
     def _url(self, request: web.Request) -> URL:
         return URL(self.upstream + request.raw_path, encoded=True)
@@ -139,14 +150,8 @@ class HttpProxy:
             body = await request.read()
             start = time.perf_counter()
             try:
-                async with request.app[_session_key].post(
-                    self._url(request), data=body, headers=_pick(request.headers,
-                                                                  _REQUEST_HEADERS)
-                ) as upstream:
-                    payload = await upstream.read()
-                    status = upstream.status
-                    headers = _pick(upstream.headers, _RESPONSE_HEADERS)
-            except aiohttp.ClientError as exc:
+                status, payload, headers = await self._post(request, body)
+            except (aiohttp.ClientError, UpstreamError) as exc:
                 call.counter.failed = True
                 await call.settle("upstream_unavailable")
                 return _error_response(_upstream_down(exc))
@@ -165,6 +170,23 @@ class HttpProxy:
             return web.Response(status=status, body=payload, headers=headers)
         finally:
             call.abandon()
+
+    async def _post(
+        self, request: web.Request, body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        forwarded = _pick(request.headers, _REQUEST_HEADERS)
+        if self._pool is not None:
+            response = await self._pool.post(request.raw_path, body, forwarded)
+            got = response.headers
+            return response.status, response.body, {
+                name: value for name in _RESPONSE_HEADERS
+                if (value := got.get(name.lower())) is not None
+            }
+        async with request.app[_session_key].post(
+            self._url(request), data=body, headers=forwarded
+        ) as upstream:
+            return upstream.status, await upstream.read(), _pick(upstream.headers,
+                                                                 _RESPONSE_HEADERS)
 
     @staticmethod
     def _count_unary(

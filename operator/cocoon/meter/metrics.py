@@ -9,10 +9,12 @@ it; per-channel figures go through the signed usage report instead.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from cocoon.meter.pricing import Units
+from cocoon.meter.pricing import UNIT_TYPES, Units
 
 OTHER_MODEL = "other"
 _LATENCY_BUCKETS = (
@@ -50,15 +52,44 @@ class MeterMetrics:
             buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.in_flight = Gauge("cocoon_meter_in_flight", "Calls in flight.", registry=r)
+        # Children cached by label values: `labels()` costs a lock and a dict build per call.
+        self._charged: dict[tuple[str, str, str], _Charged] = {}
+        self._added: dict[str, Any] = {}
+
+    def observe_added(self, protocol: str, seconds: float) -> None:
+        child = self._added.get(protocol)
+        if child is None:
+            child = self._added[protocol] = self.added_latency.labels(protocol)
+        child.observe(seconds)
 
     def model_label(self, model: str) -> str:
         return model if model in self.models else OTHER_MODEL
 
     def charged(self, model: str, protocol: str, outcome: str, units: Units, cost: int) -> None:
-        label = self.model_label(model)
-        self.requests.labels(label, protocol, outcome).inc()
-        for unit, count in units.as_dict().items():
+        key = (model, protocol, outcome)
+        children = self._charged.get(key)
+        if children is None:
+            if len(self._charged) > 4096:  # bounded: unknown models all map to `other`
+                self._charged.clear()
+            label = self.model_label(model)
+            children = self._charged[key] = _Charged(
+                self.requests.labels(label, protocol, outcome),
+                tuple(self.units.labels(label, unit) for unit in UNIT_TYPES),
+                self.cost.labels(label),
+            )
+        children.requests.inc()
+        for child, count in zip(
+            children.units, (units.requests, units.input_tokens, units.output_tokens),
+            strict=True,
+        ):
             if count:
-                self.units.labels(label, unit).inc(count)
+                child.inc(count)
         if cost:
-            self.cost.labels(label).inc(cost)
+            children.cost.inc(cost)
+
+
+@dataclass(frozen=True, slots=True)
+class _Charged:
+    requests: Any
+    units: tuple[Any, ...]
+    cost: Any

@@ -59,7 +59,7 @@ def credit_source(options: ServeOptions, key: Ed25519PrivateKey) -> CreditSource
 
 async def serve(options: ServeOptions, credits: CreditSource | None = None) -> None:
     key = keys.load(options.signing_key)
-    journal = Journal(options.journal)
+    journal = Journal(options.journal, sync=options.config.journal_sync)
     source = credits if credits is not None else credit_source(options, key)
     metrics = MeterMetrics(options.config.models)
     meter = Meter(options.config, source, journal, metrics)

@@ -26,6 +26,7 @@ _INT_CONTENTS, _INT64_CONTENTS, _UINT_CONTENTS, _UINT64_CONTENTS = 2, 3, 4, 5
 # ModelStreamInferResponse
 _STREAM_ERROR, _STREAM_RESPONSE = 1, 2
 
+_USAGE_MARK = b"_tokens"
 _RAW_FORMATS = {"INT32": "<i", "INT64": "<q", "UINT32": "<I", "UINT64": "<Q"}
 
 
@@ -120,6 +121,15 @@ class ResponseSummary:
 
 def summarize_response(response: bytes | memoryview) -> ResponseSummary:
     """Whether the response carries outputs, and the values of the usage tensors it carries."""
+    # `in` on a memoryview compares items, not bytes: search the whole underlying message
+    # instead (a superset, so a miss there is a miss here).
+    haystack = response.obj if isinstance(response, memoryview) else response
+    if isinstance(haystack, bytes | bytearray) and _USAGE_MARK not in haystack:
+        # No usage tensor can be named here: only look for outputs.
+        return ResponseSummary(
+            has_outputs=any(number == _RESPONSE_OUTPUTS for number, _ in fields(response)),
+            usage={},
+        )
     outputs: list[tuple[str, str, int | None]] = []
     raw: list[memoryview] = []
     for number, value in fields(response):
@@ -147,6 +157,14 @@ def summarize_response(response: bytes | memoryview) -> ResponseSummary:
             if len(raw[index]) >= struct.calcsize(fmt):
                 usage[name] = int(struct.unpack_from(fmt, raw[index])[0])
     return ResponseSummary(has_outputs=bool(outputs), usage=usage)
+
+
+def response_usage(response: bytes) -> dict[str, int]:
+    """The usage tensors of a ModelInferResponse; skips the scan when no usage tensor is named
+    (a usage tensor's name, ending in `_tokens`, must appear in the bytes)."""
+    if _USAGE_MARK not in response:
+        return {}
+    return summarize_response(response).usage
 
 
 def summarize_stream_response(message: bytes) -> tuple[str | None, ResponseSummary]:
