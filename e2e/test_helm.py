@@ -62,6 +62,7 @@ def running_on(cluster: LocalCluster, namespace: str, selector: str) -> set[str]
         p["spec"].get("nodeName", "")
         for p in pods(cluster, namespace, selector)
         if p.get("status", {}).get("phase") == "Running"
+        and not p["metadata"].get("deletionTimestamp")  # a terminating pod is on its way out
     }
 
 
@@ -300,7 +301,7 @@ def test_install_upgrade_uninstall(cluster: LocalCluster, tee_nodes: dict[str, G
         cluster.helm("upgrade", RELEASE, str(CHART), *base, "--set", "agent.nfd=false")
         eventually(
             lambda: running_on(cluster, NAMESPACE, selector) & ours == {tee_nodes["tdx"].name},
-            timeout=60,
+            timeout=120,
             what="agent only on the labelled TDX node after agent.nfd=false",
         )
         key_after = get(cluster, "secret", f"{RELEASE}-signing-key", "-n", NAMESPACE)

@@ -106,19 +106,19 @@ def test_lapse(st: AttestedNodeStatus, lapsed: bool) -> None:
         (
             Verdict.PENDING,
             0,
-            {"cocoon.dev/attested": None, "cocoon.dev/tee": "tdx", "cocoon.dev/gpu-cc": None},
+            {"cocoon.dev/attested": None, "cocoon.dev/gpu-cc": None},
             (("cocoon.dev/unattested", "NoSchedule"),),
         ),
         (
             Verdict.REJECTED,
             8,
-            {"cocoon.dev/attested": None, "cocoon.dev/tee": "tdx", "cocoon.dev/gpu-cc": None},
+            {"cocoon.dev/attested": None, "cocoon.dev/gpu-cc": None},
             (("cocoon.dev/unattested", "NoSchedule"), ("cocoon.dev/unattested", "NoExecute")),
         ),
         (
             Verdict.EXPIRED,
             8,
-            {"cocoon.dev/attested": None, "cocoon.dev/tee": "tdx", "cocoon.dev/gpu-cc": None},
+            {"cocoon.dev/attested": None, "cocoon.dev/gpu-cc": None},
             (("cocoon.dev/unattested", "NoSchedule"), ("cocoon.dev/unattested", "NoExecute")),
         ),
     ],

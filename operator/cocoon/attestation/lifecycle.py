@@ -146,9 +146,8 @@ def effects(verdict: Verdict, tee: TeeType, gpus_verified: int) -> NodeEffects:
     taints: tuple[tuple[str, str], ...] = ((UNATTESTED_TAINT, NO_SCHEDULE),)
     if verdict in (Verdict.REJECTED, Verdict.EXPIRED):
         taints += ((UNATTESTED_TAINT, NO_EXECUTE),)
-    return NodeEffects(
-        labels={ATTESTED_LABEL: None, TEE_LABEL: tee.value, GPU_CC_LABEL: None}, taints=taints
-    )
+    # the node's own TEE declaration (ours or NFD's) is left as it is until it is verified
+    return NodeEffects(labels={ATTESTED_LABEL: None, GPU_CC_LABEL: None}, taints=taints)
 
 
 def released() -> NodeEffects:

@@ -5,19 +5,43 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: a killed test run leaves no server behind."""
+def die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when its parent dies, even by SIGKILL, so a
+    killed test run leaves no server behind."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def terminate(popen: subprocess.Popen[Any], grace: float = 10.0) -> int:
+    """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code."""
+    if popen.poll() is None:
+        popen.terminate()
+        try:
+            return popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+    return popen.wait()
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """Whether a plain-HTTP health endpoint of our own stack answers 200 right now."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 @dataclass
@@ -93,7 +117,7 @@ class Supervisor:
                 env={**os.environ, **(env or {})},
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+                preexec_fn=die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
             )
         managed = Managed(name, popen, log)
         self.processes.append(managed)
@@ -126,8 +150,7 @@ def wait_for(
 
 
 def free_port() -> int:
-    import socket
-
+    """A loopback port free right now (some servers, Triton among them, refuse port 0)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]

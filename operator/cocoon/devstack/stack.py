@@ -8,7 +8,6 @@ The e2e tests and `cocoon dev demo` share all of it, so what is tested is what i
 from __future__ import annotations
 
 import sys
-import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,19 +17,11 @@ from cocoon import keys
 from cocoon.agent.simulated import SimulatedTee
 from cocoon.devstack import triton
 from cocoon.devstack.cluster import GpuNode, LocalCluster, repo_root
-from cocoon.devstack.process import Managed, Supervisor, free_port, wait_for
+from cocoon.devstack.process import Managed, Supervisor, free_port, http_ok, wait_for
 from cocoon.devstack.triton import DEMO_MODELS, TritonServer
 
 OPERATOR_NAMESPACE = "cocoon-system"
 RELEASE = "cocoon"
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def install_crds(cluster: LocalCluster) -> None:

@@ -8,26 +8,21 @@ docs (shared notes "triton-cpu"): this module is the one place that knows how.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.util
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from cocoon.devstack.process import die_with_parent, free_port, http_ok, terminate, wait_for
+
 DEMO_MODELS = Path(__file__).parent / "models"
-_PR_SET_PDEATHSIG = 1
 
 
 class TritonNotFoundError(RuntimeError):
@@ -41,13 +36,6 @@ def _bundle() -> Path:
             "nvidia-pytriton is not installed: pip install 'cocoon-k8s[triton]'"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
-
-
-def free_port() -> int:
-    """A port free right now on 127.0.0.1 (Triton rejects port 0, so we must pick one)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def prepare_backends(directory: Path) -> Path:
@@ -78,12 +66,6 @@ def server_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:
-    """Runs in the child: SIGTERM it when the process that started it dies, even by SIGKILL."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 @dataclass
 class TritonServer:
     """A running tritonserver on loopback; use as a context manager or call `stop()`."""
@@ -105,23 +87,22 @@ class TritonServer:
         return f"127.0.0.1:{self.grpc_port}"
 
     def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=1) as resp:  # noqa: S310 - our own http URL
-                return int(resp.status) == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_ok(f"{self.http_url}/v2/health/ready", timeout=1)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(
                     f"tritonserver exited with {self.process.returncode}; log:\n{self.log_tail()}"
                 )
-            if self.is_ready():
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"tritonserver not ready after {timeout}s; log:\n{self.log_tail()}")
+            return self.is_ready()
+
+        try:
+            wait_for(ready, timeout=timeout, what="tritonserver ready", interval=0.05)
+        except TimeoutError:
+            raise TimeoutError(
+                f"tritonserver not ready after {timeout}s; log:\n{self.log_tail()}"
+            ) from None
 
     def log_tail(self, chars: int = 4000) -> str:
         with contextlib.suppress(OSError):
@@ -129,13 +110,7 @@ class TritonServer:
         return ""
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout)
         if self._owned_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -188,7 +163,7 @@ def start(
             stderr=subprocess.STDOUT,
             env=server_env(),
             cwd=work,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl must run in the child
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl must run in the child
         )
     server = TritonServer(
         process, http_port, grpc_port, metrics_port, work, log_path, _owned_workdir=owned

@@ -8,23 +8,28 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from cocoon import keys
-from cocoon.devstack.triton import TritonServer, free_port
+from cocoon.devstack.process import free_port, http_ok
+from cocoon.devstack.triton import TritonServer
 from cocoon.meter.credits import credential_hash
 from cocoon.meter.pricing import Price
 
 
 def write_credits(path: Path, channels: dict[str, tuple[str, int]]) -> None:
     """Write a credit file {credential: (channel, limit)} atomically, as the operator would."""
-    document = {"channels": [
-        {"channel": ch, "credentialSha256": credential_hash(cred), "creditLimitNanoton": str(lim)}
-        for cred, (ch, lim) in channels.items()
-    ]}
+    document = {
+        "channels": [
+            {
+                "channel": ch,
+                "credentialSha256": credential_hash(cred),
+                "creditLimitNanoton": str(lim),
+            }
+            for cred, (ch, lim) in channels.items()
+        ]
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(document))
@@ -56,11 +61,7 @@ class MeterProcess:
         return self.log_path.read_text(errors="replace")
 
     def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=1) as resp:  # noqa: S310
-                return int(resp.status) == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_ok(f"{self.http_url}/v2/health/ready", timeout=1)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.process.poll() is None:
@@ -94,18 +95,33 @@ def start_meter(
     journal = workdir / "journal.db"
     log_path = workdir / f"meter-{http_port}.log"
     args = [
-        sys.executable, "-m", "cocoon.cli", "meter", "serve", "--pool=tenant/pool",
-        f"--upstream-http={triton.http_url}", f"--upstream-grpc={triton.grpc_target}",
-        "--listen=127.0.0.1", f"--http-port={http_port}", f"--grpc-port={grpc_port}",
-        f"--admin-port={admin_port}", f"--journal={journal}", f"--credits={credits}",
-        f"--signing-key={key_path}", f"--price-per-request={price.per_request}",
+        sys.executable,
+        "-m",
+        "cocoon.cli",
+        "meter",
+        "serve",
+        "--pool=tenant/pool",
+        f"--upstream-http={triton.http_url}",
+        f"--upstream-grpc={triton.grpc_target}",
+        "--listen=127.0.0.1",
+        f"--http-port={http_port}",
+        f"--grpc-port={grpc_port}",
+        f"--admin-port={admin_port}",
+        f"--journal={journal}",
+        f"--credits={credits}",
+        f"--signing-key={key_path}",
+        f"--price-per-request={price.per_request}",
         f"--price-per-input-token={price.per_input_token}",
         f"--price-per-output-token={price.per_output_token}",
-        *(f"--model={m}" for m in models), f"--log-level={log_level}", *extra_args,
+        *(f"--model={m}" for m in models),
+        f"--log-level={log_level}",
+        *extra_args,
     ]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT,
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     meter = MeterProcess(process, http_port, grpc_port, admin_port, journal, log_path)

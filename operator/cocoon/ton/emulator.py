@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from cocoon.devstack.process import terminate
 from cocoon.ton.tvm import Address, raw
 
 READY_PREFIX = "listening on "
@@ -37,14 +38,7 @@ class Emulator:
     process: subprocess.Popen[str]
 
     def stop(self, grace_s: float = 10.0) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, grace_s)
 
     def __enter__(self) -> Emulator:
         return self
