@@ -9,6 +9,7 @@ import base64
 import hashlib
 import json
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -89,6 +90,12 @@ def report(key: Ed25519PrivateKey, namespace: str, cost: int, seq: int) -> dict[
         issued_at=datetime.now(UTC),
     )
     return usage_report.sign(unsigned, key).to_api()
+
+
+async def _payouts(url: str, payee: Address) -> int:
+    """Transactions on the payee's account: each claim is one incoming payout."""
+    async with ToncenterChain(url) as chain:
+        return len(await chain.transactions(payee, limit=50))
 
 
 def channel_status(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
@@ -247,3 +254,77 @@ def test_paid_inference_channel(
     returned = balance(chain_url, payer) - payer_before
     deposited = int(status["deposited"])
     assert deposited - TON // 3 - TON // 50 < returned <= deposited - TON // 3 + TON // 50
+
+
+@pytest.mark.parametrize("kill_after_s", [0.0, 0.3, 1.0])
+def test_operator_killed_while_usage_is_settled_claims_exactly_once(
+    cluster: LocalCluster,
+    operator: Operator,
+    namespace: str,
+    chain_url: str,
+    kill_after_s: float,
+) -> None:
+    """kill -9 the real operator process at varying points after usage arrives (before, during
+    or after the promise and the claim), restart it: the payee is paid once, nothing is lost."""
+    payer_key = keys.generate()
+    payer = wallet_address(keys.public_bytes(payer_key))
+    payee = wallet_address(keys.public_bytes(keys.generate()))
+    asyncio.run(emulator.faucet(chain_url, payer, 5 * TON))
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        "cocoon-operator-secrets",
+        "-n",
+        namespace,
+        "--clusterrole=cocoon-operator-secrets",
+        "--serviceaccount=cocoon-system:cocoon-operator",
+    )
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "payer", "namespace": namespace},
+            "data": {"key": base64.b64encode(keyfile.to_json(payer_key).encode()).decode()},
+        },
+        {
+            "apiVersion": "cocoon.dev/v1alpha1",
+            "kind": "PaymentChannel",
+            "metadata": {"name": "ch", "namespace": namespace},
+            "spec": {
+                "poolName": "pool",
+                "payer": {"keySecretRef": {"name": "payer"}},
+                "payeeAddress": raw(payee),
+                "deposit": str(2 * TON),
+                "claim": {"threshold": str(TON // 10), "intervalSeconds": 3600},
+                "network": {"kind": "Emulator", "url": chain_url},
+            },
+        },
+    )
+    eventually(
+        lambda: channel_status(cluster, namespace).get("state") == "Open",
+        timeout=90,
+        what="the channel open",
+    )
+    meter = attested_meter(cluster)
+    code, answer = http_json(
+        "POST", f"{operator.api_url}/usage/v1/reports", report(meter, namespace, TON // 4, 1)
+    )
+    assert code == 200, answer
+    time.sleep(kill_after_s)  # the kill point is the variable under test, not a wait for luck
+    operator.kill()
+    operator.start()
+    # the meter re-sends its cumulative report, as it does after any failure
+    code, answer = http_json(
+        "POST", f"{operator.api_url}/usage/v1/reports", report(meter, namespace, TON // 4, 1)
+    )
+    assert code == 200, answer
+    status = eventually(
+        lambda: (s := channel_status(cluster, namespace)).get("claimed") == str(TON // 4) and s,
+        timeout=90,
+        what="the usage claimed after the restart",
+    )
+    assert status["owed"] == str(TON // 4)
+    received = balance(chain_url, payee)
+    assert TON // 4 - CLAIM_FEES < received < TON // 4  # paid once, not twice
+    claims = asyncio.run(_payouts(chain_url, payee))
+    assert claims == 1
