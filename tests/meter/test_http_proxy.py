@@ -1,7 +1,9 @@
 """The meter in front of a real Triton, over HTTP."""
 
+import asyncio
 import json
 import struct
+import time
 
 import aiohttp
 import pytest
@@ -117,7 +119,7 @@ async def test_generate_stream_arrives_in_real_time(meter):
         f"{meter.http_url}/v2/models/tokens/generate_stream",
         json={"text_input": "x", "max_tokens": 4, "delay_ms": 300}, headers=AUTH,
     ) as r:
-        loop = __import__("asyncio").get_running_loop()
+        loop = asyncio.get_running_loop()
         arrivals = []
         async for chunk in r.content.iter_any():
             if b"text_output" in chunk:
@@ -148,11 +150,11 @@ async def test_client_disconnect_mid_stream_is_charged_for_what_was_sent(meter):
         while received.count(b"\n\n") < 2:
             received += await r.content.readany()
         r.close()
-    deadline = __import__("time").monotonic() + 10
+    deadline = time.monotonic() + 10
     charges = []
-    while not charges and __import__("time").monotonic() < deadline:
+    while not charges and time.monotonic() < deadline:
         charges = list(read_charges(meter.journal))
-        await __import__("asyncio").sleep(0.05)
+        await asyncio.sleep(0.05)
     (charge,) = charges
     assert charge.outcome == "client_closed"
     assert 2 <= charge.units.output_tokens < 50
