@@ -92,6 +92,32 @@ def report(key: Ed25519PrivateKey, namespace: str, cost: int, seq: int) -> dict[
     return usage_report.sign(unsigned, key).to_api()
 
 
+def payer_and_channel(
+    namespace: str, payer_key: Ed25519PrivateKey, payee: Address, chain_url: str, **spec: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The payer's key Secret and a managed-signing PaymentChannel `ch` for pool `pool`."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "payer", "namespace": namespace},
+        "data": {"key": base64.b64encode(keyfile.to_json(payer_key).encode()).decode()},
+    }
+    channel = {
+        "apiVersion": "cocoon.dev/v1alpha1",
+        "kind": "PaymentChannel",
+        "metadata": {"name": "ch", "namespace": namespace},
+        "spec": {
+            "poolName": "pool",
+            "payer": {"keySecretRef": {"name": "payer"}},
+            "payeeAddress": raw(payee),
+            "deposit": str(2 * TON),
+            "network": {"kind": "Emulator", "url": chain_url},
+            **spec,
+        },
+    }
+    return secret, channel
+
+
 async def _payouts(url: str, payee: Address) -> int:
     """Transactions on the payee's account: each claim is one incoming payout."""
     async with ToncenterChain(url) as chain:
@@ -111,29 +137,16 @@ def test_paid_inference_channel(
     payee = wallet_address(keys.public_bytes(keys.generate()))
     asyncio.run(emulator.faucet(chain_url, payer, 20 * TON))
     cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "payer", "namespace": namespace},
-            "data": {"key": base64.b64encode(keyfile.to_json(payer_key).encode()).decode()},
-        }
+        *payer_and_channel(
+            namespace,
+            payer_key,
+            payee,
+            chain_url,
+            creditWindow=str(TON // 2),
+            claim={"threshold": str(TON // 5), "intervalSeconds": 3600},
+            closeDelaySeconds=60,
+        )
     )
-    channel = {
-        "apiVersion": "cocoon.dev/v1alpha1",
-        "kind": "PaymentChannel",
-        "metadata": {"name": "ch", "namespace": namespace},
-        "spec": {
-            "poolName": "pool",
-            "payer": {"keySecretRef": {"name": "payer"}},
-            "payeeAddress": raw(payee),
-            "deposit": str(2 * TON),
-            "creditWindow": str(TON // 2),
-            "claim": {"threshold": str(TON // 5), "intervalSeconds": 3600},
-            "closeDelaySeconds": 60,
-            "network": {"kind": "Emulator", "url": chain_url},
-        },
-    }
-    cluster.apply(channel)
 
     # Secrets are opt-in per namespace: until the tenant binds the role, the channel says how
     denied = eventually(
@@ -280,25 +293,13 @@ def test_operator_killed_while_usage_is_settled_claims_exactly_once(
         "--serviceaccount=cocoon-system:cocoon-operator",
     )
     cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "payer", "namespace": namespace},
-            "data": {"key": base64.b64encode(keyfile.to_json(payer_key).encode()).decode()},
-        },
-        {
-            "apiVersion": "cocoon.dev/v1alpha1",
-            "kind": "PaymentChannel",
-            "metadata": {"name": "ch", "namespace": namespace},
-            "spec": {
-                "poolName": "pool",
-                "payer": {"keySecretRef": {"name": "payer"}},
-                "payeeAddress": raw(payee),
-                "deposit": str(2 * TON),
-                "claim": {"threshold": str(TON // 10), "intervalSeconds": 3600},
-                "network": {"kind": "Emulator", "url": chain_url},
-            },
-        },
+        *payer_and_channel(
+            namespace,
+            payer_key,
+            payee,
+            chain_url,
+            claim={"threshold": str(TON // 10), "intervalSeconds": 3600},
+        )
     )
     eventually(
         lambda: channel_status(cluster, namespace).get("state") == "Open",
