@@ -38,17 +38,27 @@ def emulator_url() -> Iterator[str]:
 
 
 def channel_body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "cocoon.dev/v1alpha1", "kind": "PaymentChannel",
-            "metadata": {"name": name, "namespace": NS}, "spec": spec}
+    return {
+        "apiVersion": "cocoon.dev/v1alpha1",
+        "kind": "PaymentChannel",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }
 
 
 def attested_node(name: str, key: Ed25519PrivateKey, verdict: str = "Verified") -> dict[str, Any]:
     expires = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    return {"apiVersion": "cocoon.dev/v1alpha1", "kind": "AttestedNode",
-            "metadata": {"name": name},
-            "spec": {"nodeName": name, "tee": "TDX", "policyName": "default"},
-            "status": {"verdict": verdict, "workloadPublicKey": keys.public_bytes(key).hex(),
-                       "expiresAt": expires}}
+    return {
+        "apiVersion": "cocoon.dev/v1alpha1",
+        "kind": "AttestedNode",
+        "metadata": {"name": name},
+        "spec": {"nodeName": name, "tee": "TDX", "policyName": "default"},
+        "status": {
+            "verdict": verdict,
+            "workloadPublicKey": keys.public_bytes(key).hex(),
+            "expiresAt": expires,
+        },
+    }
 
 
 class Env:
@@ -66,10 +76,22 @@ class Env:
         self.payee = wallet_address(keys.public_bytes(keys.generate()))
         self.meter_key = keys.generate()
         self.changed: list[tuple[str, str]] = []
-        self.kube.put(SECRETS, {"metadata": {"name": "payer", "namespace": NS}, "data": {
-            "key": base64.b64encode(keyfile.to_json(self.payer_key).encode()).decode()}})
-        self.kube.put(INFERENCE_POOLS, {"metadata": {"name": POOL, "namespace": NS},
-                                        "spec": {"payoutAddress": raw(self.payee)}})
+        self.kube.put(
+            SECRETS,
+            {
+                "metadata": {"name": "payer", "namespace": NS},
+                "data": {
+                    "key": base64.b64encode(keyfile.to_json(self.payer_key).encode()).decode()
+                },
+            },
+        )
+        self.kube.put(
+            INFERENCE_POOLS,
+            {
+                "metadata": {"name": POOL, "namespace": NS},
+                "spec": {"payoutAddress": raw(self.payee)},
+            },
+        )
         self.kube.put(ATTESTED_NODES, attested_node("gpu-0", self.meter_key))
 
     def restart(self) -> None:
@@ -79,10 +101,14 @@ class Env:
         self.memo.payments = paymentchannel.Payments(default_chain_url=self.url)
 
     def add_channel(self, name: str = "ch", **spec: Any) -> None:
-        base = {"poolName": POOL, "payer": {"keySecretRef": {"name": "payer"}},
-                "deposit": str(2 * TON), "creditWindow": str(TON // 2),
-                "claim": {"threshold": str(TON), "intervalSeconds": 3600},
-                "closeDelaySeconds": 60}
+        base = {
+            "poolName": POOL,
+            "payer": {"keySecretRef": {"name": "payer"}},
+            "deposit": str(2 * TON),
+            "creditWindow": str(TON // 2),
+            "claim": {"threshold": str(TON), "intervalSeconds": 3600},
+            "closeDelaySeconds": 60,
+        }
         self.kube.put(PAYMENT_CHANNELS, channel_body(name, base | spec))
 
     async def status(self, name: str = "ch") -> dict[str, Any]:
@@ -110,7 +136,6 @@ async def env(emulator_url: str) -> AsyncIterator[Env]:
 @pytest.fixture
 async def api(env: Env) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     app = web.Application()
-    usage_api.setup_routes(app, env.memo, on_change=lambda ns, name: env.changed.append((ns,
-                                                                                         name)))
+    usage_api.setup_routes(app, env.memo, on_change=lambda ns, name: env.changed.append((ns, name)))
     async with TestClient(TestServer(app)) as client:
         yield client

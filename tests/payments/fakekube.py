@@ -57,13 +57,24 @@ class FakeKube:
         except NotFound:
             return None
 
-    async def list(self, kind: Kind, namespace: str | None = None, *, labels: str = "",
-                   fields: str = "") -> list[Obj]:
-        return [copy.deepcopy(o) for (plural, ns, _), o in self.objects.items()
-                if plural == kind.plural and (namespace is None or ns == namespace)]
+    async def list(
+        self, kind: Kind, namespace: str | None = None, *, labels: str = "", fields: str = ""
+    ) -> list[Obj]:
+        return [
+            copy.deepcopy(o)
+            for (plural, ns, _), o in self.objects.items()
+            if plural == kind.plural and (namespace is None or ns == namespace)
+        ]
 
-    async def patch(self, kind: Kind, name: str, patch: Obj, namespace: str | None = None, *,
-                    subresource: str = "") -> Obj:
+    async def patch(
+        self,
+        kind: Kind,
+        name: str,
+        patch: Obj,
+        namespace: str | None = None,
+        *,
+        subresource: str = "",
+    ) -> Obj:
         key = self._key(kind, name, namespace)
         if key not in self.objects:
             raise NotFound(kind.path(namespace, name))

@@ -47,8 +47,9 @@ def usage(key: str = A, seq: int = 1, cost: int = 100) -> MeterUsage:
     ],
     ids=["first", "newer", "resent", "older", "same-cost", "second-meter"],
 )
-def test_merge_report(before: list[MeterUsage], report: MeterUsage,
-                      after: list[MeterUsage] | None) -> None:
+def test_merge_report(
+    before: list[MeterUsage], report: MeterUsage, after: list[MeterUsage] | None
+) -> None:
     assert accounting.merge_report(before, report) == after
 
 
@@ -57,13 +58,17 @@ def test_merge_report(before: list[MeterUsage], report: MeterUsage,
     [
         ([usage(seq=2, cost=9)], usage(seq=2, cost=10), RejectReason.CONFLICT),
         ([usage(seq=2, cost=9)], usage(seq=3, cost=8), RejectReason.COST_DECREASED),
-        ([usage(f"{i:064x}") for i in range(accounting.MAX_METERS)], usage(B),
-         RejectReason.TOO_MANY_METERS),
+        (
+            [usage(f"{i:064x}") for i in range(accounting.MAX_METERS)],
+            usage(B),
+            RejectReason.TOO_MANY_METERS,
+        ),
     ],
     ids=["conflict", "decrease", "full"],
 )
-def test_merge_refuses_contradictions(before: list[MeterUsage], report: MeterUsage,
-                                      reason: RejectReason) -> None:
+def test_merge_refuses_contradictions(
+    before: list[MeterUsage], report: MeterUsage, reason: RejectReason
+) -> None:
     with pytest.raises(ReportRejected) as refused:
         accounting.merge_report(before, report)
     assert refused.value.reason is reason
@@ -118,8 +123,9 @@ def test_credit_left(deposited: int, promised: int, window: int, owed: int, left
     window=st.integers(0, 10**12),
     newcomer=st.booleans(),
 )
-def test_limits_never_exceed_the_cap(costs: dict[str, int], deposited: int, promised: int,
-                                     window: int, newcomer: bool) -> None:
+def test_limits_never_exceed_the_cap(
+    costs: dict[str, int], deposited: int, promised: int, window: int, newcomer: bool
+) -> None:
     """Over one snapshot, what all meters may charge adds up to at most max(owed, cap)."""
     owed = sum(costs.values())
     remaining = accounting.credit_left(deposited, promised, window, owed)
@@ -164,9 +170,18 @@ OPEN = OnChain(State.OPEN, deposited=10 * TON, claimed=0, close_deadline=0)
 
 def view(**changes: object) -> ChannelView:
     base = ChannelView(
-        managed=True, deleting=False, abandon=False, prepared=True, chain=OPEN,
-        deploy_in_flight=False, target_deposit=10 * TON, owed=0, promised=0,
-        last_claim_at=NOW, now=NOW, policy=POLICY,
+        managed=True,
+        deleting=False,
+        abandon=False,
+        prepared=True,
+        chain=OPEN,
+        deploy_in_flight=False,
+        target_deposit=10 * TON,
+        owed=0,
+        promised=0,
+        last_claim_at=NOW,
+        now=NOW,
+        policy=POLICY,
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 
@@ -176,56 +191,125 @@ CLOSING = replace(OPEN, state=State.CLOSING, close_deadline=NOW + 100)
 TABLE: list[tuple[str, ChannelView, Step, str]] = [
     ("fresh channel gets an id", view(prepared=False, chain=None), Step.PREPARE, "NoChannelId"),
     ("deploy once prepared", view(chain=None), Step.DEPLOY, "NotDeployed"),
-    ("a sent deploy is not repeated", view(chain=None, deploy_in_flight=True), Step.NOTHING,
-     "DeployInFlight"),
-    ("client mode waits for the payer", view(chain=None, managed=False), Step.NOTHING,
-     "AwaitingPayerDeploy"),
-    ("deleted before any id", view(prepared=False, chain=None, deleting=True), Step.RELEASE,
-     "NeverDeployed"),
+    (
+        "a sent deploy is not repeated",
+        view(chain=None, deploy_in_flight=True),
+        Step.NOTHING,
+        "DeployInFlight",
+    ),
+    (
+        "client mode waits for the payer",
+        view(chain=None, managed=False),
+        Step.NOTHING,
+        "AwaitingPayerDeploy",
+    ),
+    (
+        "deleted before any id",
+        view(prepared=False, chain=None, deleting=True),
+        Step.RELEASE,
+        "NeverDeployed",
+    ),
     ("deleted before deploy", view(chain=None, deleting=True), Step.RELEASE, "NeverDeployed"),
-    ("deleted while deploy in flight waits", view(chain=None, deleting=True,
-                                                  deploy_in_flight=True), Step.NOTHING,
-     "DeployInFlight"),
+    (
+        "deleted while deploy in flight waits",
+        view(chain=None, deleting=True, deploy_in_flight=True),
+        Step.NOTHING,
+        "DeployInFlight",
+    ),
     ("abandon wins", view(deleting=True, abandon=True, owed=TON), Step.RELEASE, "Abandoned"),
     ("abandon needs deletion", view(abandon=True), Step.NOTHING, "Open"),
     ("open and settled", view(), Step.NOTHING, "Open"),
     ("usage gets a promise", view(owed=TON // 2), Step.SIGN_PROMISE, "UsageOwed"),
     ("client mode never signs", view(owed=TON // 2, managed=False), Step.NOTHING, "Open"),
-    ("promise below threshold waits", view(owed=TON // 2, promised=TON // 2), Step.NOTHING,
-     "Open"),
+    ("promise below threshold waits", view(owed=TON // 2, promised=TON // 2), Step.NOTHING, "Open"),
     ("threshold claims", view(owed=TON, promised=TON), Step.CLAIM, "ThresholdReached"),
-    ("interval claims", view(owed=TON // 2, promised=TON // 2, last_claim_at=NOW - 3600),
-     Step.CLAIM, "IntervalElapsed"),
-    ("never claimed counts as elapsed", view(owed=TON // 2, promised=TON // 2,
-                                             last_claim_at=None), Step.CLAIM, "IntervalElapsed"),
-    ("claimed already", view(owed=TON, promised=TON, chain=replace(OPEN, claimed=TON)),
-     Step.NOTHING, "Open"),
+    (
+        "interval claims",
+        view(owed=TON // 2, promised=TON // 2, last_claim_at=NOW - 3600),
+        Step.CLAIM,
+        "IntervalElapsed",
+    ),
+    (
+        "never claimed counts as elapsed",
+        view(owed=TON // 2, promised=TON // 2, last_claim_at=None),
+        Step.CLAIM,
+        "IntervalElapsed",
+    ),
+    (
+        "claimed already",
+        view(owed=TON, promised=TON, chain=replace(OPEN, claimed=TON)),
+        Step.NOTHING,
+        "Open",
+    ),
     ("sign before claiming", view(owed=2 * TON, promised=TON), Step.SIGN_PROMISE, "UsageOwed"),
-    ("promise capped at the deposit", view(owed=20 * TON, promised=10 * TON,
-                                           chain=replace(OPEN, claimed=10 * TON)),
-     Step.NOTHING, "Open"),
+    (
+        "promise capped at the deposit",
+        view(owed=20 * TON, promised=10 * TON, chain=replace(OPEN, claimed=10 * TON)),
+        Step.NOTHING,
+        "Open",
+    ),
     ("top up to the target", view(target_deposit=12 * TON), Step.TOP_UP, "BelowDeposit"),
-    ("client mode does not top up", view(target_deposit=12 * TON, managed=False), Step.NOTHING,
-     "Open"),
-    ("deletion claims first", view(deleting=True, owed=TON // 100, promised=TON // 100),
-     Step.CLAIM, "ChannelClosing"),
-    ("deletion signs the last usage", view(deleting=True, owed=TON // 100), Step.SIGN_PROMISE,
-     "UsageOwed"),
+    (
+        "client mode does not top up",
+        view(target_deposit=12 * TON, managed=False),
+        Step.NOTHING,
+        "Open",
+    ),
+    (
+        "deletion claims first",
+        view(deleting=True, owed=TON // 100, promised=TON // 100),
+        Step.CLAIM,
+        "ChannelClosing",
+    ),
+    (
+        "deletion signs the last usage",
+        view(deleting=True, owed=TON // 100),
+        Step.SIGN_PROMISE,
+        "UsageOwed",
+    ),
     ("deletion then starts the close", view(deleting=True), Step.START_CLOSE, "Deleted"),
-    ("dust below the claim gas is not claimed", view(deleting=True, owed=1000, promised=1000),
-     Step.START_CLOSE, "Deleted"),
-    ("client mode: payer closes", view(deleting=True, managed=False), Step.RELEASE,
-     "PayerClosesChannel"),
-    ("closing waits for the delay", view(deleting=True, chain=CLOSING), Step.NOTHING,
-     "WaitingForCloseDelay"),
-    ("closing still claims", view(chain=CLOSING, owed=TON // 10, promised=TON // 10), Step.CLAIM,
-     "ChannelClosing"),
-    ("withdraw after the delay", view(deleting=True, chain=CLOSING, now=NOW + 100), Step.WITHDRAW,
-     "CloseDelayElapsed"),
-    ("closed and deleted", view(deleting=True, chain=replace(OPEN, state=State.CLOSED)),
-     Step.RELEASE, "Closed"),
-    ("closed by someone else", view(chain=replace(OPEN, state=State.CLOSED)), Step.NOTHING,
-     "Closed"),
+    (
+        "dust below the claim gas is not claimed",
+        view(deleting=True, owed=1000, promised=1000),
+        Step.START_CLOSE,
+        "Deleted",
+    ),
+    (
+        "client mode: payer closes",
+        view(deleting=True, managed=False),
+        Step.RELEASE,
+        "PayerClosesChannel",
+    ),
+    (
+        "closing waits for the delay",
+        view(deleting=True, chain=CLOSING),
+        Step.NOTHING,
+        "WaitingForCloseDelay",
+    ),
+    (
+        "closing still claims",
+        view(chain=CLOSING, owed=TON // 10, promised=TON // 10),
+        Step.CLAIM,
+        "ChannelClosing",
+    ),
+    (
+        "withdraw after the delay",
+        view(deleting=True, chain=CLOSING, now=NOW + 100),
+        Step.WITHDRAW,
+        "CloseDelayElapsed",
+    ),
+    (
+        "closed and deleted",
+        view(deleting=True, chain=replace(OPEN, state=State.CLOSED)),
+        Step.RELEASE,
+        "Closed",
+    ),
+    (
+        "closed by someone else",
+        view(chain=replace(OPEN, state=State.CLOSED)),
+        Step.NOTHING,
+        "Closed",
+    ),
 ]
 
 
@@ -242,10 +326,15 @@ def test_actions_carry_amounts() -> None:
     assert wait.retry_after == 100
 
 
-@given(owed=st.integers(0, 30 * TON), promised=st.integers(0, 10 * TON),
-       claimed=st.integers(0, 10 * TON), deleting=st.booleans())
-def test_promises_grow_and_stay_within_the_deposit(owed: int, promised: int, claimed: int,
-                                                   deleting: bool) -> None:
+@given(
+    owed=st.integers(0, 30 * TON),
+    promised=st.integers(0, 10 * TON),
+    claimed=st.integers(0, 10 * TON),
+    deleting=st.booleans(),
+)
+def test_promises_grow_and_stay_within_the_deposit(
+    owed: int, promised: int, claimed: int, deleting: bool
+) -> None:
     chain = replace(OPEN, claimed=min(claimed, promised))
     action = next_action(view(owed=owed, promised=promised, chain=chain, deleting=deleting))
     if action.step is Step.SIGN_PROMISE:

@@ -13,6 +13,7 @@ import kopf
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY
 
 from cocoon import keys
 from cocoon.api.paymentchannel import PaymentChannelStatus
@@ -31,12 +32,17 @@ pytestmark = pytest.mark.chain
 Client = TestClient[web.Request, web.Application]
 
 
-def signed_report(key: Any, cost: int, seq: int, channel: str = f"{NS}/ch",
-                  pool: str = f"{NS}/{POOL}") -> dict[str, Any]:
+def signed_report(
+    key: Any, cost: int, seq: int, channel: str = f"{NS}/ch", pool: str = f"{NS}/{POOL}"
+) -> dict[str, Any]:
     report = usage_report.UsageReport(
-        meter_public_key=keys.public_bytes(key).hex(), pool=pool, channel=channel,
+        meter_public_key=keys.public_bytes(key).hex(),
+        pool=pool,
+        channel=channel,
         units=usage_report.UsageUnits(requests=seq, input_tokens=0, output_tokens=seq),
-        cost_nanoton=str(cost), journal_sequence=seq, issued_at=datetime.now(UTC),
+        cost_nanoton=str(cost),
+        journal_sequence=seq,
+        issued_at=datetime.now(UTC),
     )
     return usage_report.sign(report, key).to_api()
 
@@ -97,13 +103,17 @@ async def test_usage_promise_claim_and_credit(env: Env, api: Client) -> None:
     # never claimed before: the interval counts as elapsed, so the first promise is claimed
     assert status["claimed"] == str(TON // 4)
     assert status["lastTransaction"]["kind"] == "claim"
+    assert REGISTRY.get_sample_value(
+        "cocoon_channel_operations_total", {"operation": "Claim", "result": "ok"}
+    ), "claims are counted for the claims-failing alert to compare against"
     # the payee gets the delta less the claim's flat gas charge and the payout's forward fee
     received = await env.balance(env.payee) - payee_before
     assert TON // 4 - CLAIM_GAS_CHARGE - TON // 1000 < received < TON // 4 - CLAIM_GAS_CHARGE
 
     # the meter's credit: its own cost plus what is left of min(deposit, promise + window)
-    credit = await api.get(f"/usage/v1/credit/{NS}/{POOL}",
-                           params={"meter": keys.public_bytes(env.meter_key).hex()})
+    credit = await api.get(
+        f"/usage/v1/credit/{NS}/{POOL}", params={"meter": keys.public_bytes(env.meter_key).hex()}
+    )
     assert credit.status == 200
     [entry] = (await credit.json())["channels"]
     assert entry["channel"] == f"{NS}/ch"
@@ -118,8 +128,7 @@ async def test_usage_promise_claim_and_credit(env: Env, api: Client) -> None:
     assert (status["promised"], status["claimed"]) == (str(TON // 2), str(TON // 4))
 
 
-async def test_reports_from_unattested_keys_are_refused_and_counted(env: Env,
-                                                                    api: Client) -> None:
+async def test_reports_from_unattested_keys_are_refused_and_counted(env: Env, api: Client) -> None:
     env.add_channel()
     await env.reconcile()
     stranger = keys.generate()
@@ -137,16 +146,18 @@ async def test_reports_from_unattested_keys_are_refused_and_counted(env: Env,
     bad = await api.post("/usage/v1/reports", json=forged)
     assert bad.status == 403 and (await bad.json())["error"]["reason"] == "BadSignature"
 
-    wrong = await api.post("/usage/v1/reports",
-                           json=signed_report(env.meter_key, TON, 1, pool=f"{NS}/other"))
+    wrong = await api.post(
+        "/usage/v1/reports", json=signed_report(env.meter_key, TON, 1, pool=f"{NS}/other")
+    )
     assert wrong.status == 403
     assert (await api.post("/usage/v1/reports", json={"report": {}})).status == 400
     status = await env.status()
     assert status["rejectedReports"] == 4
     assert status.get("owed", "0") == "0"
 
-    credit = await api.get(f"/usage/v1/credit/{NS}/{POOL}",
-                           params={"meter": keys.public_bytes(stranger).hex()})
+    credit = await api.get(
+        f"/usage/v1/credit/{NS}/{POOL}", params={"meter": keys.public_bytes(stranger).hex()}
+    )
     assert credit.status == 403
     metrics = await (await api.get("/metrics")).text()
     assert 'cocoon_usage_reports_rejected_total{reason="unattested"}' in metrics
@@ -156,8 +167,9 @@ async def test_raising_the_deposit_tops_up_and_raises_credit(env: Env, api: Clie
     env.add_channel(creditWindow=str(10 * TON))
     await env.reconcile()
     meter = {"meter": keys.public_bytes(env.meter_key).hex()}
-    [entry] = (await (await api.get(f"/usage/v1/credit/{NS}/{POOL}", params=meter)).json()
-               )["channels"]
+    [entry] = (await (await api.get(f"/usage/v1/credit/{NS}/{POOL}", params=meter)).json())[
+        "channels"
+    ]
     assert int(entry["creditLimitNanoton"]) < 3 * TON
 
     await env.kube.patch(PAYMENT_CHANNELS, "ch", {"spec": {"deposit": str(5 * TON)}}, NS)
@@ -165,8 +177,9 @@ async def test_raising_the_deposit_tops_up_and_raises_credit(env: Env, api: Clie
     status = await env.status()
     assert int(status["deposited"]) >= 5 * TON
     assert status["lastTransaction"]["kind"] == "topup"
-    [entry] = (await (await api.get(f"/usage/v1/credit/{NS}/{POOL}", params=meter)).json()
-               )["channels"]
+    [entry] = (await (await api.get(f"/usage/v1/credit/{NS}/{POOL}", params=meter)).json())[
+        "channels"
+    ]
     assert int(entry["creditLimitNanoton"]) >= 5 * TON
 
 
@@ -202,11 +215,14 @@ async def test_never_deployed_channels_release_at_once(env: Env) -> None:
 async def test_an_unreachable_chain_blocks_until_abandoned(env: Env) -> None:
     env.add_channel(network={"kind": "Toncenter", "url": "http://127.0.0.1:9"})
     env.kube.objects[(PAYMENT_CHANNELS.plural, NS, "ch")]["status"] = {
-        "channelId": "0" * 31 + "1", "parameters": {
+        "channelId": "0" * 31 + "1",
+        "parameters": {
             "payerPublicKey": keys.public_bytes(env.payer_key).hex(),
             "payer": raw(env.payer),
             "payee": raw(env.payee),
-            "closeDelaySeconds": 60}}
+            "closeDelaySeconds": 60,
+        },
+    }
     with pytest.raises(Blocked):
         await env.reconcile()
     status = await env.status()
@@ -224,8 +240,9 @@ async def test_client_signing(env: Env, api: Client) -> None:
     from cocoon.ton.client import PaymentChannel
     from cocoon.ton.wallet import Wallet
 
-    env.add_channel(payer={"signing": "Client",
-                           "publicKey": keys.public_bytes(env.payer_key).hex()})
+    env.add_channel(
+        payer={"signing": "Client", "publicKey": keys.public_bytes(env.payer_key).hex()}
+    )
     await env.reconcile()
     status = await env.status()
     assert status["state"] == "Pending"
@@ -244,16 +261,19 @@ async def test_client_signing(env: Env, api: Client) -> None:
 
     path = f"/payments/v1/channels/{NS}/ch/promises"
     stranger = promises.sign(keys.generate(), channel.address, config.channel_id, TON // 4)
-    bad = await api.post(path, json={"cumulative": str(TON // 4),
-                                     "signature": stranger.signature.hex()})
+    bad = await api.post(
+        path, json={"cumulative": str(TON // 4), "signature": stranger.signature.hex()}
+    )
     assert bad.status == 403
     too_much = promises.sign(env.payer_key, channel.address, config.channel_id, 100 * TON)
-    refused = await api.post(path, json={"cumulative": str(too_much.cumulative),
-                                         "signature": too_much.signature.hex()})
+    refused = await api.post(
+        path, json={"cumulative": str(too_much.cumulative), "signature": too_much.signature.hex()}
+    )
     assert refused.status == 409
     good = promises.sign(env.payer_key, channel.address, config.channel_id, TON // 4)
-    accepted = await api.post(path, json={"cumulative": str(TON // 4),
-                                          "signature": good.signature.hex()})
+    accepted = await api.post(
+        path, json={"cumulative": str(TON // 4), "signature": good.signature.hex()}
+    )
     assert accepted.status == 200, await accepted.text()
     await env.reconcile()
     status = await env.status()

@@ -55,7 +55,8 @@ async def channel_address(env: Env) -> Address:
 
 
 async def test_crash_after_deploy_before_status_never_deploys_twice(
-        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env.add_channel()
     landed = crash_after(monkeypatch, "deploy")
     with pytest.raises(Crash):
@@ -75,7 +76,8 @@ async def test_crash_after_deploy_before_status_never_deploys_twice(
 
 
 async def test_crash_before_deploy_keeps_the_persisted_id(
-        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env.add_channel()
     crash_before(monkeypatch, "deploy")
     with pytest.raises(Crash):
@@ -89,7 +91,8 @@ async def test_crash_before_deploy_keeps_the_persisted_id(
 
 
 async def test_crash_after_persisting_the_promise_claims_it_once(
-        env: Env, api: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    env: Env, api: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env.add_channel()
     await env.reconcile()
     await api.post("/usage/v1/reports", json=signed_report(env.meter_key, TON // 4, 1))
@@ -111,7 +114,8 @@ async def test_crash_after_persisting_the_promise_claims_it_once(
 
 
 async def test_crash_after_the_claim_lands_never_claims_twice(
-        env: Env, api: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    env: Env, api: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env.add_channel()
     await env.reconcile()
     await api.post("/usage/v1/reports", json=signed_report(env.meter_key, TON // 4, 1))
@@ -136,7 +140,8 @@ async def test_crash_after_the_claim_lands_never_claims_twice(
 
 
 async def test_usage_survives_a_restart_and_is_settled(
-        env: Env, api: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    env: Env, api: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env.add_channel()
     await env.reconcile()
     await api.post("/usage/v1/reports", json=signed_report(env.meter_key, TON // 3, 7))

@@ -25,6 +25,7 @@ import kopf
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kubernetes_asyncio.client.exceptions import ApiException
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from cocoon import keys
@@ -65,6 +66,13 @@ _STATES = {
     State.CLOSED: ChannelState.CLOSED,
 }
 Update = tuple[str, ConditionStatus, str, str]
+
+# bounded labels: the operation is one of accounting.Step, the result ok or failed
+CHAIN_OPERATIONS = Counter(
+    "cocoon_channel_operations_total",
+    "On-chain operations the operator performed for payment channels, by kind and result.",
+    ["operation", "result"],
+)
 
 
 @dataclass
@@ -382,7 +390,12 @@ async def _run_steps(ref: Ref, chain: Chain, deleting: bool, state: Payments) ->
         if action.step is Step.PREPARE:
             await _prepare(ref, obs, state)
         else:
-            await _perform(ref, obs, action, key)
+            try:
+                await _perform(ref, obs, action, key)
+            except ChainError:
+                CHAIN_OPERATIONS.labels(action.step.value, "failed").inc()
+                raise
+            CHAIN_OPERATIONS.labels(action.step.value, "ok").inc()
         obs = await _observe(ref.kube, chain, ref.namespace, ref.name, deleting)
     return obs
 
