@@ -43,7 +43,6 @@ NODES = Kind("", "v1", "nodes", namespaced=False)
 CONFIGMAPS = Kind("", "v1", "configmaps")
 SECRETS = Kind("", "v1", "secrets")
 EVENTS = Kind("", "v1", "events")
-PDBS = Kind("policy", "v1", "poddisruptionbudgets")
 INFERENCE_POOLS = Kind("cocoon.dev", "v1alpha1", "inferencepools")
 ATTESTED_NODES = Kind("cocoon.dev", "v1alpha1", "attestednodes", namespaced=False)
 ATTESTATION_POLICIES = Kind("cocoon.dev", "v1alpha1", "attestationpolicies", namespaced=False)
@@ -127,15 +126,12 @@ class Kube:
         items: list[Obj] = result.get("items", [])
         return items
 
-    async def apply(self, kind: Kind, obj: Obj, *, subresource: str = "") -> Obj:
+    async def apply(self, kind: Kind, obj: Obj) -> Obj:
         """Server-side apply with our field manager; we own what we render, nothing else."""
         meta = obj["metadata"]
-        path = kind.path(meta.get("namespace"), meta["name"]) + (
-            f"/{subresource}" if subresource else ""
-        )
         return await self._call(
             "PATCH",
-            path,
+            kind.path(meta.get("namespace"), meta["name"]),
             body=obj,
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             content_type="application/apply-patch+yaml",

@@ -88,12 +88,13 @@ def attested_node_manifest(node: Obj, spec: AttestedNodeSpec) -> Obj:
     }
 
 
-async def discover(node: Obj, kube: Kube) -> None:
-    """Every TEE node gets an AttestedNode and stays tainted until it is verified."""
+async def discover(node: Obj, kube: Kube, existing: Obj | None) -> None:
+    """Every TEE node gets an AttestedNode and stays tainted until it is verified.
+
+    `existing` is the node's AttestedNode as the caller read it (None when there is none)."""
     labels = node["metadata"].get("labels") or {}
     tee = lifecycle.tee_of(labels)
     name = node["metadata"]["name"]
-    existing = await kube.get_or_none(ATTESTED_NODES, name)
     if tee is None:
         if existing is not None:
             await kube.delete(ATTESTED_NODES, name)
@@ -236,10 +237,11 @@ async def _write(
 
 async def resync(memo: kopf.Memo) -> None:
     kube: Kube = memo.kube
+    attested = {a["metadata"]["name"]: a for a in await kube.list(ATTESTED_NODES)}
     for node in await kube.list(NODES):
         if lifecycle.tee_of(node["metadata"].get("labels") or {}) is not None:
-            await discover(node, kube)
-    for item in await kube.list(ATTESTED_NODES):
+            await discover(node, kube, attested.get(node["metadata"]["name"]))
+    for item in attested.values():
         try:
             await reconcile(item, memo)
         except Exception:
@@ -438,7 +440,8 @@ def register() -> None:
     @kopf.on.event("", "v1", "nodes")
     async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
         if type != "DELETED":
-            await discover(dict(body), memo.kube)
+            existing = await memo.kube.get_or_none(ATTESTED_NODES, body.metadata.name)
+            await discover(dict(body), memo.kube, existing)
 
     @kopf.on.event("cocoon.dev", "v1alpha1", "attestednodes")
     async def attested_node_event(
