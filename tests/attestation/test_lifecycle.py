@@ -167,3 +167,18 @@ def evidence(tee: Tee, gpus: int) -> NodeEvidence:
 def test_node_level_refusals(declared: TeeType, ev: NodeEvidence, reason: str | None) -> None:
     refusal = lifecycle.node_refusal(declared, 8, ev)
     assert (refusal.reason if refusal else None) == reason
+
+
+@pytest.mark.parametrize(
+    ("outstanding", "nonce", "reason"),
+    [
+        (challenge(NOW - 10 * T), bytes(32), None),
+        (None, bytes(32), "NonceNotCurrent"),  # already used: appraisal cleared it
+        (challenge(NOW - 10 * T), b"\x01" * 32, "NonceNotCurrent"),  # stale or forged
+        (challenge(NOW - 300 * T), bytes(32), "ChallengeExpired"),
+        (challenge(NOW - 299 * T), bytes(32), None),
+    ],
+)
+def test_nonce_refusal(outstanding: Challenge | None, nonce: bytes, reason: str | None) -> None:
+    refusal = lifecycle.nonce_refusal(outstanding, nonce, NOW)
+    assert (refusal.reason if refusal else None) == reason

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from cocoon.api.attestednode import AttestedNodeStatus, Verdict
+from cocoon.api.attestednode import AttestedNodeStatus, Challenge, Verdict
 from cocoon.api.inferencepool import TeeType
 from cocoon.attestation.evidence import NodeEvidence
 from cocoon.attestation.verdict import Failure, Tee
@@ -112,6 +112,22 @@ def challenge_due(
     last = status.appraised_at
     if last is None or now >= last + timedelta(seconds=retry_after):
         return ChallengeReason.RETRY
+    return None
+
+
+def nonce_refusal(challenge: Challenge | None, nonce: bytes, now: datetime) -> Failure | None:
+    """Evidence must answer the outstanding challenge, before it expires; a nonce is single-use
+    because appraisal clears the challenge, so a replay finds none or a newer one."""
+    if challenge is None or challenge.nonce != nonce.hex():
+        return Failure(
+            "NonceNotCurrent",
+            "this nonce is not the node's outstanding challenge (stale or already used); "
+            "answer the challenge in the AttestedNode status.",
+        )
+    if now >= challenge.expires_at:
+        return Failure(
+            "ChallengeExpired", "the challenge expired; a new one will be issued shortly."
+        )
     return None
 
 

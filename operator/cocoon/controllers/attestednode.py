@@ -310,18 +310,11 @@ async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response
         spec = AttestedNodeSpec.model_validate(body["spec"])
         status = AttestedNodeStatus.model_validate(body.get("status") or {})
         now = utcnow()
+        refusal = lifecycle.nonce_refusal(status.challenge, nonce, now)
+        if refusal is not None:
+            return httpapi.error(409, refusal.reason, refusal.message)
         challenge = status.challenge
-        if challenge is None or challenge.nonce != nonce.hex():
-            return httpapi.error(
-                409,
-                "NonceNotCurrent",
-                "this nonce is not the node's outstanding challenge (stale or "
-                "already used); answer the challenge in the AttestedNode status.",
-            )
-        if now >= challenge.expires_at:
-            return httpapi.error(
-                409, "ChallengeExpired", "the challenge expired; a new one will be issued shortly."
-            )
+        assert challenge is not None  # nonce_refusal refuses when there is none
         try:
             policy, policy_name = await load_policy(kube, spec.policy_name, state.namespace)
         except (NotFound, ValidationError, PolicyError) as exc:
