@@ -81,7 +81,8 @@ def sign(receipt: Receipt, key: Ed25519PrivateKey) -> SignedReceipt:
 
 
 def encode_header(signed: SignedReceipt) -> str:
-    return base64.urlsafe_b64encode(signed.model_dump_json(by_alias=True).encode()).decode().rstrip("=")
+    raw = signed.model_dump_json(by_alias=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def decode_header(value: str) -> SignedReceipt:
