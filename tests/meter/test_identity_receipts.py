@@ -42,7 +42,7 @@ def test_genuine_endpoint_evidence_verifies(sim: SimulatedTee, policy: Policy) -
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ("nonce", "NonceMismatch"),
+        ("nonce", "ReplayedProof"),
         ("tls", "KeyNotBound"),
         ("receipt_key", "ReportDataMismatch"),
         ("old", "EvidenceTooOld"),
@@ -88,11 +88,12 @@ def test_certificate_carries_bound_evidence(sim: SimulatedTee, policy: Policy) -
 
 def _receipt(ident: MeterIdentity) -> receipts.Receipt:
     return receipts.Receipt(
-        request_id="ab" * 16, meter_public_key=ident.receipt_public_hex, pool="ns/chat",
+        format=receipts.FORMAT, request_id="ab" * 16, meter_public_key=ident.receipt_public_hex,
+        pool="ns/chat",
         channel="ns/main", model="llm", endpoint="generate", outcome="ok",
         request_sha256=receipts.digest(b"req"), response_sha256=receipts.digest(b"resp"),
         units={"requests": 1, "output_tokens": 8}, price={"per_request": "100"},
-        cost_nanoton="900", cumulative_nanoton="900", issued_at=NOW,
+        cost_nanoton="900", cumulative_nanoton="900", issued_at=int(NOW.timestamp()),
     )
 
 

@@ -132,7 +132,7 @@ def appraise(
     failures: list[Failure] = []
     if document.nonce != nonce.hex():
         failures.append(Failure(
-            "NonceMismatch",
+            "ReplayedProof",
             "the evidence answers another nonce (replayed or stale proof): ask again with a "
             "fresh nonce",
         ))

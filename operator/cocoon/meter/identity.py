@@ -68,26 +68,28 @@ class MeterIdentity:
     def receipt_public_hex(self) -> str:
         return keys.public_bytes(self.receipt_key).hex()
 
+    def document(
+        self, nonce: bytes, bound: NodeEvidence, *, now: datetime | None = None
+    ) -> EndpointEvidence:
+        """The endpoint evidence document for `nonce`, given evidence made for
+        `endpoint.report_data(nonce, self.keys)`."""
+        return endpoint.build(
+            nonce, self.keys, bound, issued_at=now or datetime.now(UTC),
+            pool=self.placement.pool, pod=self.placement.pod, node=self.placement.node,
+        )
+
     def evidence(
         self, nonce: bytes, source: BoundEvidenceSource, *, now: datetime | None = None
     ) -> EndpointEvidence:
         """Fresh evidence for `nonce` (a caller's, the operator's, or a certificate's)."""
-        ids = self.keys
-        bound = source(endpoint.report_data(nonce, ids))
-        return endpoint.build(
-            nonce, ids, bound, issued_at=now or datetime.now(UTC), pool=self.placement.pool,
-            pod=self.placement.pod, node=self.placement.node,
-        )
+        return self.document(nonce, source(endpoint.report_data(nonce, self.keys)), now=now)
 
-    def issue_certificate(
-        self, source: BoundEvidenceSource, *, now: datetime | None = None,
-        lifetime: timedelta = timedelta(hours=24),
+    def certificate_for(
+        self, document: EndpointEvidence, *, lifetime: timedelta = timedelta(hours=24)
     ) -> x509.Certificate:
-        """A self-signed certificate for the TLS key that carries evidence binding it."""
-        issued = (now or datetime.now(UTC)).replace(microsecond=0)
-        document = self.evidence(
-            endpoint.certificate_nonce(int(issued.timestamp())), source, now=issued
-        )
+        """A self-signed certificate for the TLS key carrying `document`, which must have been
+        made for `certificate_nonce(issued_at)`; it becomes the current certificate."""
+        issued = document.issued_at
         name = x509.Name([
             x509.NameAttribute(NameOID.COMMON_NAME, "cocoon meter"),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.placement.pool or "cocoon"),
@@ -110,6 +112,15 @@ class MeterIdentity:
         )
         self.certificate = builder.sign(self.tls_key, hashes.SHA256())
         return self.certificate
+
+    def issue_certificate(
+        self, source: BoundEvidenceSource, *, now: datetime | None = None,
+        lifetime: timedelta = timedelta(hours=24),
+    ) -> x509.Certificate:
+        """A self-signed certificate for the TLS key that carries evidence binding it."""
+        issued = (now or datetime.now(UTC)).replace(microsecond=0)
+        nonce = endpoint.certificate_nonce(int(issued.timestamp()))
+        return self.certificate_for(self.evidence(nonce, source, now=issued), lifetime=lifetime)
 
     def certificate_pem(self) -> bytes:
         if self.certificate is None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import datetime
+import time
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -33,8 +33,15 @@ SSE_EVENT = "cocoon.receipt"
 GRPC_TRAILER = "cocoon-receipt"
 
 
-class Receipt(ApiModel):
-    format: str = Field(default=FORMAT, pattern=f"^{FORMAT}$")
+class _Strict(ApiModel):
+    """Signed documents parse strictly: an unknown or altered field is a refusal, never
+    silently dropped or defaulted back to what was signed."""
+
+    model_config = ApiModel.model_config | {"extra": "forbid"}
+
+
+class Receipt(_Strict):
+    format: str = Field(pattern=f"^{FORMAT}$")
     request_id: str = Field(pattern=r"^[0-9a-f]{32}$")
     meter_public_key: str = Field(pattern=r"^[0-9a-f]{64}$", description="Ed25519, hex.")
     pool: str
@@ -50,10 +57,10 @@ class Receipt(ApiModel):
     cumulative_nanoton: Nanoton = Field(
         description="The channel's total at this meter instance, this charge included."
     )
-    issued_at: datetime
+    issued_at: int = Field(ge=0, description="Unix seconds.")
 
 
-class SignedReceipt(ApiModel):
+class SignedReceipt(_Strict):
     receipt: Receipt
     signature: str
 
@@ -78,6 +85,26 @@ def sign(receipt: Receipt, key: Ed25519PrivateKey) -> SignedReceipt:
         raise ValueError("receipt.meterPublicKey must be the signing key's public key")
     signature = key.sign(DOMAIN + canonical(receipt))
     return SignedReceipt(receipt=receipt, signature=base64.b64encode(signature).decode())
+
+
+def issue(
+    key: Ed25519PrivateKey, public_hex: str, *, request_id: str, pool: str, channel: str,
+    model: str, endpoint: str, outcome: str, request_sha256: str, response_sha256: str,
+    units: dict[str, int], price: dict[str, str], cost_nanoton: int, cumulative_nanoton: int,
+) -> SignedReceipt:
+    """Sign a receipt on the meter's hot path: the fields are the meter's own, so no
+    validation pass (verification parses and validates)."""
+    receipt = Receipt.model_construct(
+        format=FORMAT, request_id=request_id, meter_public_key=public_hex, pool=pool,
+        channel=channel, model=model, endpoint=endpoint, outcome=outcome,
+        request_sha256=request_sha256, response_sha256=response_sha256, units=units,
+        price=price, cost_nanoton=str(cost_nanoton),
+        cumulative_nanoton=str(cumulative_nanoton), issued_at=int(time.time()),
+    )
+    signature = key.sign(DOMAIN + canonical(receipt))
+    return SignedReceipt.model_construct(
+        receipt=receipt, signature=base64.b64encode(signature).decode()
+    )
 
 
 def encode_header(signed: SignedReceipt) -> str:
