@@ -401,6 +401,28 @@ def appraise_gpus(
     ]
 
 
+def duplicate_gpus(gpus: Sequence[DeviceResult]) -> Failure | None:
+    """Every GPU must be its own device: one GPU's evidence sent twice must not count as two.
+
+    Identity is the attestation key and, where the chain names it, the device ID; only
+    authentic GPUs carry them (the others are already rejected)."""
+    seen: dict[str, str] = {}
+    for device in gpus:
+        for kind in ("deviceKey", "deviceId"):
+            value = device.claims.get(kind)
+            if not isinstance(value, str) or not value:
+                continue
+            first = seen.setdefault(f"{kind}:{value}", device.name)
+            if first != device.name:
+                label = "attestation key" if kind == "deviceKey" else "device ID"
+                return Failure(
+                    "DuplicateGpu",
+                    f"{device.name} has the same {label} ({value[:16]}) as {first}: the same "
+                    "GPU's evidence was sent more than once; send one evidence per physical GPU",
+                )
+    return None
+
+
 def appraise_node(
     evidence: NodeEvidence,
     policy: Policy,
@@ -427,9 +449,13 @@ def appraise_node(
         report_data = b""
         node_failures.append(Failure("BadChallenge", str(exc)))
     devices = [appraise_cpu(evidence.cpu, policy, now=now, report_data=report_data)]
-    devices += appraise_gpus(
+    gpus = appraise_gpus(
         evidence.gpus, policy, now=now, nonce=report_data[: binding.GPU_NONCE_BYTES]
     )
+    devices += gpus
+    duplicate = duplicate_gpus(gpus)
+    if duplicate is not None:
+        node_failures.append(duplicate)
     if policy.gpu.required and len(evidence.gpus) < policy.gpu.min_count:
         node_failures.append(
             Failure(

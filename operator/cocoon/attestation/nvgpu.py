@@ -8,6 +8,7 @@ covers request and response.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,9 +16,10 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.x509.oid import NameOID
 
 from cocoon.attestation.chain import check_revocation, verify_chain
 from cocoon.attestation.encoding import MALFORMED
@@ -180,6 +182,23 @@ def leaf_fwid(cert: x509.Certificate) -> bytes | None:
     return raw[-COMPONENT:] if len(raw) >= COMPONENT else None
 
 
+def device_key(cert: x509.Certificate) -> str:
+    """SHA-256 of the attestation key (SPKI DER): unique per physical GPU and firmware."""
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def device_serial(chain: Sequence[x509.Certificate]) -> str:
+    """The device ID NVIDIA writes as the subject serialNumber of the per-device identity
+    certificate (the one the leaf chains to, e.g. `GH100 A01 GSP BROM`); "" when absent."""
+    for cert in chain[1:2]:
+        for attribute in cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER):
+            return str(attribute.value).upper()
+    return ""
+
+
 @dataclass(frozen=True)
 class AuthenticGpu:
     """GPU evidence whose signature, chain and FWID binding hold."""
@@ -189,6 +208,13 @@ class AuthenticGpu:
     root: str
     simulated: bool
     revocation: str
+    serial: str = ""
+
+    @property
+    def identities(self) -> tuple[str, ...]:
+        """What makes this GPU a distinct device: its attestation key and its device ID."""
+        key = f"attestation key {device_key(self.leaf)[:16]}"
+        return (key, f"device ID {self.serial}") if self.serial else (key,)
 
     def claims(self) -> dict[str, object]:
         s = self.spdm
@@ -201,6 +227,8 @@ class AuthenticGpu:
             "nonce": s.nonce.hex(),
             "fwidBound": s.fwid is not None,
             "measurementCount": len(s.measurements),
+            "deviceKey": device_key(self.leaf),
+            "deviceId": self.serial,
             "root": self.root,
             "simulated": self.simulated,
             "revocation": self.revocation,
@@ -248,4 +276,5 @@ def verify(
             "certificate: the certificate does not belong to this firmware",
         )
     status = check_revocation(path, crls, at, revocation, "GPU device certificate")
-    return AuthenticGpu(spdm, leaf, anchor.name, anchor.simulated, status)
+    serial = device_serial(path)
+    return AuthenticGpu(spdm, leaf, anchor.name, anchor.simulated, status, serial)
