@@ -45,7 +45,8 @@ CASES = [
          "--at", str(SNP_AT)],
         True, None,
         {"product": "Milan", "signingKey": "vcek", "version": 2, "policy": "0x30000",
-         "debug": False, "reportedTcb": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115}},
+         "debug": False, "vmpl": 0,
+         "reportedTcb": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115}},
         id="snp-milan",
     ),
     pytest.param(

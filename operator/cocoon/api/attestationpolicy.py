@@ -97,7 +97,9 @@ class SnpPolicy(ApiModel):
     allowed_vmpls: list[Annotated[int, Field(ge=0, le=3)]] = Field(
         default_factory=lambda: [0],
         min_length=1,
-        description="VM privilege levels the report may come from (0 is the most privileged).",
+        description="VM privilege levels the report may be requested from. Default [0]: the "
+        "guest kernel itself asked for it. Add 1 (or 2) for guests under a paravisor or SVSM "
+        "(some cloud CVMs), whose software at VMPL 0 is then part of what you trust.",
     )
     allow_vlek: bool = Field(
         default=True,
