@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from cocoon.api.attestationpolicy import AttestationPolicySpec, ConfigMapKeyRef
+from cocoon.api.common import ConditionStatus
 from cocoon.api.inferencepool import TeeType
 from cocoon.attestation.chain import Anchor, sha256_der
 from cocoon.attestation.encoding import load_certificates
@@ -148,6 +149,39 @@ class Policy:
             max_evidence_age=spec.max_evidence_age_seconds,
             verdict_lifetime=spec.verdict_lifetime_seconds,
         )
+
+
+def unpinned_measurements(spec: AttestationPolicySpec) -> list[str]:
+    """What the policy lets through unmeasured: each allowed TEE without launch reference values,
+    and required GPUs whose measurements no RIM is required to match. Empty: all pinned."""
+    weak = []
+    if TeeType.TDX in spec.allowed_tees and not spec.tdx.mr_td:
+        weak.append("TDX: tdx.mrTd is empty, so any TD firmware and image is accepted")
+    if TeeType.SEV_SNP in spec.allowed_tees and not spec.snp.measurements:
+        weak.append(
+            "SEV-SNP: snp.measurements is empty, so any guest launch measurement is accepted"
+        )
+    if spec.gpu.required and not spec.gpu.require_rims:
+        weak.append("GPU: gpu.requireRims is false, so GPU firmware measurements are not compared")
+    return weak
+
+
+ANY_MEASUREMENT = "AnyMeasurementAccepted"
+
+
+def measurement_condition(spec: AttestationPolicySpec) -> tuple[str, ConditionStatus, str, str]:
+    """The policy's `AnyMeasurementAccepted` condition: True (abnormal) while something is let
+    through unmeasured, so a weak policy is visible in `kubectl get ap` and an Event."""
+    weak = unpinned_measurements(spec)
+    if not weak:
+        return (ANY_MEASUREMENT, ConditionStatus.FALSE, "MeasurementsPinned",
+                "every allowed TEE and required GPU is held to reference measurements")  # fmt: skip
+    return (
+        ANY_MEASUREMENT,
+        ConditionStatus.TRUE,
+        "ReferenceValuesMissing",
+        "; ".join(weak) + ". Pin the values of the images you approve (see docs/operations.md).",
+    )
 
 
 def _ref(ref: ConfigMapKeyRef | None) -> ConfigMapKeyRef:

@@ -7,6 +7,7 @@ evidence is judged by `cocoon.attestation.appraisal`. This module reads, calls t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -29,7 +30,7 @@ from cocoon.api.inferencepool import TeeType
 from cocoon.attestation import ear, lifecycle, report
 from cocoon.attestation.appraisal import appraise_node
 from cocoon.attestation.evidence import NodeEvidence
-from cocoon.attestation.policy import Policy, PolicyError
+from cocoon.attestation.policy import Policy, PolicyError, measurement_condition
 from cocoon.attestation.verdict import Rejected
 from cocoon.attestation.verdict import Verdict as AppraisalVerdict
 from cocoon.controllers import httpapi
@@ -426,7 +427,12 @@ async def check_policy(body: Obj, memo: kopf.Memo) -> None:
         update: Update = ("Ready", ConditionStatus.TRUE, "Valid", "The policy can be applied.")
     except (ValidationError, PolicyError) as exc:
         update = ("Ready", ConditionStatus.FALSE, "Invalid", f"{exc}"[:1000])
-    await status_writer.write(kube, ATTESTATION_POLICIES, body, {}, [update])
+    updates = [update]
+    with contextlib.suppress(ValidationError):
+        updates.append(
+            measurement_condition(AttestationPolicySpec.model_validate(body.get("spec") or {}))
+        )
+    await status_writer.write(kube, ATTESTATION_POLICIES, body, {}, updates)
 
 
 def register() -> None:
