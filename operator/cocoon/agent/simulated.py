@@ -394,9 +394,11 @@ class SimulatedTee:
         driver_version: str = "550.90.07",
         vbios_version: str = "96.00.9f.00.01",
         measurements: dict[int, bytes] | None = None,
+        cc_mode: int | None = None,
         tamper: bool = False,
     ) -> bytes:
-        """SPDM GET_MEASUREMENTS request + signed response; `tamper` flips a measured bit."""
+        """SPDM GET_MEASUREMENTS request + signed response; `cc_mode` adds the FEATURE_FLAG
+        (absent, like Hopper firmware before it); `tamper` flips a measured bit."""
         values = measurements or {i: simulated_gpu_measurement(i) for i in range(1, 65)}
         request = bytes([0x11, 0xE0, 0x01, 0xFF]) + nonce + b"\x00"
         record = b"".join(
@@ -414,6 +416,8 @@ class SimulatedTee:
                 (nvgpu.Opaque.FWID, self.fwid),
             )
         )
+        if cc_mode is not None:
+            opaque += struct.pack("<HHI", nvgpu.Opaque.FEATURE_FLAG, 4, cc_mode)
         response = (
             bytes([0x11, 0x60, 0x00, 0x00, len(values)])
             + len(record).to_bytes(3, "little")

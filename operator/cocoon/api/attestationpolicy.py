@@ -12,7 +12,13 @@ from pydantic import Field, model_validator
 
 from cocoon.api.common import ApiModel, ConditionList
 from cocoon.api.inferencepool import TeeType
-from cocoon.attestation.enums import BuiltinRoot, Revocation, RootPurpose, TdxTcbStatus
+from cocoon.attestation.enums import (
+    BuiltinRoot,
+    GpuCcMode,
+    Revocation,
+    RootPurpose,
+    TdxTcbStatus,
+)
 
 GROUP = "cocoon.dev"
 VERSION = "v1alpha1"
@@ -131,6 +137,12 @@ class GpuPolicy(ApiModel):
         default_factory=list,
         description="Reference Integrity Manifests (SWID XML from NVIDIA's RIM service), each "
         "in a ConfigMap key; the one matching each GPU's driver and VBIOS is applied.",
+    )
+    allowed_modes: list[GpuCcMode] = Field(
+        default_factory=list,
+        description="CC modes a GPU's signed evidence may state (SingleGpuPassthrough, "
+        "MultiGpuPassthrough, ProtectedPcie). Empty accepts any, and evidence from firmware too "
+        "old to state a mode (reported as Unreported); non-empty rejects such evidence.",
     )
     require_rims: bool = Field(
         default=False,

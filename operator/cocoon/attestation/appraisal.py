@@ -249,6 +249,25 @@ def gpu_min_vbios(s: GpuSubject, p: Policy, x: Expectations) -> Failure | None:
     )
 
 
+def gpu_mode(s: GpuSubject, p: Policy, x: Expectations) -> Failure | None:
+    if not p.gpu.allowed_modes:
+        return None
+    mode = s.gpu.spdm.cc_mode
+    if mode is None:
+        return Failure(
+            "GpuModeUnreported",
+            f"the GPU's evidence does not state its CC mode (driver {s.gpu.spdm.driver_version} "
+            f"predates the flag) and the policy requires one of {sorted(p.gpu.allowed_modes)}: "
+            "update the GPU driver/firmware or clear gpu.allowedModes",
+        )
+    if str(mode) in p.gpu.allowed_modes:
+        return None
+    return Failure(
+        "GpuModeNotAllowed",
+        f"the GPU runs in {mode} mode, the policy allows {sorted(p.gpu.allowed_modes)}",
+    )
+
+
 def gpu_rims(s: GpuSubject, p: Policy, x: Expectations) -> Failure | None:
     """Applicable RIMs must match; a refused RIM meant for this firmware rejects the GPU."""
     spdm = s.gpu.spdm
@@ -273,7 +292,13 @@ def gpu_rims(s: GpuSubject, p: Policy, x: Expectations) -> Failure | None:
     return None
 
 
-GPU_CHECKS: tuple[Check[GpuSubject], ...] = (gpu_nonce, gpu_min_driver, gpu_min_vbios, gpu_rims)
+GPU_CHECKS: tuple[Check[GpuSubject], ...] = (
+    gpu_nonce,
+    gpu_mode,
+    gpu_min_driver,
+    gpu_min_vbios,
+    gpu_rims,
+)
 
 
 # --- entry points ----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from cocoon.attestation.chain import check_revocation, verify_chain
 from cocoon.attestation.encoding import MALFORMED
-from cocoon.attestation.enums import Revocation, RootPurpose
+from cocoon.attestation.enums import GpuCcMode, Revocation, RootPurpose
 from cocoon.attestation.roots import TrustStore
 from cocoon.attestation.verdict import Rejected
 
@@ -46,6 +46,17 @@ class Opaque:
     PROJECT = 17
     PROJECT_SKU = 18
     FWID = 20
+    OPAQUE_DATA_VERSION = 34
+    FEATURE_FLAG = 36
+
+
+# FEATURE_FLAG values, as NVIDIA's SDKs read them (a little-endian integer of up to 8 bytes).
+CC_MODES = {
+    0: GpuCcMode.SINGLE_GPU_PASSTHROUGH,
+    1: GpuCcMode.MULTI_GPU_PASSTHROUGH,
+    2: GpuCcMode.PROTECTED_PCIE,
+}
+UNREPORTED_MODE = "Unreported"
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,20 @@ class SpdmEvidence:
     @property
     def fwid(self) -> bytes | None:
         return self.opaque.get(Opaque.FWID)
+
+    @property
+    def cc_mode(self) -> GpuCcMode | None:
+        """The signed CC mode; None for firmware that predates the flag (e.g. H100 on 535/550)."""
+        raw = self.opaque.get(Opaque.FEATURE_FLAG)
+        if raw is None:
+            return None
+        if not 1 <= len(raw) <= 8 or int.from_bytes(raw, "little") not in CC_MODES:
+            raise Rejected(
+                MALFORMED,
+                f"the GPU evidence carries an unknown CC feature flag {raw.hex()}: update Cocoon "
+                "if NVIDIA added a mode",
+            )
+        return CC_MODES[int.from_bytes(raw, "little")]
 
 
 def _text(raw: bytes) -> str:
@@ -135,7 +160,9 @@ def parse(data: bytes) -> SpdmEvidence:
             MALFORMED,
             f"{len(trailing)} unexpected bytes after the GPU evidence signature",
         )
-    return SpdmEvidence(request, body[:offset], nonce, measurements, opaque, signature)
+    evidence = SpdmEvidence(request, body[:offset], nonce, measurements, opaque, signature)
+    _ = evidence.cc_mode  # an unknown mode is malformed evidence, refused at parse time
+    return evidence
 
 
 def _parse_blocks(record: bytes, count: int) -> dict[int, bytes]:
@@ -226,6 +253,7 @@ class AuthenticGpu:
             "projectSku": _text(s.opaque.get(Opaque.PROJECT_SKU, b"")),
             "nonce": s.nonce.hex(),
             "fwidBound": s.fwid is not None,
+            "ccMode": str(s.cc_mode) if s.cc_mode is not None else UNREPORTED_MODE,
             "measurementCount": len(s.measurements),
             "deviceKey": device_key(self.leaf),
             "deviceId": self.serial,

@@ -53,6 +53,7 @@ class GpuReference:
     min_vbios: tuple[int, ...] | None
     rims: tuple[bytes, ...]
     require_rims: bool
+    allowed_modes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ class Policy:
                 else None,
                 rims=tuple(fetch(ref) for ref in gpu.rims),
                 require_rims=gpu.require_rims,
+                allowed_modes=frozenset(str(m) for m in gpu.allowed_modes),
             ),
             revocation=spec.revocation,
             crls=tuple(crl for ref in spec.crls for crl in _load_crls(fetch(ref), ref)),
