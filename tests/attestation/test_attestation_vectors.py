@@ -70,6 +70,15 @@ CASES = [
         id="gpu-550",
     ),
     pytest.param(
+        ["nvgpu", "--evidence", "nvgpu/b200_575_report.hex", "--chain",
+         "nvgpu/b200_575_chain.pem", "--at", "1766000000", "--nonce",
+         "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb"],
+        True, None,
+        {"driverVersion": "575.32", "vbiosVersion": "97.00.88.00.0f", "fwidBound": True,
+         "hwModel": "GB100 A01 GSP BROM"},
+        id="gpu-b200",
+    ),
+    pytest.param(
         ["nvgpu", "--evidence", "nvgpu/h100_535_report.hex", "--chain",
          "nvgpu/h100_535_chain.pem", "--rim", "nvgpu/h100_535_vbios_rim.swidtag",
          "--at", str(GPU_535_AT)],

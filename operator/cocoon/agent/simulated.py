@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from cocoon.api.attestationpolicy import AttestationPolicySpec, ExtraRoot, TrustedRoots
-from cocoon.attestation import binding, nvgpu, snp
+from cocoon.attestation import binding, dice, nvgpu, snp
 from cocoon.attestation.chain import sha256_der
 from cocoon.attestation.encoding import pem
 from cocoon.attestation.enums import RootPurpose
@@ -378,7 +378,7 @@ class SimulatedTee:
                 self.gpu_ica_key,
                 self.gpu_ica.not_valid_before_utc + timedelta(days=1),
                 ca=False,
-                extensions={nvgpu.OID_TCG_DICE_TCB_INFO.dotted_string: tcb_info},
+                extensions={dice.OID_TCB_INFO.dotted_string: tcb_info},
             )
             self._gpus[index] = (key, leaf)
         return self._gpus[index]
