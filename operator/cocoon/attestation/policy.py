@@ -7,15 +7,17 @@ appraisal itself never does I/O.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from cryptography import x509
 
-from cocoon.api.attestationpolicy import AttestationPolicySpec, ConfigMapKeyRef
+from cocoon.api.attestationpolicy import AttestationPolicySpec, ConfigMapKeyRef, TdxCollateral
 from cocoon.api.common import ConditionStatus
 from cocoon.api.inferencepool import TeeType
 from cocoon.attestation.chain import Anchor, sha256_der
+from cocoon.attestation.collateral import Sources, parse_bundle
 from cocoon.attestation.encoding import load_certificates
 from cocoon.attestation.enums import BuiltinRoot, Revocation, TdxTcbStatus
 from cocoon.attestation.roots import TrustStore, is_simulated
@@ -35,6 +37,7 @@ class TdxReference:
     mr_config_id: frozenset[bytes]
     accepted_statuses: frozenset[str]
     allowed_advisories: frozenset[str]
+    collateral: Sources = dataclasses.field(default_factory=Sources)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class Policy:
                 accepted_statuses=frozenset(str(s) for s in tdx.accepted_tcb_statuses)
                 - {str(TdxTcbStatus.REVOKED)},
                 allowed_advisories=frozenset(tdx.allowed_advisory_ids),
+                collateral=_collateral_sources(tdx.collateral, snp.kds_url, fetch),
             ),
             snp=SnpReference(
                 measurements=_values(snp.measurements),
@@ -184,6 +188,18 @@ def measurement_condition(spec: AttestationPolicySpec) -> tuple[str, ConditionSt
         "ReferenceValuesMissing",
         "; ".join(weak) + ". Pin the values of the images you approve (see docs/operations.md).",
     )
+
+
+def _collateral_sources(
+    spec: TdxCollateral, kds_url: str | None, fetch: Callable[[ConfigMapKeyRef], bytes]
+) -> Sources:
+    bundle = {}
+    if spec.bundle is not None:
+        try:
+            bundle = parse_bundle(fetch(spec.bundle))
+        except ValueError as exc:
+            raise PolicyError(f"ConfigMap {spec.bundle.name}/{spec.bundle.key}: {exc}") from None
+    return Sources(spec.pccs_url, bundle, spec.refresh_before_expiry_seconds, kds_url)
 
 
 def _ref(ref: ConfigMapKeyRef | None) -> ConfigMapKeyRef:

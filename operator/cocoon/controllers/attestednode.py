@@ -29,6 +29,7 @@ from cocoon.api.common import ConditionStatus, utcnow
 from cocoon.api.inferencepool import TeeType
 from cocoon.attestation import ear, lifecycle, report
 from cocoon.attestation.appraisal import appraise_node
+from cocoon.attestation.collateral import CollateralCache, CollateralSupplier
 from cocoon.attestation.evidence import NodeEvidence
 from cocoon.attestation.policy import Policy, PolicyError, measurement_condition
 from cocoon.attestation.verdict import Rejected
@@ -53,6 +54,11 @@ class AttestationState:
     locks: defaultdict[str, asyncio.Lock] = dataclasses.field(
         default_factory=lambda: defaultdict(asyncio.Lock)
     )
+    pccs_url: str | None = None
+    kds_url: str | None = None
+    collateral: CollateralSupplier = dataclasses.field(
+        default_factory=lambda: CollateralSupplier(CollateralCache())
+    )
 
     @classmethod
     def from_env(cls) -> AttestationState:
@@ -60,6 +66,7 @@ class AttestationState:
 
         namespace = os.environ.get("COCOON_NAMESPACE", "cocoon-system")
         key_file = os.environ.get("COCOON_SIGNING_KEY_FILE")
+        cache_dir = os.environ.get("COCOON_COLLATERAL_CACHE_DIR")
         return cls(
             namespace=namespace,
             agent_username=os.environ.get(
@@ -67,6 +74,9 @@ class AttestationState:
             ),
             allow_unbound_tokens=os.environ.get("COCOON_ALLOW_UNBOUND_AGENT_TOKENS") == "true",
             signing_key=keys.load_or_create(Path(key_file)) if key_file else keys.generate(),
+            pccs_url=os.environ.get("COCOON_PCCS_URL") or None,
+            kds_url=os.environ.get("COCOON_KDS_URL") or None,
+            collateral=CollateralSupplier(CollateralCache(Path(cache_dir) if cache_dir else None)),
         )
 
 
@@ -141,6 +151,7 @@ async def load_policy(kube: Kube, name: str, namespace: str) -> tuple[Policy, st
     obj = await kube.get(ATTESTATION_POLICIES, name)
     spec = AttestationPolicySpec.model_validate(obj.get("spec") or {})
     refs: list[ConfigMapKeyRef] = [*spec.gpu.rims, *spec.crls]
+    refs += [spec.tdx.collateral.bundle] if spec.tdx.collateral.bundle else []
     refs += [r.config_map_ref for r in spec.trusted_roots.extra_roots if r.config_map_ref]
     maps: dict[str, Obj] = {}
     for ref in refs:
@@ -324,6 +335,13 @@ async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response
                 "PolicyUnavailable",
                 f"AttestationPolicy {spec.policy_name} cannot be used: {exc}",
             )
+        sources = policy.tdx.collateral
+        sources = dataclasses.replace(
+            sources,
+            pccs_url=sources.pccs_url or state.pccs_url,
+            kds_url=sources.kds_url or state.kds_url,
+        )
+        evidence = await state.collateral.supply(evidence, sources, int(time.time()))
         verdict = appraise_node(
             evidence,
             policy,
