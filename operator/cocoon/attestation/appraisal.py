@@ -362,7 +362,7 @@ def verify_rims(documents: Sequence[bytes], policy: Policy, now: int) -> RimSet:
     for data in documents:
         try:
             verified.append(
-                rim.verify(
+                rim.verify_cached(
                     data, policy.trust, _at(now), crls=policy.crls, revocation=policy.revocation
                 )
             )
