@@ -3,16 +3,21 @@ memory and on disk, refreshed before expiry, or from an air-gapped bundle; then 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from attestation_vectors import SNP_AT, read
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from pccs_standin import serve
 
+from cocoon.agent.simulated import PSS, SimulatedTee
 from cocoon.api.attestationpolicy import AttestationPolicySpec, ConfigMapKeyRef
 from cocoon.attestation import appraisal, encoding
 from cocoon.attestation.collateral import (
@@ -188,3 +193,34 @@ async def test_a_kds_answer_for_another_product_is_refused(tmp_path: Path) -> No
         bare = NodeEvidence(CpuEvidence(Tee.SNP, SNP_REPORT))
         assert (await supplier.supply(bare, Sources(kds_url=url), NOW)) == bare
         assert len(requests) == 2  # Milan refused, Genoa unknown (404)
+
+
+async def test_amd_crl_from_kds_is_applied_and_cached(tmp_path: Path) -> None:
+    at = datetime.fromtimestamp(NOW, UTC)
+    sim = SimulatedTee.generate(now=at)
+    revoking = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(sim.ark.subject)
+        .last_update(at - timedelta(hours=1))
+        .next_update(at + timedelta(days=7))
+        .add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(sim.ask.serial_number)
+            .revocation_date(at)
+            .build()
+        )
+        .sign(sim.ark_key, hashes.SHA384(), rsa_padding=PSS)
+    )
+    der = revoking.public_bytes(serialization.Encoding.DER)
+    evidence = NodeEvidence(CpuEvidence(Tee.SNP, sim.snp_report(bytes(64)), sim.snp_certificates()))
+    policy = Policy.from_spec(sim.policy_spec())
+    async with kds({"/vcek/v1/Milan/crl": der}) as (url, requests):
+        supplier = CollateralSupplier(CollateralCache(tmp_path), fetch=no_network)
+        crls = await supplier.crls(evidence, Sources(kds_url=url), NOW)
+        assert requests == ["/vcek/v1/Milan/crl", "/vcek/v1/Genoa/crl"]  # a v2-style report
+        assert await supplier.crls(evidence, Sources(kds_url=url), NOW + 60) == crls
+        assert len(requests) == 3  # Milan's CRL is cached until its nextUpdate; Genoa has none
+    with_crl = dataclasses.replace(policy, crls=(*policy.crls, *crls))
+    cpu = appraisal.appraise_cpu(evidence.cpu, with_crl, now=NOW, report_data=None)
+    assert cpu.reason == "CertificateRevoked"
+    assert appraisal.appraise_cpu(evidence.cpu, policy, now=NOW, report_data=None).reason is None

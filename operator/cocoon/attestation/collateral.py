@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dcap_qvl
@@ -154,6 +154,16 @@ class CollateralSupplier:
                 log.warning("fetching TDX collateral for %s failed: %s", key, exc)
         stale = self.cache.get(key, now)
         return (stale, "cache") if stale is not None else None
+
+    async def crls(
+        self, evidence: NodeEvidence, sources: Sources, now: int
+    ) -> tuple[x509.CertificateRevocationList, ...]:
+        """Revocation data to add to the policy's: AMD's CRL for an SNP node's product."""
+        if evidence.cpu.tee is not Tee.SNP:
+            return ()
+        return await self.kds.crls(
+            evidence.cpu.report, sources.kds_url, datetime.fromtimestamp(now, UTC)
+        )
 
     async def supply(self, evidence: NodeEvidence, sources: Sources, now: int) -> NodeEvidence:
         """The evidence with our collateral for a TDX quote (the agent's only as a last resort),

@@ -4,7 +4,10 @@ An agent normally sends the VCEK from the report's certificate table (extended r
 cannot, the operator fetches the VCEK for the report's CHIP_ID and REPORTED_TCB from
 `<kds>/vcek/v1/<product>/<hwid>?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..` (KDS's API), caches it
 in memory and on disk (a VCEK is valid for years), and verification then treats it like one the
-agent sent: it must chain to AMD's ARK and match the report's chip and TCB.
+agent sent: it must chain to AMD's ARK and match the report's chip and TCB. With a KDS URL the
+operator also fetches the product's CRL (`<kds>/vcek/v1/<product>/crl`, revoking ASKs/ASVKs),
+kept until its nextUpdate; appraisal uses it only if the ARK signed it, under the policy's
+revocation stance.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
+from cryptography import x509
 
 from cocoon.attestation import snp
 from cocoon.attestation.encoding import load_certificates
@@ -88,6 +93,40 @@ class VcekSupplier:
             temporary = self.directory / f".{key}.der.tmp"
             temporary.write_bytes(der)
             os.replace(temporary, self.directory / f"{key}.der")
+
+    async def crl(
+        self, product: str, kds_url: str, now: datetime
+    ) -> x509.CertificateRevocationList | None:
+        """The product's CRL from the cache while fresh, else from KDS; None if unavailable."""
+        key = f"crl-{product}"
+        cached = self._load(key)
+        if cached is not None:
+            crl = x509.load_der_x509_crl(cached)
+            if crl.next_update_utc is None or now < crl.next_update_utc:
+                return crl
+        self.fetches += 1
+        try:
+            der = await self.fetch(f"{kds_url.rstrip('/')}/vcek/v1/{product}/crl")
+            if der is None:
+                return None
+            crl = x509.load_der_x509_crl(der)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("fetching the %s CRL failed: %s", product, exc)
+            return None
+        self._store(key, der)
+        return crl
+
+    async def crls(
+        self, raw_report: bytes, kds_url: str | None, now: datetime
+    ) -> tuple[x509.CertificateRevocationList, ...]:
+        if not kds_url:
+            return ()
+        try:
+            report = snp.parse_report(raw_report)
+        except Rejected:
+            return ()
+        found = [await self.crl(product, kds_url, now) for product in products(report)]
+        return tuple(crl for crl in found if crl is not None)
 
     async def vcek(self, raw_report: bytes, kds_url: str | None) -> bytes | None:
         """The VCEK (DER) for this report from the cache or KDS; None if neither has it."""

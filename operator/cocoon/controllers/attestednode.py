@@ -342,6 +342,8 @@ async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response
             kds_url=sources.kds_url or state.kds_url,
         )
         evidence = await state.collateral.supply(evidence, sources, int(time.time()))
+        fetched = await state.collateral.crls(evidence, sources, int(time.time()))
+        policy = dataclasses.replace(policy, crls=(*policy.crls, *fetched))
         verdict = appraise_node(
             evidence,
             policy,
