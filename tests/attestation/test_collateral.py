@@ -170,7 +170,8 @@ async def test_snp_vcek_from_kds_then_cached(tmp_path: Path) -> None:
     async with kds({path: VCEK}) as (url, requests):
         supplier = CollateralSupplier(CollateralCache(tmp_path), fetch=no_network)
         bare = NodeEvidence(CpuEvidence(Tee.SNP, SNP_REPORT))
-        assert appraisal.appraise_cpu(bare.cpu, DEFAULT, now=SNP_AT, report_data=None).reason
+        missing = appraisal.appraise_cpu(bare.cpu, DEFAULT, now=SNP_AT, report_data=None)
+        assert missing.reason == "VcekMissing" and "kdsUrl" in missing.message
         supplied = await supplier.supply(bare, Sources(kds_url=url), NOW)
         assert requests == [path]
         result = appraisal.appraise_cpu(supplied.cpu, DEFAULT, now=SNP_AT, report_data=None)

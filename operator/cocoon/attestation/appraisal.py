@@ -232,6 +232,13 @@ def appraise_snp(
 ) -> DeviceResult:
     """`certificates`: the VCEK/VLEK, optionally followed by its chain (PEM); `chain`: the
     ASK/ASVK (+ARK) if separate; with neither chain, AMD's built-in chain for the product."""
+    if not certificates.strip():
+        return result(name, Tee.SNP, Failure(
+            "VcekMissing",
+            "the report came without a VCEK/VLEK (the host's SNP certificate table is empty) "
+            "and none could be fetched: set operator.kdsUrl or the policy's snp.kdsUrl to AMD "
+            "KDS (or a mirror), or have the host provide the certificate table",
+        ))  # fmt: skip
     try:
         certs = load_certificates(certificates, "VCEK/VLEK")
         extra = load_certificates(chain, "AMD chain") if chain else []
