@@ -373,3 +373,28 @@ def test_agent_cli_once_reports_the_verdict(
     )
     assert result.returncode == 0, result.stderr
     assert attested_node(cluster, "once")["status"]["verdict"] == "Verified"
+
+
+def test_a_policy_without_reference_values_says_so(
+    cluster: LocalCluster, operator: Operator, simulated: Path
+) -> None:
+    """AnyMeasurementAccepted on the policy, a Warning Event, and a `kubectl get ap` column."""
+    weak = simulated_policy(simulated, name="weak", gpus=0)
+    weak["spec"] = {**weak["spec"], "snp": {}}
+    cluster.apply(weak)
+
+    def any_measurement() -> dict[str, Any]:
+        return condition(get(cluster, "attestationpolicy", "weak") or {}, "AnyMeasurementAccepted")
+
+    cond = eventually(lambda: any_measurement().get("status") == "True" and any_measurement())
+    assert "snp.measurements is empty" in cond["message"]
+    table = cluster.kubectl("get", "ap", "weak", "--no-headers").stdout.split()
+    assert table[:3] == ["weak", "True", "True"]
+    events = get(cluster, "events", "-n", "default", "--field-selector", "involvedObject.name=weak")
+    assert ("Warning", "ReferenceValuesMissing") in {
+        (e["type"], e["reason"]) for e in (events or {}).get("items", [])
+    }
+    pinned = simulated_policy(simulated, name="weak", gpus=0)  # pins the simulated measurement
+    cluster.apply(pinned)
+    eventually(lambda: any_measurement().get("status") == "False", what="measurements pinned")
+    cluster.kubectl("delete", "attestationpolicy", "weak")
