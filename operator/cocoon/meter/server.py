@@ -19,6 +19,7 @@ from cocoon.meter.core import Meter, MeterConfig
 from cocoon.meter.credits import CreditSource, FileCreditSource
 from cocoon.meter.grpc_proxy import GrpcProxy
 from cocoon.meter.http_proxy import HttpProxy
+from cocoon.meter.httpserver import GuardedAppRunner
 from cocoon.meter.journal import Journal
 from cocoon.meter.metrics import MeterMetrics
 from cocoon.meter.operator_link import OperatorCreditSource, UsagePusher
@@ -63,15 +64,20 @@ async def serve(options: ServeOptions, credits: CreditSource | None = None) -> N
     source = credits if credits is not None else credit_source(options, key)
     metrics = MeterMetrics(options.config.models)
     meter = Meter(options.config, source, journal, metrics)
-    http = web.AppRunner(
+    http = GuardedAppRunner(
         HttpProxy(meter, options.upstream_http, options.config.max_in_flight).app(),
+        header_timeout=options.config.limits.header_timeout,
         access_log=None, handle_signals=False,
     )
     admin = web.AppRunner(
         admin_app(journal, metrics, options.config.pool, key), access_log=None
     )
     channel = grpc.aio.insecure_channel(options.upstream_grpc, options=_GRPC_OPTIONS)
-    grpc_server = grpc.aio.server(options=_GRPC_OPTIONS)
+    # gRPC reads a whole message before the handler runs, so its bound is the transport's.
+    grpc_server = grpc.aio.server(options=(
+        ("grpc.max_send_message_length", _GRPC_MAX_MESSAGE),
+        ("grpc.max_receive_message_length", options.config.limits.body_limit("infer")),
+    ))
     grpc_server.add_generic_rpc_handlers((GrpcProxy(meter, channel).handler(),))
     grpc_server.add_insecure_port(f"{options.listen}:{options.grpc_port}")
     stop = asyncio.Event()

@@ -186,6 +186,7 @@ def meter_container(spec: InferencePoolSpec, pool: PoolRef, settings: Settings) 
         signing_key_volume="workload-key",
         reserve_output_tokens=spec.meter.max_output_tokens,
         max_in_flight=spec.meter.max_in_flight,
+        limits=spec.meter.limits.meter_limits(),
         resources=settings.meter_resources,
     )
     container["imagePullPolicy"] = settings.meter_pull_policy
