@@ -238,7 +238,15 @@ class Meter:
                 "no credential: send 'Authorization: Bearer <credential>' with the credential "
                 "from your PaymentChannel's Secret",
             )
-        credit = self.credits.lookup(credential_hash(authorization[7:].strip()))
+        token = authorization[7:].strip()
+        if not (token.isascii() and token.isprintable()):
+            self.metrics.rejections.labels(Reason.UNAUTHENTICATED.value).inc()
+            raise MeterError(
+                Reason.UNAUTHENTICATED,
+                "malformed credential: it must be printable ASCII; send the credential from "
+                "your PaymentChannel's Secret exactly as stored",
+            )
+        credit = self.credits.lookup(credential_hash(token))
         if credit is None:
             self.metrics.rejections.labels(Reason.UNAUTHENTICATED.value).inc()
             raise MeterError(
