@@ -10,9 +10,10 @@ from cocoon.api.inferencepool import MeterLimits
 from cocoon.cli import build_parser
 from cocoon.meter.errors import MeterError, Reason, upstream_error
 from cocoon.meter.gate import CreditGate
-from cocoon.meter.limits import ChannelSlots, Limits, check_json
+from cocoon.meter.limits import ChannelSlots, Limits
 from cocoon.meter.pricing import Price
 from cocoon.meter.sidecar import sidecar_spec
+from cocoon.meter.validate import check_json
 
 
 def test_gate_bounds_each_channel_below_the_pool():
@@ -56,6 +57,16 @@ def test_per_channel_default_is_a_quarter_of_the_pool():
     ("infer", b"{}", {"Inference-Header-Content-Length": "5"}, "no larger than the body"),
     ("infer", b"{}", {"Inference-Header-Content-Length": "-1"}, "whole number"),
     ("infer", b"{}xx", {"Inference-Header-Content-Length": "3"}, "not valid JSON"),
+    ("infer", b"{}", {"Inference-Header-Content-Length": "\u00b2"}, "whole number"),
+    ("infer", b"{}", {}, "needs `inputs`"),
+    ("infer", b'{"inputs": [1]}', {}, "must be a JSON object"),
+    ("infer", b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [-1]}]}', {},
+     "non-negative"),
+    ("infer", b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [true]}]}', {},
+     "non-negative"),
+    ("infer", b'{"inputs": [{"name": 1}]}', {}, "string `name`"),
+    ("infer", b'{"inputs": [{"name": "a", "shape": [1]}]}', {}, "string `datatype`"),
+    ("generate", b'{"parameters": 1}', {}, "`parameters` must be"),
 ])
 def test_malformed_json_is_refused_with_a_reason(endpoint, body, headers, why):
     with pytest.raises(MeterError) as refused:
@@ -66,8 +77,9 @@ def test_malformed_json_is_refused_with_a_reason(endpoint, body, headers, why):
 
 @pytest.mark.parametrize(("endpoint", "body", "headers"), [
     ("generate", b'{"text_input": "a"}', {}),
-    ("infer", b'{"inputs": []}\x00\x01', {"Inference-Header-Content-Length": "14"}),
-    ("infer", b"\x00\x01", {"Content-Type": "application/octet-stream"}),
+    ("infer", b'{"inputs": [{"name": "a", "shape": [], "datatype": "BYTES"}]}\x00\x01',
+     {"Inference-Header-Content-Length": "61"}),
+    ("infer", b'{"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}]}', {}),
 ])
 def test_well_formed_bodies_pass(endpoint, body, headers):
     check_json(body, headers, endpoint)
@@ -82,6 +94,8 @@ def test_triton_errors_map_to_documented_codes():
     assert (status, json.loads(body)) == (400, {
         "error": "unexpected input", "code": "ModelRejected", "message": "unexpected input",
     })
+    status, body = upstream_error(500, b'{"error": "Unable to parse \'inputs\'"}')
+    assert (status, json.loads(body)["code"]) == (400, "ModelRejected")
     status, body = upstream_error(503, b"<html>garbage")
     assert status == 502
     assert "without a reason" in json.loads(body)["message"]

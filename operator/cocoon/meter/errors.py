@@ -3,13 +3,15 @@
 HTTP bodies are `{"error": "<code>: <message>", "code": ..., "message": ...}`: KServe v2 says
 `error` is a string, and clients built on that (perf_analyzer, tritonclient) fail to parse any
 other shape, so the machine-readable code and the bare message sit beside it. Messages say what
-is wrong and what to do. Triton's own errors keep this shape: a 4xx keeps its status and
-Triton's message; a 5xx becomes 502 `ModelError` (the model failed, not the meter).
+is wrong and what to do. Triton's own errors keep this shape (`code` `ModelRejected`): a 4xx
+keeps its status and Triton's message, as does a 500 whose message blames the request (it
+becomes 400); any other 5xx becomes 502 `ModelError` (the model failed, not the meter).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from enum import StrEnum
 
 import grpc
@@ -82,8 +84,23 @@ class MeterError(Exception):
         }).encode()
 
 
+def error_body(status: int, code: str, message: str) -> bytes:
+    """The meter's JSON shape for refusals made below it, by the HTTP layer (cocoon.httpguard)."""
+    return json.dumps({"error": f"{code}: {message}", "code": code, "message": message}).encode()
+
+
+# Triton reports some malformed requests as 500 Internal Server Error; these messages say the
+# request, not the model, is at fault, so the caller gets a 400.
+_REQUEST_FAULT = re.compile(
+    r"(?i)unable to parse|failed to parse|attempt to access|unexpected (inference )?(input|"
+    r"output)|expected .* (input|shape|datatype)|invalid (argument|input|shape|datatype)|"
+    r"must be|does not match"
+)
+
+
 def upstream_error(status: int, payload: bytes) -> tuple[int, bytes]:
-    """Triton's error answer in the meter's shape: 4xx keeps its status, 5xx becomes 502.
+    """Triton's error answer in the meter's shape: 4xx keeps its status, and so does a 500
+    whose message blames the request (as 400); any other 5xx becomes 502 `ModelError`.
 
     Triton's message (about the request, to the caller who sent it) is kept; a body that is not
     Triton's `{"error": "..."}` is replaced by a fixed message.
@@ -95,6 +112,8 @@ def upstream_error(status: int, payload: bytes) -> tuple[int, bytes]:
         message = None
     if not isinstance(message, str):
         message = "the model server refused the request without a reason"
+    if status >= 500 and _REQUEST_FAULT.search(message):
+        status = 400
     if status >= 500:
         error = MeterError(Reason.MODEL_ERROR, f"the model failed: {message}; retry, or report it "
                            "to the pool's provider if it persists")

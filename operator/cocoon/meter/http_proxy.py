@@ -24,7 +24,7 @@ from yarl import URL
 from cocoon.meter.core import Call, Meter, Settlement
 from cocoon.meter.credits import ChannelCredit
 from cocoon.meter.errors import MeterError, Reason, upstream_error
-from cocoon.meter.limits import HEADER_LENGTH, check_json, read_body
+from cocoon.meter.limits import read_body
 from cocoon.meter.upstream import UpstreamError, UpstreamPool
 from cocoon.meter.usage import (
     SseMeter,
@@ -34,6 +34,7 @@ from cocoon.meter.usage import (
     infer_usage,
     is_error_document,
 )
+from cocoon.meter.validate import HEADER_LENGTH, check_json
 
 log = logging.getLogger(__name__)
 

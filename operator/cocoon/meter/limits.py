@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -23,7 +22,6 @@ from cocoon.meter.errors import MeterError, Reason
 
 MiB = 1 << 20
 ENDPOINTS = ("infer", "generate", "generate_stream")
-HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
 def _default_body_limits() -> dict[str, int]:
@@ -134,41 +132,3 @@ def _body_problem(exc: Exception) -> str:
     if "length" in text:
         return "it is shorter than its Content-Length"
     return "it is malformed"
-
-
-def check_json(body: bytes, headers: object, endpoint: str) -> None:
-    """Refuse, before any upstream call, a KServe v2 body whose JSON part is not a JSON object.
-
-    `infer` may carry binary tensors after a JSON header of `Inference-Header-Content-Length`
-    bytes; the JSON part alone is checked.
-    """
-    get = headers.get  # type: ignore[attr-defined]
-    length_header = get(HEADER_LENGTH)
-    document = body
-    if endpoint == "infer" and length_header is not None:
-        if not length_header.isdigit() or int(length_header) > len(body):
-            raise MeterError(
-                Reason.BAD_REQUEST,
-                f"{HEADER_LENGTH} must be a whole number no larger than the body "
-                f"({len(body)} bytes); it gives the length of the JSON part",
-            )
-        document = body[: int(length_header)]
-    elif endpoint == "infer" and "json" not in (get("Content-Type") or "json"):
-        return
-    try:
-        parsed = json.loads(document)
-    except UnicodeDecodeError:
-        raise MeterError(
-            Reason.BAD_REQUEST, "the request's JSON is not valid UTF-8; encode it as UTF-8"
-        ) from None
-    except (ValueError, RecursionError):
-        raise MeterError(
-            Reason.BAD_REQUEST,
-            f"the request body is not valid JSON; send a KServe v2 {endpoint} JSON object",
-        ) from None
-    if not isinstance(parsed, dict):
-        raise MeterError(
-            Reason.BAD_REQUEST,
-            f"the request body must be a JSON object (a KServe v2 {endpoint} request), "
-            f"not a {type(parsed).__name__}",
-        )

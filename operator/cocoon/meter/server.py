@@ -14,12 +14,13 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys
+from cocoon.httpguard import GuardedAppRunner
 from cocoon.meter.admin import admin_app
 from cocoon.meter.core import Meter, MeterConfig
 from cocoon.meter.credits import CreditSource, FileCreditSource
+from cocoon.meter.errors import error_body
 from cocoon.meter.grpc_proxy import GrpcProxy
 from cocoon.meter.http_proxy import HttpProxy
-from cocoon.meter.httpserver import GuardedAppRunner
 from cocoon.meter.journal import Journal
 from cocoon.meter.metrics import MeterMetrics
 from cocoon.meter.operator_link import OperatorCreditSource, UsagePusher
@@ -66,7 +67,7 @@ async def serve(options: ServeOptions, credits: CreditSource | None = None) -> N
     meter = Meter(options.config, source, journal, metrics)
     http = GuardedAppRunner(
         HttpProxy(meter, options.upstream_http, options.config.max_in_flight).app(),
-        header_timeout=options.config.limits.header_timeout,
+        header_timeout=options.config.limits.header_timeout, error_body=error_body,
         access_log=None, handle_signals=False,
     )
     admin = web.AppRunner(
