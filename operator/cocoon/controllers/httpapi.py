@@ -96,12 +96,21 @@ async def answer_every_error(request: web.Request, handler: Handler) -> web.Stre
                      "changed nothing; retry, and report it if it persists")
 
 
-async def start(settings: ServerSettings, setups: list[RouteSetup]) -> web.AppRunner:
+def make_app(setups: list[RouteSetup]) -> web.Application:
     app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[answer_every_error])
     app.router.add_get("/healthz", _healthz)
     for setup in setups:
         setup(app)
-    runner = GuardedAppRunner(app, header_timeout=30, error_body=_error_body, access_log=None)
+    return app
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """Parser errors answered as JSON and logged by type only; 30 s to send headers."""
+    return GuardedAppRunner(app, header_timeout=30, error_body=_error_body, access_log=None)
+
+
+async def start(settings: ServerSettings, setups: list[RouteSetup]) -> web.AppRunner:
+    runner = make_runner(make_app(setups))
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     log.info("operator API listening on %s:%d", settings.host, settings.port)
