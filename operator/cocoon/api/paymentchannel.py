@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field, model_validator
 
-from cocoon.api.common import ApiModel, ConditionList, Nanoton
+from cocoon.api.common import INT64_MAX, ApiModel, ConditionList, Nanoton
 from cocoon.api.inferencepool import DNS_LABEL, TON_ADDRESS
 
 
@@ -161,7 +161,9 @@ class MeterUsage(ApiModel):
     pool: str = Field(
         description="namespace/name of the InferencePool the meter serves.", max_length=253
     )
-    journal_sequence: int = Field(ge=0, description="Journal sequence the report covers.")
+    journal_sequence: int = Field(
+        ge=0, le=INT64_MAX, description="Journal sequence the report covers."
+    )
     cost_nanoton: Nanoton = Field(description="Cumulative cost this meter charged, nanoton.")
     reported_at: datetime | None = Field(default=None, description="When it was accepted.")
 

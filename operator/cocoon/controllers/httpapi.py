@@ -7,20 +7,25 @@ only owns the server's lifecycle and the caller identity check they share.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
+from cocoon.httpguard import GuardedAppRunner
 from cocoon.kube import Kube
 
 log = logging.getLogger(__name__)
 
 RouteSetup = Callable[[web.Application], None]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 # Agents and meters present projected tokens for this audience only: a token the API server
 # would accept (or one meant for any other service) is refused by the operator, and back.
@@ -96,12 +101,43 @@ class ServerSettings:
         return context
 
 
-async def start(settings: ServerSettings, setups: list[RouteSetup]) -> web.AppRunner:
-    app = web.Application(client_max_size=8 * 1024 * 1024)
+def _error_body(status: int, code: str, message: str) -> bytes:
+    return json.dumps({"error": {"reason": code, "message": message}}).encode()
+
+
+@web.middleware
+async def answer_every_error(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A body that cannot be read (bad gzip, broken chunking) is a 400; any other failure is a
+    JSON 500 logged by type only (exception messages may quote what the caller sent)."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except (HttpProcessingError, RequestPayloadError):
+        return error(400, "MalformedBody", "the request body could not be read (broken "
+                     "framing or Content-Encoding); send it uncompressed, with a valid "
+                     "Content-Length or chunked encoding")
+    except Exception as exc:
+        log.error("request failed", extra={"path": request.path, "error": type(exc).__name__})
+        return error(500, "InternalError", "the operator failed handling the request and "
+                     "changed nothing; retry, and report it if it persists")
+
+
+def make_app(setups: list[RouteSetup]) -> web.Application:
+    app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[answer_every_error])
     app.router.add_get("/healthz", _healthz)
     for setup in setups:
         setup(app)
-    runner = web.AppRunner(app, access_log=None)
+    return app
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """Parser errors answered as JSON and logged by type only; 30 s to send headers."""
+    return GuardedAppRunner(app, header_timeout=30, error_body=_error_body, access_log=None)
+
+
+async def start(settings: ServerSettings, setups: list[RouteSetup]) -> web.AppRunner:
+    runner = make_runner(make_app(setups))
     await runner.setup()
     tls = settings.ssl_context()
     await web.TCPSite(runner, settings.host, settings.port, ssl_context=tls).start()

@@ -141,8 +141,9 @@ async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -
         REJECTED.labels(reason=RejectReason.UNKNOWN_CHANNEL.value).inc()
         return _reject(
             RejectReason.UNKNOWN_CHANNEL,
-            404,
-            f"no PaymentChannel {report.channel!r}; report as namespace/name.",
+            410,
+            f"no PaymentChannel {report.channel!r} (deleted, or not namespace/name); stop "
+            "reporting it.",
         )
     pool = f"{where[0]}/{body['spec'].get('poolName')}"
     if report.pool != pool:

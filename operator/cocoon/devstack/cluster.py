@@ -37,6 +37,7 @@ BINARIES = (
     "helm",
 )
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+NODE_LEASE_SECONDS = 40
 
 
 def cache_dir() -> Path:
@@ -275,6 +276,10 @@ class LocalCluster:
                 "--cidr=10.244.0.1/16",
                 "--node-ip=10.0.0.1",
                 f"--server-address=127.0.0.1:{self.ports['kwok']}",
+                # A Lease per fake node, renewed every 10 s, as a kubelet does: the
+                # heartbeat-with-lease stages update node status rarely, so without Leases the
+                # node lifecycle controller marks the nodes NotReady between heartbeats.
+                f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
             ],
         )
         # the ServiceAccount admission plugin refuses pods until kcm has made `default`

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -10,7 +11,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,27 @@ def die_with_parent() -> None:
     killed test run leaves no server behind."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit (SIGINT already raises KeyboardInterrupt) while inside, so
+    `finally` blocks stop every child on `kill` or Ctrl-C as on a normal exit."""
+
+    def exit_on(signum: int, _: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_on)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def wait_for_signal() -> None:
+    """Sleep until SIGINT or SIGTERM, which raise out of here under `stop_on_signals`."""
+    while True:
+        signal.pause()
 
 
 def terminate(popen: subprocess.Popen[Any], grace: float = 10.0) -> int:

@@ -13,6 +13,7 @@ from cocoon import logs
 from cocoon.agent.collectors import TSM_ROOT
 from cocoon.meter.core import MeterConfig
 from cocoon.meter.identity import Placement
+from cocoon.meter.limits import ENDPOINTS, Limits
 from cocoon.meter.pricing import Price
 from cocoon.meter.server import ServeOptions, serve
 from cocoon.meter.sidecar import (
@@ -74,6 +75,16 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--reserve-output-tokens", type=int, default=256,
                    help="output tokens reserved per request before forwarding")
     p.add_argument("--max-in-flight", type=int, default=256, help="calls beyond this get 429")
+    p.add_argument("--max-in-flight-per-channel", type=int, default=0,
+                   help="calls one channel may have in flight (and bodies it may be sending); "
+                        "beyond this it gets 429; 0 (default): a quarter of --max-in-flight")
+    for endpoint, default in Limits().max_body_bytes.items():
+        p.add_argument(f"--max-body-{endpoint.replace('_', '-')}", type=int, default=default,
+                       metavar="BYTES", help=f"largest {endpoint} body (decompressed) before 413")
+    p.add_argument("--header-timeout", type=float, default=Limits.header_timeout,
+                   metavar="S", help="seconds to send request headers (and keep-alive idle)")
+    p.add_argument("--body-timeout", type=float, default=Limits.body_timeout, metavar="S",
+                   help="seconds to send a whole request body before 408")
     p.add_argument("--journal-sync", default="full", metavar="full|batch:MS",
                    help="full (default): fsync each group commit before answering; batch:MS: "
                         "answer once the OS has the row and fsync every MS ms (a killed meter "
@@ -102,6 +113,12 @@ def _serve(args: argparse.Namespace) -> int:
             reserve_input_tokens=args.reserve_input_tokens,
             reserve_output_tokens=args.reserve_output_tokens,
             max_in_flight=args.max_in_flight,
+            limits=Limits(
+                max_body_bytes={e: getattr(args, f"max_body_{e}") for e in ENDPOINTS},
+                header_timeout=args.header_timeout,
+                body_timeout=args.body_timeout,
+                max_in_flight_per_channel=args.max_in_flight_per_channel,
+            ),
             anonymous_channel=args.anonymous_channel,
             journal_sync=args.journal_sync,
         ),

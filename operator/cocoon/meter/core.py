@@ -23,6 +23,7 @@ from cocoon.meter.credits import ChannelCredit, CreditSource, credential_hash
 from cocoon.meter.errors import MeterError, Reason
 from cocoon.meter.gate import CreditGate, Reservation
 from cocoon.meter.journal import Charge, Journal
+from cocoon.meter.limits import ChannelSlots, Limits
 from cocoon.meter.metrics import MeterMetrics
 from cocoon.meter.pricing import Price, Units
 from cocoon.meter.usage import UsageCounter
@@ -42,6 +43,8 @@ class MeterConfig:
     reserve_input_tokens: int = 0
     reserve_output_tokens: int = 256
     max_in_flight: int = 256
+    # Body sizes, read timeouts and the per-channel bound: cocoon.meter.limits.
+    limits: Limits = field(default_factory=Limits)
     # Benchmarks and open demos only, never production tenants (the operator never sets it):
     # calls that carry no credential at all are charged to this channel, which must exist in
     # the credit source. A credential that is present but wrong is still refused.
@@ -220,7 +223,10 @@ class Meter:
         self.credits = credits
         self.journal = journal
         self.metrics = metrics
-        self.gate = CreditGate(journal.spent, config.max_in_flight)
+        per_channel = config.limits.per_channel(config.max_in_flight)
+        self.gate = CreditGate(journal.spent, config.max_in_flight, per_channel)
+        # Bodies being read hold no pool slot, only their channel's reading allowance.
+        self.reading = ChannelSlots(per_channel)
         price = config.price
         self._per_unit = (
             int(price.per_request), int(price.per_input_token), int(price.per_output_token)
@@ -281,7 +287,15 @@ class Meter:
                 "no credential: send 'Authorization: Bearer <credential>' with the credential "
                 "from your PaymentChannel's Secret",
             )
-        credit = self.credits.lookup(credential_hash(authorization[7:].strip()))
+        token = authorization[7:].strip()
+        if not (token.isascii() and token.isprintable()):
+            self.metrics.rejections.labels(Reason.UNAUTHENTICATED.value).inc()
+            raise MeterError(
+                Reason.UNAUTHENTICATED,
+                "malformed credential: it must be printable ASCII; send the credential from "
+                "your PaymentChannel's Secret exactly as stored",
+            )
+        credit = self.credits.lookup(credential_hash(token))
         if credit is None:
             self.metrics.rejections.labels(Reason.UNAUTHENTICATED.value).inc()
             raise MeterError(
@@ -292,10 +306,14 @@ class Meter:
         return credit
 
     def begin(
-        self, authorization: str | None, model: str, protocol: str, endpoint: str,
-        *, streaming: bool = False, requests: int = 1,
+        self, authorization: str | ChannelCredit | None, model: str, protocol: str,
+        endpoint: str, *, streaming: bool = False, requests: int = 1,
     ) -> Call:
-        credit = self.authenticate(authorization)
+        """Reserve credit and a slot; `authorization` may be a credit already authenticated."""
+        credit = (
+            authorization if isinstance(authorization, ChannelCredit)
+            else self.authenticate(authorization)
+        )
         try:
             reservation = self.gate.reserve(
                 credit.channel, credit.limit_nanoton, self.reservation * requests

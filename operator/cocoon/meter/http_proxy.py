@@ -26,7 +26,9 @@ from yarl import URL
 
 from cocoon.meter import receipts
 from cocoon.meter.core import Call, Meter, Settlement
-from cocoon.meter.errors import MeterError, Reason
+from cocoon.meter.credits import ChannelCredit
+from cocoon.meter.errors import MeterError, Reason, upstream_error
+from cocoon.meter.limits import read_body
 from cocoon.meter.upstream import UpstreamError, UpstreamPool
 from cocoon.meter.usage import (
     SseMeter,
@@ -36,11 +38,13 @@ from cocoon.meter.usage import (
     infer_usage,
     is_error_document,
 )
+from cocoon.meter.validate import HEADER_LENGTH, check_json
 
 log = logging.getLogger(__name__)
 
-HEADER_LENGTH = "Inference-Header-Content-Length"
-_REQUEST_HEADERS = ("Content-Type", HEADER_LENGTH, "Content-Encoding")
+# The body is forwarded decompressed (aiohttp decodes it while the meter bounds its size), so
+# the caller's Content-Encoding is not.
+_REQUEST_HEADERS = ("Content-Type", HEADER_LENGTH)
 _RESPONSE_HEADERS = ("Content-Type", HEADER_LENGTH, "Content-Encoding")
 _MODEL = "/v2/models/{model}"
 _VERSIONED = "/v2/models/{model}/versions/{version}"
@@ -76,7 +80,8 @@ class HttpProxy:
         )
 
     def app(self, extra_routes: tuple[tuple[str, str, Handler], ...] = ()) -> web.Application:
-        app = web.Application(client_max_size=1 << 30)
+        limits = self.meter.config.limits
+        app = web.Application(client_max_size=max(limits.max_body_bytes.values()))
         app.cleanup_ctx.append(self._session_ctx)
         add = app.router.add_route
         for method, path, handler in extra_routes:
@@ -136,10 +141,26 @@ class HttpProxy:
             "inference (infer, generate, generate_stream), health, and model metadata",
         ))
 
-    def _begin(self, request: web.Request, endpoint: str, *, streaming: bool = False) -> Call:
+    async def _admit(self, request: web.Request, endpoint: str) -> tuple[ChannelCredit, bytes]:
+        """Authenticate, then read and check the body while holding only the channel's reading
+        allowance: no credit and no pool slot is reserved until the whole body is in."""
+        meter = self.meter
+        credit = meter.authenticate(request.headers.get("Authorization"))
+        try:
+            with meter.reading.hold(credit.channel):
+                body = await read_body(request, endpoint, meter.config.limits)
+            check_json(body, request.headers, endpoint)
+        except MeterError as exc:
+            meter.metrics.rejections.labels(exc.reason.value).inc()
+            raise
+        return credit, body
+
+    def _begin(
+        self, request: web.Request, credit: ChannelCredit, endpoint: str, *,
+        streaming: bool = False,
+    ) -> Call:
         return self.meter.begin(
-            request.headers.get("Authorization"), request.match_info["model"], "http", endpoint,
-            streaming=streaming,
+            credit, request.match_info["model"], "http", endpoint, streaming=streaming
         )
 
     async def infer(self, request: web.Request) -> web.Response:
@@ -150,11 +171,11 @@ class HttpProxy:
 
     async def _unary(self, request: web.Request, endpoint: str) -> web.Response:
         try:
-            call = self._begin(request, endpoint)
+            credit, body = await self._admit(request, endpoint)
+            call = self._begin(request, credit, endpoint)
         except MeterError as exc:
             return _error_response(exc)
         try:
-            body = await request.read()
             call.request_sha256 = hashlib.sha256(body).hexdigest()
             start = time.perf_counter()
             try:
@@ -165,7 +186,10 @@ class HttpProxy:
                 return _error_response(_upstream_down(exc))
             call.upstream_seconds = time.perf_counter() - start
             status, outcome = self._count_unary(call, endpoint, status, payload, headers)
-            if outcome == "ok" and not call.affordable(call.counter):
+            if outcome == "error":
+                status, payload = upstream_error(status, payload)
+                headers = {"Content-Type": "application/json"}
+            elif not call.affordable(call.counter):
                 call.counter = UsageCounter(failed=True)
                 await call.settle("withheld")
                 return _error_response(MeterError(
@@ -219,16 +243,16 @@ class HttpProxy:
 
     async def generate_stream(self, request: web.Request) -> web.StreamResponse:
         try:
-            call = self._begin(request, "generate_stream", streaming=True)
+            credit, body = await self._admit(request, "generate_stream")
+            call = self._begin(request, credit, "generate_stream", streaming=True)
         except MeterError as exc:
             return _error_response(exc)
         try:
-            return await self._stream(request, call)
+            return await self._stream(request, call, body)
         finally:
             call.abandon()
 
-    async def _stream(self, request: web.Request, call: Call) -> web.StreamResponse:
-        body = await request.read()
+    async def _stream(self, request: web.Request, call: Call, body: bytes) -> web.StreamResponse:
         call.request_sha256 = hashlib.sha256(body).hexdigest()
         wait_start = time.perf_counter()
         try:
@@ -246,9 +270,10 @@ class HttpProxy:
                 payload = await upstream.read()
                 call.counter.failed = True
                 settlement = await call.settle("error")
-                headers = _pick(upstream.headers, _RESPONSE_HEADERS)
-                headers.update(settlement.headers())
-                return web.Response(status=upstream.status, body=payload, headers=headers)
+                status, payload = upstream_error(upstream.status, payload)
+                return web.Response(status=status, body=payload, headers={
+                    "Content-Type": "application/json", **settlement.headers(),
+                })
             response = web.StreamResponse(
                 status=200,
                 headers={

@@ -111,6 +111,11 @@ class UsagePusher:
                     if resp.status == 200:
                         self._accepted[report.channel] = state
                         accepted += 1
+                    elif resp.status == 410:
+                        # The channel is gone: resending the same figures cannot succeed.
+                        self._accepted[report.channel] = state
+                        log.info("channel gone; its usage is no longer reported",
+                                 extra={"channel": report.channel})
                     else:
                         log.warning(
                             "operator refused a usage report",

@@ -22,10 +22,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon.agent import sources
 from cocoon.agent.simulated import SimulatedTee
+from cocoon.httpguard import GuardedAppRunner
 from cocoon.meter import evidence_source, prover
 from cocoon.meter.admin import admin_app
 from cocoon.meter.core import Meter, MeterConfig
 from cocoon.meter.credits import CreditSource, FileCreditSource
+from cocoon.meter.errors import error_body
 from cocoon.meter.grpc_proxy import GrpcProxy
 from cocoon.meter.http_proxy import HttpProxy
 from cocoon.meter.identity import MeterIdentity, Placement
@@ -101,7 +103,11 @@ def bound_source(options: ServeOptions) -> evidence_source.AsyncBoundSource:
 def _grpc_server(
     options: ServeOptions, proxy: GrpcProxy, attested: Prover | None
 ) -> grpc.aio.Server:
-    server = grpc.aio.server(options=_GRPC_OPTIONS)
+    # gRPC reads a whole message before the handler runs, so its bound is the transport's.
+    server = grpc.aio.server(options=(
+        ("grpc.max_send_message_length", _GRPC_MAX_MESSAGE),
+        ("grpc.max_receive_message_length", options.config.limits.body_limit("infer")),
+    ))
     server.add_generic_rpc_handlers((proxy.handler(),))
     address = f"{options.listen}:{options.grpc_port}"
     if attested is not None:
@@ -150,10 +156,11 @@ async def serve(options: ServeOptions, credits: CreditSource | None = None) -> N
     metrics = MeterMetrics(options.config.models)
     meter = Meter(options.config, source, journal, metrics, receipt_key=key)
     route = attested.attestation if attested is not None else prover.plaintext_attestation
-    http = web.AppRunner(
+    http = GuardedAppRunner(
         HttpProxy(meter, options.upstream_http, options.config.max_in_flight).app(
             (("GET", ATTESTATION_PATH, route),)
         ),
+        header_timeout=options.config.limits.header_timeout, error_body=error_body,
         access_log=None, handle_signals=False,
     )
     admin = web.AppRunner(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from cocoon import keys
+from cocoon.meter.limits import Limits
 from cocoon.meter.pricing import Price
 
 HTTP_PORT = 8000
@@ -51,6 +52,17 @@ def triton_listen_args() -> list[str]:
     ]
 
 
+def limit_args(limits: Limits) -> list[str]:
+    """`cocoon meter serve` flags for `limits` (the names cli.py defines)."""
+    return [
+        *(f"--max-body-{endpoint.replace('_', '-')}={size}"
+          for endpoint, size in limits.max_body_bytes.items()),
+        f"--max-in-flight-per-channel={limits.max_in_flight_per_channel}",
+        f"--header-timeout={limits.header_timeout:g}",
+        f"--body-timeout={limits.body_timeout:g}",
+    ]
+
+
 def sidecar_spec(
     *,
     image: str,
@@ -67,6 +79,7 @@ def sidecar_spec(
     reserve_output_tokens: int = 256,
     reserve_input_tokens: int = 0,
     max_in_flight: int = 256,
+    limits: Limits | None = None,
     resources: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A Kubernetes container dict named "meter" for the pool's pod template.
@@ -100,6 +113,7 @@ def sidecar_spec(
         f"--reserve-input-tokens={reserve_input_tokens}",
         f"--reserve-output-tokens={reserve_output_tokens}",
         f"--max-in-flight={max_in_flight}",
+        *limit_args(limits or Limits()),
         *(f"--model={m}" for m in models),
     ]
     return {

@@ -23,16 +23,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import Field
 
 from cocoon import keys
-from cocoon.api.common import ApiModel, Nanoton
+from cocoon.api.common import INT64_MAX, ApiModel, Nanoton
 
 FORMAT = "cocoon.dev/usage-report/v1"
 DOMAIN = b"cocoon.dev/usage-report/v1\n"
 
 
 class UsageUnits(ApiModel):
-    requests: int = Field(ge=0, description="Calls charged.")
-    input_tokens: int = Field(ge=0, description="Prompt tokens reported by the model.")
-    output_tokens: int = Field(ge=0, description="Generated tokens.")
+    requests: int = Field(ge=0, le=INT64_MAX, description="Calls charged.")
+    input_tokens: int = Field(
+        ge=0, le=INT64_MAX, description="Prompt tokens reported by the model."
+    )
+    output_tokens: int = Field(ge=0, le=INT64_MAX, description="Generated tokens.")
 
 
 class UsageReport(ApiModel):
@@ -43,7 +45,7 @@ class UsageReport(ApiModel):
     channel: str = Field(description="namespace/name of the PaymentChannel.")
     units: UsageUnits
     cost_nanoton: Nanoton
-    journal_sequence: int = Field(ge=0)
+    journal_sequence: int = Field(ge=0, le=INT64_MAX)
     issued_at: datetime
 
 

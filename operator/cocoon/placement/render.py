@@ -187,6 +187,7 @@ def meter_container(spec: InferencePoolSpec, pool: PoolRef, settings: Settings) 
         operator_ca_pem=settings.operator_ca_pem,
         reserve_output_tokens=spec.meter.max_output_tokens,
         max_in_flight=spec.meter.max_in_flight,
+        limits=spec.meter.limits.meter_limits(),
         resources=settings.meter_resources,
     )
     container["imagePullPolicy"] = settings.meter_pull_policy
