@@ -172,10 +172,7 @@ class Meter:
         self.journal = journal
         self.metrics = metrics
         self.gate = CreditGate(journal.spent, config.max_in_flight)
-        price = config.price
-        self._per_unit = (
-            int(price.per_request), int(price.per_input_token), int(price.per_output_token)
-        )
+        self.tariff = config.price.tariff()
         self.reservation = config.reservation
         # Request ids: a keyed hash (random per-process key) of a counter: as unique and
         # unguessable as uuid4 without a urandom call per request, and unlike a bare counter
@@ -199,11 +196,7 @@ class Meter:
 
     def cost(self, units: Units) -> int:
         """`config.price.cost(units)` with the prices parsed once."""
-        per_request, per_input, per_output = self._per_unit
-        return (
-            units.requests * per_request + units.input_tokens * per_input
-            + units.output_tokens * per_output
-        )
+        return self.tariff.cost(units)
 
     def next_request_id(self) -> str:
         return hashlib.blake2b(

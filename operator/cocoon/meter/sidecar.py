@@ -78,9 +78,7 @@ def sidecar_spec(
         if operator_url
         else f"--credits={CREDITS_DIR}/{CREDITS_FILE}",
         f"--signing-key={SIGNING_KEY_DIR}/{SIGNING_KEY_FILE}",
-        f"--price-per-request={price.per_request}",
-        f"--price-per-input-token={price.per_input_token}",
-        f"--price-per-output-token={price.per_output_token}",
+        *price.cli_args(),
         f"--reserve-input-tokens={reserve_input_tokens}",
         f"--reserve-output-tokens={reserve_output_tokens}",
         f"--max-in-flight={max_in_flight}",

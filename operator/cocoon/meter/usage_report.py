@@ -32,6 +32,12 @@ class UsageUnits(ApiModel):
     requests: int = Field(ge=0, description="Calls charged.")
     input_tokens: int = Field(ge=0, description="Prompt tokens reported by the model.")
     output_tokens: int = Field(ge=0, description="Generated tokens.")
+    cached_input_tokens: int = Field(
+        default=0, ge=0, description="Of inputTokens, those served from a prompt cache."
+    )
+    reasoning_tokens: int = Field(
+        default=0, ge=0, description="Of outputTokens, those spent on hidden reasoning."
+    )
 
 
 class UsageReport(ApiModel):
