@@ -62,6 +62,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="BENCHMARKS/OPEN DEMOS ONLY, never production tenants: charge calls "
                         "that carry no credential to this channel (it must be in --credits); "
                         "the operator never sets it")
+    p.add_argument("--tokenizer", default=None, metavar="TOKENIZER_JSON",
+                   help="the pool model's tokenizer.json (Hugging Face format): the OpenAI "
+                        "routes count prompts with it when the model does not report them")
     p.add_argument("--log-level", default="info")
     p.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=True,
                    help="run on uvloop (default; measured 2-30%% more throughput through the "
@@ -91,6 +94,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_in_flight=args.max_in_flight,
             anonymous_channel=args.anonymous_channel,
             journal_sync=args.journal_sync,
+            tokenizer=args.tokenizer,
         ),
         upstream_http=args.upstream_http,
         upstream_grpc=args.upstream_grpc,

@@ -44,6 +44,8 @@ class MeterConfig:
     anonymous_channel: str | None = None
     # `full` (fsync before answering) or `batch:<ms>`: see cocoon.meter.journal.
     journal_sync: str = "full"
+    # The pool's tokenizer.json: counts prompts for the OpenAI routes (cocoon.meter.prompt_tokens).
+    tokenizer: str | None = None
 
     @property
     def reservation(self) -> int:
@@ -237,13 +239,13 @@ class Meter:
 
     def begin(
         self, authorization: str | None, model: str, protocol: str, endpoint: str,
-        *, streaming: bool = False, requests: int = 1,
+        *, streaming: bool = False, requests: int = 1, reserve: int | None = None,
     ) -> Call:
+        """Authenticate and reserve `reserve` nanoton (default: the configured worst case)."""
         credit = self.authenticate(authorization)
+        amount = self.reservation * requests if reserve is None else reserve
         try:
-            reservation = self.gate.reserve(
-                credit.channel, credit.limit_nanoton, self.reservation * requests
-            )
+            reservation = self.gate.reserve(credit.channel, credit.limit_nanoton, amount)
         except MeterError as exc:
             self.metrics.rejections.labels(exc.reason.value).inc()
             raise

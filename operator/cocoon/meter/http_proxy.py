@@ -23,6 +23,7 @@ from yarl import URL
 
 from cocoon.meter.core import Call, Meter, Settlement
 from cocoon.meter.errors import MeterError, Reason
+from cocoon.meter.openai_routes import OpenAIRoutes
 from cocoon.meter.upstream import UpstreamError, UpstreamPool
 from cocoon.meter.usage import (
     SseMeter,
@@ -85,6 +86,7 @@ class HttpProxy:
         add("GET", "/v2/health/live", self.open_passthrough)
         add("GET", "/v2/health/ready", self.open_passthrough)
         add("GET", "/v2", self.open_passthrough)
+        OpenAIRoutes(self.meter, self.upstream).install(app)
         add("*", "/{tail:.*}", self.refuse)
         self._app = app
         return app
