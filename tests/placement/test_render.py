@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from cocoon.api.inferencepool import InferencePoolSpec
 from cocoon.placement import render
@@ -128,3 +129,18 @@ def test_pods_do_not_get_a_service_account_token() -> None:
     assert pod["automountServiceAccountToken"] is False
     for c in pod["containers"]:
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_pool_tokenizer_reaches_the_meter_from_the_model_volume() -> None:
+    pod = deployment(spec(meter={"tokenizer": "add/tokenizer.json"}))["spec"]["template"]["spec"]
+    meter = next(c for c in pod["containers"] if c["name"] == "meter")
+    assert "--tokenizer=/models/add/tokenizer.json" in meter["args"]
+    mount = next(m for m in meter["volumeMounts"] if m["name"] == "models")
+    assert mount["readOnly"] is True
+    assert "models" in {v["name"] for v in pod["volumes"]}
+
+
+@pytest.mark.parametrize("bad", ["../etc/passwd", "/abs/tokenizer.json", "a/../b", "a//b", ""])
+def test_pool_tokenizer_path_stays_inside_the_repository(bad: str) -> None:
+    with pytest.raises(ValidationError):
+        spec(meter={"tokenizer": bad})

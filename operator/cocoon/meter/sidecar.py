@@ -25,6 +25,7 @@ JOURNAL_DIR = "/var/lib/cocoon-meter"
 CREDITS_DIR = "/etc/cocoon-meter/credits"
 CREDITS_FILE = "credits.json"
 SIGNING_KEY_DIR = "/var/run/cocoon/workload-key"
+MODELS_DIR = "/models"  # the model repository, read-only, when the meter needs the tokenizer
 SIGNING_KEY_FILE = keys.WORKLOAD_KEY_FILE
 READINESS_PATH = "/v2/health/ready"
 LIVENESS_PATH = "/livez"
@@ -56,6 +57,8 @@ def sidecar_spec(
     reserve_input_tokens: int = 0,
     max_in_flight: int = 256,
     resources: dict[str, Any] | None = None,
+    tokenizer: str | None = None,
+    models_volume: str = "models",
 ) -> dict[str, Any]:
     """A Kubernetes container dict named "meter" for the pool's pod template.
 
@@ -83,6 +86,7 @@ def sidecar_spec(
         f"--reserve-output-tokens={reserve_output_tokens}",
         f"--max-in-flight={max_in_flight}",
         *(f"--model={m}" for m in models),
+        *([f"--tokenizer={MODELS_DIR}/{tokenizer}"] if tokenizer else []),
     ]
     return {
         "name": "meter",
@@ -112,6 +116,11 @@ def sidecar_spec(
                 else [{"name": credits_volume, "mountPath": CREDITS_DIR, "readOnly": True}]
             ),
             {"name": signing_key_volume, "mountPath": SIGNING_KEY_DIR, "readOnly": True},
+            *(
+                [{"name": models_volume, "mountPath": MODELS_DIR, "readOnly": True}]
+                if tokenizer
+                else []
+            ),
         ],
         "resources": resources
         or {

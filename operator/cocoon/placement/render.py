@@ -187,6 +187,7 @@ def meter_container(spec: InferencePoolSpec, pool: PoolRef, settings: Settings) 
         reserve_output_tokens=spec.meter.max_output_tokens,
         max_in_flight=spec.meter.max_in_flight,
         resources=settings.meter_resources,
+        tokenizer=spec.meter.tokenizer,
     )
     container["imagePullPolicy"] = settings.meter_pull_policy
     return container
