@@ -98,3 +98,18 @@ def test_stream_chunks_and_usage():
         "completion_tokens_details": {"reasoning_tokens": 1},
     }
     assert last["cocoon"] == {"request_id": "r1", "cost_nanoton": "9"}
+
+
+@pytest.mark.parametrize(
+    "text", ["", " meter", 'quote " and \\ back', "\u00fc\n\x00", "\x00cocoon"]
+)
+@pytest.mark.parametrize("chat", [True, False])
+@pytest.mark.parametrize("include_usage", [True, False])
+def test_text_chunk_template_builds_exactly_the_chunk(text, chat, include_usage):
+    body = {"model": "llm", "stream": True,
+            **({"messages": CHAT["messages"]} if chat else {"prompt": "p"})}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    parsed = wire.parse(body, chat=chat, default_max_tokens=8)
+    prefix, suffix = wire.text_chunk_template(parsed, "r9", 77)
+    assert prefix + json.dumps(text).encode() + suffix == wire.chunk(parsed, "r9", 77, text=text)

@@ -159,6 +159,8 @@ class _Stream:
         self.finish = "length"
         self.error: str | None = None
         self.response: web.StreamResponse | None = None
+        self._prefix, self._suffix = wire.text_chunk_template(parsed, call.request_id,
+                                                              self.created)
 
     def _chunk(self, **kwargs: Any) -> bytes:
         return wire.chunk(self.parsed, self.call.request_id, self.created, **kwargs)
@@ -229,7 +231,8 @@ class _Stream:
             self.text += pieces
             if self.response is not None and pieces:
                 try:
-                    await self.response.write(b"".join(self._chunk(text=p) for p in pieces))
+                    await self.response.write(b"".join(
+                        self._prefix + json.dumps(p).encode() + self._suffix for p in pieces))
                 except _WRITE_ERRORS:
                     return "client_closed"
         if call.counter.failed:
