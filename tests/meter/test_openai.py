@@ -6,6 +6,7 @@ error shape, cause no journal writes, and the SDK raises its own exception types
 
 import asyncio
 
+import aiohttp
 import openai
 import pytest
 from conftest import CHANNEL, CREDENTIAL
@@ -210,3 +211,34 @@ def test_overload_is_429_in_openai_shape(triton_server, tmp_path):
         stream.close()
     finally:
         process.stop()
+
+
+async def _post_raw(url, data, headers):
+    async with aiohttp.ClientSession() as session, session.post(
+            url, data=data, headers=headers) as response:
+        return response.status, await response.json()
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_oversized_bodies_are_refused_before_any_work(meter, chunked):
+    body = b'{"model": "llm", "prompt": "' + b"a" * (3 << 20) + b'"}'
+
+    async def pieces():
+        for i in range(0, len(body), 65536):
+            yield body[i:i + 65536]
+
+    status, error = await _post_raw(
+        f"{meter.http_url}/v1/completions", pieces() if chunked else body,
+        {"Authorization": f"Bearer {CREDENTIAL}", "Content-Type": "application/json"})
+    assert status == 400
+    assert error["error"]["code"] == "request_too_large"
+    assert _journal_units(meter) == []
+
+
+async def test_a_body_that_is_not_json_is_a_400_after_authentication(meter):
+    url = f"{meter.http_url}/v1/chat/completions"
+    status, error = await _post_raw(url, b"{not json", {"Authorization": f"Bearer {CREDENTIAL}"})
+    assert status == 400
+    assert error["error"]["type"] == "invalid_request_error"
+    status, error = await _post_raw(url, b"{not json", {})
+    assert (status, error["error"]["code"]) == (401, "invalid_api_key")

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _session_key = web.AppKey("openai_session", aiohttp.ClientSession)
 _WRITE_ERRORS = (ConnectionError, aiohttp.ClientConnectionResetError)
+MAX_BODY_BYTES = 2 << 20  # ~500k tokens of prompt: beyond any context a pool serves
 
 
 def _error(exc: MeterError) -> web.Response:
@@ -49,6 +50,29 @@ def _upstream_message(payload: bytes) -> str:
     except (ValueError, AttributeError):
         text = ""
     return text.split("\n", 1)[0][:500] or "the model refused the request"
+
+
+async def _read_json(request: web.Request) -> Any:
+    """The body as JSON, read only up to MAX_BODY_BYTES: prompts are tokenized on the event
+    loop, so their size is bounded before any work is done on them."""
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise _too_large()
+    data = bytearray()
+    async for piece in request.content.iter_chunked(1 << 16):
+        data += piece
+        if len(data) > MAX_BODY_BYTES:
+            raise _too_large()
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise wire.BadRequest("the request body is not valid JSON") from None
+
+
+def _too_large() -> wire.BadRequest:
+    return wire.BadRequest(
+        f"the request body exceeds {MAX_BODY_BYTES} bytes; shorten the prompt",
+        code="request_too_large",
+    )
 
 
 class OpenAIRoutes:
@@ -90,9 +114,6 @@ class OpenAIRoutes:
     def _begin(self, request: web.Request, body: Any, *, chat: bool) -> tuple[
             wire.GenerateRequest, Call, int | None]:
         authorization = request.headers.get("Authorization")
-        self.meter.authenticate(authorization)  # 401 before anything about the body
-        if body is None:
-            raise wire.BadRequest("the request body is not valid JSON")
         parsed = wire.parse(body, chat=chat,
                             default_max_tokens=self.meter.config.reserve_output_tokens)
         if parsed.model not in self.meter.config.models:
@@ -108,10 +129,8 @@ class OpenAIRoutes:
 
     async def _complete(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        try:
+            self.meter.authenticate(request.headers.get("Authorization"))
+            body = await _read_json(request)
             parsed, call, counted = self._begin(request, body, chat=chat)
         except MeterError as exc:
             return _error(exc)
