@@ -111,27 +111,29 @@ class OpenAIRoutes:
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._complete(request, chat=False)
 
-    def _begin(self, request: web.Request, body: Any, *, chat: bool) -> tuple[
-            wire.GenerateRequest, Call, int | None]:
-        authorization = request.headers.get("Authorization")
-        parsed = wire.parse(body, chat=chat,
-                            default_max_tokens=self.meter.config.reserve_output_tokens)
+    def _check_model(self, parsed: wire.GenerateRequest) -> None:
         if parsed.model not in self.meter.config.models:
             raise MeterError(Reason.NOT_FOUND, f"model '{parsed.model}' is not served by this "
                              "pool; GET /v1/models lists the ones it serves")
-        counted = self.prompts.count(parsed.prompt)
+
+    def _begin(self, request: web.Request, parsed: wire.GenerateRequest,
+               counted: int | None) -> Call:
+        """Reserve the worst case: one request, the prompt, and max_tokens of completion."""
         prompt_bound = self.prompts.bound(parsed.prompt) if counted is None else counted
         worst = self.meter.cost(Units(1, prompt_bound, parsed.max_tokens))
-        call = self.meter.begin(authorization, parsed.model, "http",
-                                "chat.completions" if chat else "completions",
+        return self.meter.begin(request.headers.get("Authorization"), parsed.model, "http",
+                                "chat.completions" if parsed.chat else "completions",
                                 streaming=True, reserve=worst)
-        return parsed, call, counted
 
     async def _complete(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         try:
             self.meter.authenticate(request.headers.get("Authorization"))
             body = await _read_json(request)
-            parsed, call, counted = self._begin(request, body, chat=chat)
+            parsed = wire.parse(body, chat=chat,
+                                default_max_tokens=self.meter.config.reserve_output_tokens)
+            self._check_model(parsed)
+            counted = await self.prompts.count(parsed.prompt)
+            call = self._begin(request, parsed, counted)
         except MeterError as exc:
             return _error(exc)
         try:
