@@ -99,3 +99,21 @@ def test_meter_error_body_is_kserve_compatible():
     body = json.loads(MeterError(Reason.NO_CREDIT, "top up").body())
     assert body == {"error": "InsufficientCredit: top up", "code": "InsufficientCredit",
                     "message": "top up"}
+
+
+def test_sidecar_reads_the_tokenizer_from_the_model_repository_read_only():
+    plain = sidecar_spec(image="m:1", pool="ns/p", price=Price(), models=["llm"])
+    assert not any(a.startswith("--tokenizer") for a in plain["args"])
+    assert "/models" not in {m["mountPath"] for m in plain["volumeMounts"]}
+    spec = sidecar_spec(image="m:1", pool="ns/p", price=Price(), models=["llm"],
+                        tokenizer="llm/tokenizer.json")
+    assert "--tokenizer=/models/llm/tokenizer.json" in spec["args"]
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in spec["volumeMounts"]
+
+
+def test_sidecar_carries_every_price_field():
+    price = Price(per_request="1", per_input_token="2", per_output_token="3",
+                  per_cached_input_token="4", per_reasoning_token="5", per_tokens=1000000)
+    args = sidecar_spec(image="m:1", pool="ns/p", price=price, models=["llm"])["args"]
+    assert set(price.cli_args()) <= set(args)
+    assert "--price-per-reasoning-token=5" in args

@@ -108,7 +108,8 @@ async def test_generate_stream_forwards_tokens_then_usage_event(meter):
     assert [t["text_output"] for t in tokens] == ["alpha ", "beta ", "alpha ", "beta ", "alpha "]
     name, usage = events[-1]
     assert name == "cocoon.usage"
-    assert usage["units"] == {"requests": 1, "input_tokens": 2, "output_tokens": 5}
+    assert usage["units"] == {"requests": 1, "input_tokens": 2, "output_tokens": 5,
+                              "cached_input_tokens": 0, "reasoning_tokens": 0}
     assert usage["costNanoton"] == str(PRICE.cost(Units(1, 2, 5)))
     assert usage["requestId"] == headers["Cocoon-Request-Id"]
 

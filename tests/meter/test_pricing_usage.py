@@ -15,7 +15,8 @@ def test_price_cost_is_exact_integer_nanoton():
     assert price.cost(Units(2, 5, 11)) == 2 * 10**21 + 15 + 77
     assert Price().cost(Units(1, 1, 1)) == 0
     assert price.to_api() == {
-        "perRequest": "1000000000000000000000", "perInputToken": "3", "perOutputToken": "7"
+        "perRequest": "1000000000000000000000", "perInputToken": "3", "perOutputToken": "7",
+        "perTokens": 1,
     }
 
 

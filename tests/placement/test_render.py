@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from cocoon.api.inferencepool import InferencePoolSpec
 from cocoon.placement import render
@@ -154,3 +155,18 @@ def test_no_key_material_reaches_a_pool_pod(runtime_class: str | None) -> None:
     assert not triton.get("volumeMounts", []) or all(
         m["name"] in ("models", "dshm") for m in triton["volumeMounts"]
     )
+
+
+def test_pool_tokenizer_reaches_the_meter_from_the_model_volume() -> None:
+    pod = deployment(spec(meter={"tokenizer": "add/tokenizer.json"}))["spec"]["template"]["spec"]
+    meter = next(c for c in pod["containers"] if c["name"] == "meter")
+    assert "--tokenizer=/models/add/tokenizer.json" in meter["args"]
+    mount = next(m for m in meter["volumeMounts"] if m["name"] == "models")
+    assert mount["readOnly"] is True
+    assert "models" in {v["name"] for v in pod["volumes"]}
+
+
+@pytest.mark.parametrize("bad", ["../etc/passwd", "/abs/tokenizer.json", "a/../b", "a//b", ""])
+def test_pool_tokenizer_path_stays_inside_the_repository(bad: str) -> None:
+    with pytest.raises(ValidationError):
+        spec(meter={"tokenizer": bad})

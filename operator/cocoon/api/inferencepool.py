@@ -195,6 +195,13 @@ class MeterSpec(ApiModel):
     limits: MeterLimits = Field(
         default_factory=MeterLimits, description="Body sizes, read timeouts, per-channel bound."
     )
+    tokenizer: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$",
+        description="Path of the model's tokenizer.json (Hugging Face format) inside the model "
+        "repository, e.g. llm/tokenizer.json: the meter counts prompts with it for the OpenAI "
+        "routes (to reserve credit, and to charge prompts the model does not report).",
+    )
 
 
 class InferencePoolSpec(ApiModel):

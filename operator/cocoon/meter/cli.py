@@ -68,6 +68,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--price-per-request", default="0", help="nanoton")
     p.add_argument("--price-per-input-token", default="0", help="nanoton")
     p.add_argument("--price-per-output-token", default="0", help="nanoton")
+    p.add_argument("--price-per-cached-input-token", default=None,
+                   help="nanoton (default: the input token price)")
+    p.add_argument("--price-per-reasoning-token", default=None,
+                   help="nanoton (default: the output token price)")
+    p.add_argument("--price-per-tokens", type=int, default=1, choices=(1, 1000, 1000000),
+                   help="how many tokens the token prices are for")
     p.add_argument("--model", action="append", default=[],
                    help="a model the pool serves (bounds the metrics' model label); repeatable")
     p.add_argument("--reserve-input-tokens", type=int, default=0,
@@ -93,6 +99,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="BENCHMARKS/OPEN DEMOS ONLY, never production tenants: charge calls "
                         "that carry no credential to this channel (it must be in --credits); "
                         "the operator never sets it")
+    p.add_argument("--tokenizer", default=None, metavar="TOKENIZER_JSON",
+                   help="the pool model's tokenizer.json (Hugging Face format): the OpenAI "
+                        "routes count prompts with it when the model does not report them")
     p.add_argument("--log-level", default="info")
     p.add_argument("--uvloop", action=argparse.BooleanOptionalAction, default=True,
                    help="run on uvloop (default; measured 2-30%% more throughput through the "
@@ -100,13 +109,20 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_serve)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    logs.configure(args.log_level)
-    price = Price(
+def price_from_args(args: argparse.Namespace) -> Price:
+    return Price(
         per_request=args.price_per_request,
         per_input_token=args.price_per_input_token,
         per_output_token=args.price_per_output_token,
+        per_cached_input_token=args.price_per_cached_input_token,
+        per_reasoning_token=args.price_per_reasoning_token,
+        per_tokens=args.price_per_tokens,
     )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logs.configure(args.log_level)
+    price = price_from_args(args)
     options = ServeOptions(
         config=MeterConfig(
             pool=args.pool, price=price, models=tuple(args.model),
@@ -121,6 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
             ),
             anonymous_channel=args.anonymous_channel,
             journal_sync=args.journal_sync,
+            tokenizer=args.tokenizer,
         ),
         upstream_http=args.upstream_http,
         upstream_grpc=args.upstream_grpc,

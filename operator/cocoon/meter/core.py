@@ -51,6 +51,8 @@ class MeterConfig:
     anonymous_channel: str | None = None
     # `full` (fsync before answering) or `batch:<ms>`: see cocoon.meter.journal.
     journal_sync: str = "full"
+    # The pool's tokenizer.json: counts prompts for the OpenAI routes (cocoon.meter.prompt_tokens).
+    tokenizer: str | None = None
 
     @property
     def reservation(self) -> int:
@@ -227,10 +229,7 @@ class Meter:
         self.gate = CreditGate(journal.spent, config.max_in_flight, per_channel)
         # Bodies being read hold no pool slot, only their channel's reading allowance.
         self.reading = ChannelSlots(per_channel)
-        price = config.price
-        self._per_unit = (
-            int(price.per_request), int(price.per_input_token), int(price.per_output_token)
-        )
+        self.tariff = config.price.tariff()
         self.reservation = config.reservation
         # Request ids: a keyed hash (random per-process key) of a counter: as unique and
         # unguessable as uuid4 without a urandom call per request, and unlike a bare counter
@@ -254,11 +253,7 @@ class Meter:
 
     def cost(self, units: Units) -> int:
         """`config.price.cost(units)` with the prices parsed once."""
-        per_request, per_input, per_output = self._per_unit
-        return (
-            units.requests * per_request + units.input_tokens * per_input
-            + units.output_tokens * per_output
-        )
+        return self.tariff.cost(units)
 
     def next_request_id(self) -> str:
         return hashlib.blake2b(
@@ -307,17 +302,17 @@ class Meter:
 
     def begin(
         self, authorization: str | ChannelCredit | None, model: str, protocol: str,
-        endpoint: str, *, streaming: bool = False, requests: int = 1,
+        endpoint: str, *, streaming: bool = False, requests: int = 1, reserve: int | None = None,
     ) -> Call:
-        """Reserve credit and a slot; `authorization` may be a credit already authenticated."""
+        """Reserve `reserve` nanoton (default: the configured worst case) and a slot;
+        `authorization` may be a credit already authenticated."""
         credit = (
             authorization if isinstance(authorization, ChannelCredit)
             else self.authenticate(authorization)
         )
+        amount = self.reservation * requests if reserve is None else reserve
         try:
-            reservation = self.gate.reserve(
-                credit.channel, credit.limit_nanoton, self.reservation * requests
-            )
+            reservation = self.gate.reserve(credit.channel, credit.limit_nanoton, amount)
         except MeterError as exc:
             self.metrics.rejections.labels(exc.reason.value).inc()
             raise

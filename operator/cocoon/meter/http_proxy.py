@@ -29,6 +29,7 @@ from cocoon.meter.core import Call, Meter, Settlement
 from cocoon.meter.credits import ChannelCredit
 from cocoon.meter.errors import MeterError, Reason, upstream_error
 from cocoon.meter.limits import read_body
+from cocoon.meter.openai_routes import OpenAIRoutes
 from cocoon.meter.upstream import UpstreamError, UpstreamPool
 from cocoon.meter.usage import (
     SseMeter,
@@ -97,6 +98,7 @@ class HttpProxy:
         add("GET", "/v2/health/live", self.open_passthrough)
         add("GET", "/v2/health/ready", self.open_passthrough)
         add("GET", "/v2", self.open_passthrough)
+        OpenAIRoutes(self.meter, self.upstream).install(app)
         add("*", "/{tail:.*}", self.refuse)
         self._app = app
         return app

@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS charges (
     requests INTEGER NOT NULL,
     input_tokens INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL,
+    cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
     cost_nanoton INTEGER NOT NULL,
     started_at REAL NOT NULL,
     finished_at REAL NOT NULL
@@ -57,12 +59,15 @@ CREATE TABLE IF NOT EXISTS charges (
 """
 _INSERT = (
     "INSERT OR IGNORE INTO charges (request_id, channel, model, endpoint, outcome, requests, "
-    "input_tokens, output_tokens, cost_nanoton, started_at, finished_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "input_tokens, output_tokens, cached_input_tokens, reasoning_tokens, cost_nanoton, "
+    "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# Journals written before token categories existed gain the columns (zero for old rows).
+_CATEGORY_COLUMNS = ("cached_input_tokens", "reasoning_tokens")
 _TOTALS = (
-    "SELECT channel, SUM(requests), SUM(input_tokens), SUM(output_tokens), SUM(cost_nanoton), "
-    "MAX(seq) FROM charges GROUP BY channel"
+    "SELECT channel, SUM(requests), SUM(input_tokens), SUM(output_tokens), "
+    "SUM(cached_input_tokens), SUM(reasoning_tokens), SUM(cost_nanoton), MAX(seq) "
+    "FROM charges GROUP BY channel"
 )
 
 
@@ -84,7 +89,8 @@ class Charge:
         u = self.units
         return (
             self.request_id, self.channel, self.model, self.endpoint, self.outcome,
-            u.requests, u.input_tokens, u.output_tokens, self.cost_nanoton,
+            u.requests, u.input_tokens, u.output_tokens, u.cached_input_tokens,
+            u.reasoning_tokens, self.cost_nanoton,
             self.started_at, self.finished_at,
         )
 
@@ -120,6 +126,10 @@ def connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA wal_autocheckpoint=0")
     db.execute(_SCHEMA)
     db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    columns = {row[1] for row in db.execute("PRAGMA table_info(charges)")}
+    for column in _CATEGORY_COLUMNS:
+        if column not in columns:
+            db.execute(f"ALTER TABLE charges ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
     return db
 
 
@@ -158,8 +168,10 @@ class Journal:
         self.journal_id = journal_id(self._db)
         self.totals: dict[str, ChannelTotals] = {}
         self.sequence = 0
-        for channel, req, inp, out, cost, seq in self._db.execute(_TOTALS):
-            self.totals[channel] = ChannelTotals(Units(req, inp, out), cost, seq)
+        for channel, req, inp, out, cached, reasoning, cost, seq in self._db.execute(_TOTALS):
+            self.totals[channel] = ChannelTotals(
+                Units(req, inp, out, cached, reasoning), cost, seq
+            )
             self.sequence = max(self.sequence, seq)
         self.batches = 0
         self.last_batch_size = 0
@@ -349,10 +361,11 @@ def read_charges(path: Path) -> Iterable[Charge]:
     try:
         for row in db.execute(
             "SELECT request_id, channel, model, endpoint, outcome, requests, input_tokens, "
-            "output_tokens, cost_nanoton, started_at, finished_at FROM charges ORDER BY seq"
+            "output_tokens, cached_input_tokens, reasoning_tokens, cost_nanoton, started_at, "
+            "finished_at FROM charges ORDER BY seq"
         ):
-            yield Charge(row[0], row[1], row[2], row[3], row[4], Units(row[5], row[6], row[7]),
-                         row[8], row[9], row[10])
+            yield Charge(row[0], row[1], row[2], row[3], row[4], Units(*row[5:10]),
+                         row[10], row[11], row[12])
     finally:
         db.close()
 

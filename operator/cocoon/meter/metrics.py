@@ -79,7 +79,9 @@ class MeterMetrics:
             )
         children.requests.inc()
         for child, count in zip(
-            children.units, (units.requests, units.input_tokens, units.output_tokens),
+            children.units,
+            (units.requests, units.input_tokens, units.output_tokens,
+             units.cached_input_tokens, units.reasoning_tokens),
             strict=True,
         ):
             if count:

@@ -36,6 +36,7 @@ TOKEN_FILE = "token"  # noqa: S105 - a file name
 TOKEN_AUDIENCE = "cocoon-operator"  # noqa: S105 - an audience
 TSM_ROOT = "/sys/kernel/config/tsm/report"
 OPERATOR_CA_ENV = "COCOON_OPERATOR_CA_PEM"
+MODELS_DIR = "/models"  # the model repository, read-only, when the meter needs the tokenizer
 READINESS_PATH = "/v2/health/ready"
 LIVENESS_PATH = "/livez"
 
@@ -81,6 +82,8 @@ def sidecar_spec(
     max_in_flight: int = 256,
     limits: Limits | None = None,
     resources: dict[str, Any] | None = None,
+    tokenizer: str | None = None,
+    models_volume: str = "models",
 ) -> dict[str, Any]:
     """A Kubernetes container dict named "meter" for the pool's pod template.
 
@@ -107,14 +110,13 @@ def sidecar_spec(
         if pod_isolation
         else f"--evidence-socket={METER_SOCKET_DIR}/{METER_SOCKET_FILE}",
         *([f"--token-file={TOKEN_DIR}/{TOKEN_FILE}"] if operator_url else []),
-        f"--price-per-request={price.per_request}",
-        f"--price-per-input-token={price.per_input_token}",
-        f"--price-per-output-token={price.per_output_token}",
+        *price.cli_args(),
         f"--reserve-input-tokens={reserve_input_tokens}",
         f"--reserve-output-tokens={reserve_output_tokens}",
         f"--max-in-flight={max_in_flight}",
         *limit_args(limits or Limits()),
         *(f"--model={m}" for m in models),
+        *([f"--tokenizer={MODELS_DIR}/{tokenizer}"] if tokenizer else []),
     ]
     return {
         "name": "meter",
@@ -156,6 +158,11 @@ def sidecar_spec(
             *(
                 [{"name": token_volume, "mountPath": TOKEN_DIR, "readOnly": True}]
                 if operator_url
+                else []
+            ),
+            *(
+                [{"name": models_volume, "mountPath": MODELS_DIR, "readOnly": True}]
+                if tokenizer
                 else []
             ),
         ],

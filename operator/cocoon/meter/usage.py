@@ -6,10 +6,11 @@ Convention (documented for model authors in docs/metering.md):
 - a streamed response that carries outputs is one output token;
 - a model that knows better reports usage as the output tensors `prompt_tokens` and
   `completion_tokens` (integer, shape [1], totals for the call; sent with the last response of a
-  stream). A reported `completion_tokens` replaces the count of streamed responses; the last
-  reported value wins. Tensors rather than response parameters because Triton 2.51's python
-  backend cannot set response parameters, and tensors survive every endpoint (infer, generate,
-  gRPC).
+  stream), and optionally `cached_prompt_tokens` (part of the prompt served from a prompt cache)
+  and `reasoning_tokens` (part of the completion). A reported `completion_tokens` replaces the
+  count of streamed responses; the last reported value wins. Tensors rather than response
+  parameters because Triton 2.51's python backend cannot set response parameters, and tensors
+  survive every endpoint (infer, generate, gRPC).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from cocoon.meter.pricing import Units
 
 PROMPT_TOKENS = "prompt_tokens"
 COMPLETION_TOKENS = "completion_tokens"
-USAGE_TENSORS = (PROMPT_TOKENS, COMPLETION_TOKENS)
+CACHED_PROMPT_TOKENS = "cached_prompt_tokens"
+REASONING_TOKENS = "reasoning_tokens"
+USAGE_TENSORS = (PROMPT_TOKENS, COMPLETION_TOKENS, CACHED_PROMPT_TOKENS, REASONING_TOKENS)
 _USAGE_MARK = b"_tokens"  # cheap pre-check before parsing any JSON
 _BINARY_FORMATS = {"INT32": "<i", "INT64": "<q", "UINT32": "<I", "UINT64": "<Q"}
 
@@ -51,6 +54,8 @@ class UsageCounter:
     unreported: int = 0
     input_tokens: int = 0
     reported_output: int = 0
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
     failed: bool = False
 
     def add_response(self, usage: dict[str, int]) -> None:
@@ -61,6 +66,8 @@ class UsageCounter:
         else:
             self.unreported += 1
         self.input_tokens += max(usage.get(PROMPT_TOKENS, 0), 0)
+        self.cached_input_tokens += max(usage.get(CACHED_PROMPT_TOKENS, 0), 0)
+        self.reasoning_tokens += max(usage.get(REASONING_TOKENS, 0), 0)
 
     def copy(self) -> UsageCounter:
         return replace(self)
@@ -70,7 +77,10 @@ class UsageCounter:
         if self.delivered == 0 and self.failed:
             return Units()
         output = self.reported_output + (self.unreported if self.streaming else 0)
-        return Units(self.requests, self.input_tokens, output)
+        return Units(
+            self.requests, self.input_tokens, output,
+            min(self.cached_input_tokens, self.input_tokens), min(self.reasoning_tokens, output),
+        )
 
 
 def generate_usage(document: Any) -> dict[str, int]:

@@ -35,6 +35,14 @@ class UsageUnits(ApiModel):
         ge=0, le=INT64_MAX, description="Prompt tokens reported by the model."
     )
     output_tokens: int = Field(ge=0, le=INT64_MAX, description="Generated tokens.")
+    cached_input_tokens: int = Field(
+        default=0, ge=0, le=INT64_MAX,
+        description="Of inputTokens, those served from a prompt cache.",
+    )
+    reasoning_tokens: int = Field(
+        default=0, ge=0, le=INT64_MAX,
+        description="Of outputTokens, those spent on hidden reasoning.",
+    )
 
 
 class UsageReport(ApiModel):

@@ -189,6 +189,7 @@ def meter_container(spec: InferencePoolSpec, pool: PoolRef, settings: Settings) 
         max_in_flight=spec.meter.max_in_flight,
         limits=spec.meter.limits.meter_limits(),
         resources=settings.meter_resources,
+        tokenizer=spec.meter.tokenizer,
     )
     container["imagePullPolicy"] = settings.meter_pull_policy
     return container
