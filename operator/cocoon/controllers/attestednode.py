@@ -10,29 +10,28 @@ import asyncio
 import dataclasses
 import logging
 import os
-import secrets
 import time
 from collections import defaultdict
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import kopf
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from cocoon.api.attestationpolicy import AttestationPolicySpec, ConfigMapKeyRef
-from cocoon.api.attestednode import AttestedNodeSpec, AttestedNodeStatus, Challenge, Verdict
+from cocoon.api.attestednode import AttestedNodeSpec, AttestedNodeStatus
 from cocoon.api.common import ConditionStatus, utcnow
 from cocoon.api.inferencepool import TeeType
-from cocoon.attestation import ear, lifecycle, report
+from cocoon.attestation import ear, lifecycle, report, upkeep
 from cocoon.attestation.appraisal import appraise_node
 from cocoon.attestation.evidence import NodeEvidence
 from cocoon.attestation.policy import Policy, PolicyError
 from cocoon.attestation.verdict import Rejected
 from cocoon.attestation.verdict import Verdict as AppraisalVerdict
-from cocoon.controllers import httpapi
+from cocoon.controllers import cache, httpapi, loops
 from cocoon.controllers import status as status_writer
 from cocoon.kube import ATTESTATION_POLICIES, ATTESTED_NODES, CONFIGMAPS, NODES, Kube, NotFound
 
@@ -88,18 +87,20 @@ def attested_node_manifest(node: Obj, spec: AttestedNodeSpec) -> Obj:
     }
 
 
-async def discover(node: Obj, kube: Kube, existing: Obj | None) -> None:
+async def discover(node: Obj, kube: Kube, existing: Obj | None) -> tuple[Obj | None, Obj | None]:
     """Every TEE node gets an AttestedNode and stays tainted until it is verified.
 
-    `existing` is the node's AttestedNode as the caller read it (None when there is none)."""
+    `existing` is the node's AttestedNode as the caller read it (None when there is none).
+    Returns the AttestedNode now (None when the node declares no TEE) and the patched Node
+    (None when it did not change), for the caches."""
     labels = node["metadata"].get("labels") or {}
     tee = lifecycle.tee_of(labels)
     name = node["metadata"]["name"]
     if tee is None:
-        if existing is not None:
-            await kube.delete(ATTESTED_NODES, name)
-            await apply_effects(kube, node, None)
-        return
+        if existing is None:
+            return None, None
+        await kube.delete(ATTESTED_NODES, name)
+        return None, await apply_effects(kube, node, None)
     spec = AttestedNodeSpec(node_name=name, tee=tee, expected_gpus=lifecycle.gpu_count(node))
     if existing is not None:
         spec = spec.model_copy(
@@ -107,11 +108,11 @@ async def discover(node: Obj, kube: Kube, existing: Obj | None) -> None:
         )
     if existing is None or existing.get("spec") != spec.to_api():
         existing = await kube.apply(ATTESTED_NODES, attested_node_manifest(node, spec))
-    await apply_effects(kube, node, existing)
+    return existing, await apply_effects(kube, node, existing)
 
 
-async def apply_effects(kube: Kube, node: Obj, attested: Obj | None) -> None:
-    """Labels and taints that follow from the verdict; written only when they change."""
+def effects_patch(node: Obj, attested: Obj | None) -> Obj:
+    """The merge patch that brings the Node's labels and taints in line with the verdict."""
     meta = node["metadata"]
     if attested is None:
         wanted = lifecycle.released()
@@ -128,8 +129,25 @@ async def apply_effects(kube: Kube, node: Obj, attested: Obj | None) -> None:
     if taints is not None:
         patch.setdefault("metadata", {})["resourceVersion"] = meta["resourceVersion"]
         patch["spec"] = {"taints": taints}
-    if patch:
-        await kube.patch(NODES, meta["name"], patch)
+    return patch
+
+
+async def apply_effects(kube: Kube, node: Obj, attested: Obj | None) -> Obj | None:
+    """Labels and taints that follow from the verdict; written only when they change.
+
+    `node` may be a cached copy: a stale one makes the taint write conflict (it carries the
+    resourceVersion), and the live Node is then read and decided on once more."""
+    for attempt in range(2):
+        patch = effects_patch(node, attested)
+        if not patch:
+            return None
+        try:
+            return await kube.patch(NODES, node["metadata"]["name"], patch)
+        except ApiException as exc:
+            if exc.status != 409 or attempt:
+                raise
+            node = await kube.get(NODES, node["metadata"]["name"])
+    return None
 
 
 # -- policy --------------------------------------------------------------------------------
@@ -158,94 +176,89 @@ async def load_policy(kube: Kube, name: str, namespace: str) -> tuple[Policy, st
     return Policy.from_spec(spec, resolve), f"{name}@{generation}"
 
 
-# -- the level-based loop --------------------------------------------------------------------
+# -- the level-based pass ---------------------------------------------------------------------
 
 
-async def reconcile(body: Obj, memo: kopf.Memo) -> None:
+def caches(memo: kopf.Memo) -> cache.Caches:
+    found: cache.Caches | None = memo.get("caches")
+    if found is None:
+        found = memo.caches = cache.Caches()
+    return found
+
+
+def cached_policy(memo: kopf.Memo, name: str) -> AttestationPolicySpec | None:
+    obj = caches(memo).policies.get(name)
+    if obj is None:
+        return None
+    try:
+        return AttestationPolicySpec.model_validate(obj.get("spec") or {})
+    except ValidationError:
+        return None
+
+
+async def reconcile(name: str, memo: kopf.Memo) -> None:
+    """Lapse, challenge or report, decided on the cached objects; the live AttestedNode is read
+    (and decided on again) only when something is due, and node effects only when they change."""
     kube: Kube = memo.kube
     state: AttestationState = memo.attestation
-    name = body["metadata"]["name"]
+    store = caches(memo)
     async with state.locks[name]:
-        body = await kube.get_or_none(ATTESTED_NODES, name) or {}
-        node = await kube.get_or_none(NODES, name)
-        if not body or node is None:
+        body, node = store.attested.get(name), store.nodes.get(name)
+        if body is None or node is None:
             return
-        spec = AttestedNodeSpec.model_validate(body["spec"])
+        policy_name = str(body["spec"].get("policyName", "default"))
         status = AttestedNodeStatus.model_validate(body.get("status") or {})
         now = utcnow()
-        fields: Obj = {}
-        updates: list[Update] = []
-        try:
-            policy_obj = await kube.get(ATTESTATION_POLICIES, spec.policy_name)
-            policy_spec = AttestationPolicySpec.model_validate(policy_obj.get("spec") or {})
-        except (NotFound, ValidationError):
-            updates.append(
-                (
-                    "Ready",
-                    ConditionStatus.FALSE,
-                    "PolicyMissing",
-                    f"AttestationPolicy {spec.policy_name} does not exist or is invalid; "
-                    "create it (kubectl apply -f an AttestationPolicy) to attest nodes.",
-                )
-            )
-            await _write(kube, body, fields, updates, status)
-            await apply_effects(kube, node, body)
-            return
-        if lifecycle.lapsed(status, now):
-            status = status.model_copy(update={"verdict": Verdict.EXPIRED})
-            fields["verdict"] = Verdict.EXPIRED.value
-            updates.append(
-                (
-                    "Ready",
-                    ConditionStatus.FALSE,
-                    "VerdictExpired",
-                    f"No fresh evidence since {status.verified_at}; the verdict lapsed at "
-                    f"{status.expires_at}. Pods are being evicted. Check that the "
-                    "cocoon-agent pod on this node runs and reaches the operator.",
-                )
-            )
-        due = lifecycle.challenge_due(status, now, policy_spec.reattest_interval_seconds)
-        if due is not None:
-            challenge = Challenge(
-                nonce=secrets.token_hex(32),
-                issued_at=now,
-                expires_at=now + timedelta(seconds=policy_spec.max_evidence_age_seconds),
-            )
-            fields["challenge"] = challenge.to_api()
-            if status.verdict is Verdict.PENDING:
-                updates.append(
-                    (
-                        "Ready",
-                        ConditionStatus.FALSE,
-                        "AwaitingEvidence",
-                        f"Challenge issued ({due}); waiting for the node agent to answer "
-                        f"before {challenge.expires_at.isoformat()}.",
-                    )
-                )
-        if fields or updates:
-            await _write(kube, body, fields, updates, status)
-            body = await kube.get(ATTESTED_NODES, name)
-        await apply_effects(kube, node, body)
+        if upkeep.plan(status, cached_policy(memo, policy_name), policy_name, now).writes:
+            body = await kube.get_or_none(ATTESTED_NODES, name)
+            if body is None:
+                store.attested.remove({"metadata": {"name": name}})
+                return
+            store.attested.put(body)
+            status = AttestedNodeStatus.model_validate(body.get("status") or {})
+            step = upkeep.plan(status, cached_policy(memo, policy_name), policy_name, now)
+            if step.writes:
+                await status_writer.write(kube, ATTESTED_NODES, body, step.fields, step.updates)
+                body = await kube.get(ATTESTED_NODES, name)
+                store.attested.put(body)
+        store.nodes.put(await apply_effects(kube, node, body))
 
 
-async def _write(
-    kube: Kube, body: Obj, fields: Obj, updates: list[Update], status: AttestedNodeStatus
-) -> None:
-    fields = {"verdict": status.verdict.value, **fields}
-    await status_writer.write(kube, ATTESTED_NODES, body, fields, updates)
+RELIST_S = float(os.environ.get("COCOON_RELIST_SECONDS", "600"))
 
 
-async def resync(memo: kopf.Memo) -> None:
+async def refresh(memo: kopf.Memo) -> None:
+    """Policies every pass (one LIST, however large the fleet); Nodes and AttestedNodes only on
+    the first pass and every RELIST_S, to drop what a watch reconnect missed being deleted."""
     kube: Kube = memo.kube
-    attested = {a["metadata"]["name"]: a for a in await kube.list(ATTESTED_NODES)}
-    for node in await kube.list(NODES):
-        if lifecycle.tee_of(node["metadata"].get("labels") or {}) is not None:
-            await discover(node, kube, attested.get(node["metadata"]["name"]))
-    for item in attested.values():
-        try:
-            await reconcile(item, memo)
-        except Exception:
-            log.exception("resync of attestednode %s failed", item["metadata"]["name"])
+    store = caches(memo)
+    store.policies.replace(await kube.list(ATTESTATION_POLICIES))
+    last: float | None = memo.get("relisted_at")
+    if last is None or time.monotonic() - last >= RELIST_S:
+        store.nodes.replace(await kube.list(NODES))
+        store.attested.replace(await kube.list(ATTESTED_NODES))
+        memo.relisted_at = time.monotonic()
+
+
+async def resync(memo: kopf.Memo, schedule: loops.Schedule) -> None:
+    """Discovery, challenges and verdict expiry for every node, from the caches."""
+    kube: Kube = memo.kube
+    store = caches(memo)
+    await refresh(memo)
+
+    async def discover_one(node: Obj) -> None:
+        attested, patched = await discover(node, kube, store.attested.get(name_of(node)))
+        store.attested.put(attested)
+        store.nodes.put(patched)
+
+    def name_of(obj: Obj) -> str:
+        return str(obj["metadata"]["name"])
+
+    tee_nodes = [n for n in store.nodes if lifecycle.tee_of(n["metadata"].get("labels") or {})]
+    await loops.each(tee_nodes, discover_one, schedule, name_of)
+    await loops.each(
+        [name_of(a) for a in store.attested], lambda n: reconcile(n, memo), schedule, str
+    )
 
 
 # -- the evidence route ----------------------------------------------------------------------
@@ -337,9 +350,11 @@ async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response
         binding = Binding(node_name, nonce, public_key, policy_name)
         fields, updates = verdict_status(verdict, binding, state.signing_key)
         await status_writer.write(kube, ATTESTED_NODES, body, fields, updates)
+        body = await kube.get(ATTESTED_NODES, node_name)
+        caches(memo).attested.put(body)
         node = await kube.get_or_none(NODES, node_name)
         if node is not None:
-            await apply_effects(kube, node, await kube.get(ATTESTED_NODES, node_name))
+            caches(memo).nodes.put(await apply_effects(kube, node, body))
     log.info(
         "appraised evidence of node %s: %s",
         node_name,
@@ -430,24 +445,35 @@ async def check_policy(body: Obj, memo: kopf.Memo) -> None:
 
 
 def register() -> None:
+    """Watch handlers keep the caches current and act on the change right away."""
+
     @kopf.on.event("", "v1", "nodes")
     async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+        store = caches(memo)
+        cache.watch(store.nodes, body, type)
         if type != "DELETED":
-            existing = await memo.kube.get_or_none(ATTESTED_NODES, body.metadata.name)
-            await discover(dict(body), memo.kube, existing)
+            name = body.metadata.name or ""
+            attested, patched = await discover(dict(body), memo.kube, store.attested.get(name))
+            if attested is None:
+                store.attested.remove(dict(body))
+            store.attested.put(attested)
+            store.nodes.put(patched)
 
     @kopf.on.event("cocoon.dev", "v1alpha1", "attestednodes")
     async def attested_node_event(
         body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
     ) -> None:
+        cache.watch(caches(memo).attested, body, type)
         if type != "DELETED":
-            await reconcile(dict(body), memo)
+            await reconcile(body.metadata.name or "", memo)
 
     @kopf.on.event("cocoon.dev", "v1alpha1", "attestationpolicies")
     async def policy_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+        store = caches(memo)
+        cache.watch(store.policies, body, type)
         if type == "DELETED":
             return
         await check_policy(dict(body), memo)
-        for item in await memo.kube.list(ATTESTED_NODES):
+        for item in store.attested:
             if item["spec"].get("policyName", "default") == body.metadata.name:
-                await reconcile(item, memo)
+                await reconcile(item["metadata"]["name"], memo)

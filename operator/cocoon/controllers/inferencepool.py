@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 
 from cocoon.api.common import ConditionStatus
 from cocoon.api.inferencepool import InferencePoolSpec
+from cocoon.controllers import loops
 from cocoon.controllers import status as status_writer
 from cocoon.kube import CONFIGMAPS, DEPLOYMENTS, INFERENCE_POOLS, NODES, PODS, SERVICES, Kube
 from cocoon.placement import render
@@ -134,18 +136,15 @@ def _first_error(exc: ValidationError) -> str:
     return f"spec.{where}: {err['msg']}"
 
 
-async def resync(memo: kopf.Memo) -> None:
+async def resync(memo: kopf.Memo, schedule: loops.Schedule) -> None:
     """Level-based safety net: reconcile every pool, whatever events were missed."""
-    for item in await memo.kube.list(INFERENCE_POOLS):
-        body = kopf.Body(item)
-        try:
-            await reconcile(body, memo)
-        except (kopf.PermanentError, kopf.TemporaryError):
-            continue  # already reported in the pool's status
-        except Exception:
-            logger.exception(
-                "resync of pool %s/%s failed", body.metadata.namespace, body.metadata.name
-            )
+
+    async def one(item: Any) -> None:
+        # failures already reported in the pool's status
+        with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
+            await reconcile(kopf.Body(item), memo)
+
+    await loops.each(await memo.kube.list(INFERENCE_POOLS), one, schedule, loops.object_label)
 
 
 def register() -> None:

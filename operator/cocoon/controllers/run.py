@@ -12,24 +12,25 @@ from typing import Any
 import kopf
 
 from cocoon import logs
-from cocoon.controllers import attestednode, httpapi, inferencepool, paymentchannel
+from cocoon.controllers import attestednode, httpapi, inferencepool, loops, paymentchannel
 from cocoon.controllers import settings as operator_settings
 from cocoon.kube import Kube
 
 CONTROLLERS = (inferencepool, attestednode, paymentchannel)
-RESYNC_SECONDS = float(os.environ.get("COCOON_RESYNC_SECONDS", "30"))
 logger = logging.getLogger(__name__)
 
 
-async def _resync_forever(memo: kopf.Memo) -> None:
-    """kopf timers would put a finalizer on every object; one loop for all kinds does not."""
-    while True:
-        await asyncio.sleep(RESYNC_SECONDS)
-        for controller in CONTROLLERS:
-            try:
-                await controller.resync(memo)
-            except Exception:
-                logger.exception("resync of %s failed", controller.__name__)
+def _start_passes(memo: kopf.Memo) -> list[asyncio.Task[None]]:
+    """One level-based pass per concern on its own clock (kopf timers would put a finalizer on
+    every object): a dead chain endpoint slows the channels pass, never attestation or expiry."""
+    return loops.start(
+        {
+            "attestation": partial(attestednode.resync, memo),
+            "pools": partial(inferencepool.resync, memo),
+            "channels": partial(paymentchannel.resync, memo),
+        },
+        memo.schedules,
+    )
 
 
 def configure() -> None:
@@ -53,17 +54,17 @@ def configure() -> None:
         settings.batching.error_delays = [1, 2, 5, 10, 30]
         memo.kube = await Kube.connect()
         memo.settings = operator_settings.from_env()
+        memo.schedules = loops.schedules(os.environ)
         memo.attestation = attestednode.AttestationState.from_env()
         memo.api = await httpapi.start(
             httpapi.ServerSettings.from_env(),
             [partial(c.setup_routes, memo=memo) for c in CONTROLLERS if hasattr(c, "setup_routes")],
         )
-        memo.resync = asyncio.create_task(_resync_forever(memo))
+        memo.resync = _start_passes(memo)
 
     @kopf.on.cleanup()
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        task: asyncio.Task[None] | None = memo.get("resync")
-        if task is not None:
+        for task in memo.get("resync") or []:
             task.cancel()
         api = memo.get("api")
         if api is not None:
