@@ -607,7 +607,11 @@ def channel_timeout(memo: kopf.Memo) -> float:
 
 
 def schedule(memo: kopf.Memo, namespace: str, name: str) -> None:
-    """Reconcile soon (after a usage report or a client promise); at most one queued per channel."""
+    """Reconcile soon (after a usage report or a client promise); at most one queued per channel.
+
+    Only the leader acts; on a follower the leader's next channels pass picks the change up."""
+    if not memo.get("leading", lambda: True)():
+        return
     state = payments(memo)
     if (namespace, name) in state.pending:
         return

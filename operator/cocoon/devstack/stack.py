@@ -93,15 +93,31 @@ def operator_kubeconfig(cluster: LocalCluster) -> Path:
     )
 
 
+SHORT_LEASE = {
+    "COCOON_LEASE_SECONDS": "6",
+    "COCOON_LEASE_RENEW_DEADLINE_SECONDS": "4",
+    "COCOON_LEASE_RETRY_SECONDS": "1",
+}
+
+
 class Operator:
-    """`cocoon operator` as a child process; restartable and killable for crash tests."""
+    """`cocoon operator` as a child process; restartable and killable for crash tests.
+
+    Several may run against one cluster (`name` tells them apart, in logs and in the Lease's
+    holder): all serve the API, the Lease holder runs the controllers. Leases are short here
+    (6 s) so that tests of a killed leader do not wait long."""
 
     def __init__(
-        self, cluster: LocalCluster, kubeconfig: Path, env: dict[str, str] | None = None
+        self,
+        cluster: LocalCluster,
+        kubeconfig: Path,
+        env: dict[str, str] | None = None,
+        name: str = "operator",
     ) -> None:
         self.cluster = cluster
         self.kubeconfig = kubeconfig
         self.env = env or {}
+        self.name = name
         self.supervisor = Supervisor(cluster.workdir / "logs")
         self.process: Managed | None = None
         self.starts = 0
@@ -111,29 +127,38 @@ class Operator:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def start(self) -> None:
+    @property
+    def identity_prefix(self) -> str:
+        """How this process's Lease holder identity begins."""
+        return f"{self.name}-{self.starts}-"
+
+    def start(self, *, lead: bool = True) -> None:
+        """Start and wait until the API answers and, with `lead`, the controllers watch."""
         self.starts += 1
         env = {
             "KUBECONFIG": str(self.kubeconfig),
             "PYTHONUNBUFFERED": "1",
+            "HOSTNAME": f"{self.name}-{self.starts}",
             "COCOON_API_HOST": "127.0.0.1",
             "COCOON_API_PORT": str(self.api_port),
             "COCOON_NAMESPACE": OPERATOR_NAMESPACE,
             "COCOON_OPERATOR_URL": self.api_url,
             "COCOON_RESYNC_SECONDS": "2",
+            **SHORT_LEASE,
             **self.env,
         }
         self.process = self.supervisor.start(
-            f"operator-{self.starts}",
+            f"{self.name}-{self.starts}",
             [sys.executable, "-m", "cocoon.cli", "operator", "-v"],
             env=env,
             cwd=repo_root(),
         )
         process = self.process
+        marker = "watch-stream for" if lead else "waiting to lead"
         wait_for(
-            lambda: "watch-stream for" in process.tail(400) and http_ok(f"{self.api_url}/healthz"),
+            lambda: marker in process.tail(400) and http_ok(f"{self.api_url}/healthz"),
             timeout=60,
-            what="the operator's watch streams and API",
+            what=f"{self.name}'s API and {'watch streams' if lead else 'lease wait'}",
             watch=process,
         )
 
