@@ -34,7 +34,7 @@ INSTANCE = f"app.kubernetes.io/instance={RELEASE}"
 # namespaced kinds the chart may create; all must be gone after uninstall
 NAMESPACED = ",".join(
     ["deployments", "daemonsets", "replicasets", "pods", "services", "serviceaccounts", "secrets",
-     "configmaps", "networkpolicies"]
+     "configmaps", "networkpolicies", "roles", "rolebindings", "poddisruptionbudgets"]
 )  # fmt: skip
 
 
@@ -116,7 +116,7 @@ def test_values_schema_rejects_bad_values(cluster: LocalCluster) -> None:
         "agent.teeTypes={sgx}",
         "agent.tokenExpirationSeconds=60",
         "operator.pullPolicy=Sometimes",
-        "operator.replicas=3",
+        "operator.replicas=0",
     ]
     for setting in bad:
         result = cluster.helm(
@@ -132,9 +132,20 @@ def test_values_schema_rejects_bad_values(cluster: LocalCluster) -> None:
 def test_rendered_shapes(cluster: LocalCluster) -> None:
     docs = render(cluster, "--set", f"payout.address={PAYOUT}")
     operator = find(docs, "Deployment", f"{RELEASE}-operator")
-    assert operator["spec"]["replicas"] == 1
-    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    # HA: two replicas, rolled one at a time, spread over nodes, a PDB, a Lease to share
+    assert operator["spec"]["replicas"] == 2
+    assert operator["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = operator["spec"]["template"]["spec"]
+    spread = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert spread[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    pdb = find(docs, "PodDisruptionBudget", f"{RELEASE}-operator")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == operator["spec"]["selector"]["matchLabels"]
+    role = find(docs, "Role", f"{RELEASE}-operator-leader")
+    assert {v for r in role["rules"] for v in r["verbs"]} == {"get", "create", "update"}
+    assert role["rules"][1]["resourceNames"] == [f"{RELEASE}-operator"]
+    single = render(cluster, "--set", f"payout.address={PAYOUT}", "--set", "operator.replicas=1")
+    assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]
     (container,) = pod["containers"]
     assert container["args"][0] == "operator"
     sc = container["securityContext"]
@@ -146,6 +157,7 @@ def test_rendered_shapes(cluster: LocalCluster) -> None:
     assert env["COCOON_METER_IMAGE"] == "ghcr.io/cocoon-k8s/cocoon:0.1.0"
     assert env["COCOON_API_PORT"] == "8443"
     assert env["COCOON_OPERATOR_URL"] == f"http://{RELEASE}-operator.{NAMESPACE}.svc:8443"
+    assert env["COCOON_LEASE_NAME"] == f"{RELEASE}-operator"
 
     agent = find(docs, "DaemonSet", f"{RELEASE}-agent")["spec"]["template"]["spec"]
     assert agent["automountServiceAccountToken"] is False
@@ -281,7 +293,7 @@ def test_install_upgrade_uninstall(cluster: LocalCluster, tee_nodes: dict[str, G
         assert running_on(cluster, NAMESPACE, selector) & ours == tee
         op_selector = f"app.kubernetes.io/name=cocoon-operator,{INSTANCE}"
         eventually(lambda: running_on(cluster, NAMESPACE, op_selector), what="operator pod")
-        assert len(pods(cluster, NAMESPACE, op_selector)) == 1
+        assert len(pods(cluster, NAMESPACE, op_selector)) == 2
 
         # restricted Pod Security: the operator passes it; only the agent needs host access
         check = cluster.kubectl(

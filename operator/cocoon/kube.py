@@ -13,9 +13,29 @@ from typing import Any
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+from prometheus_client import Counter
 
 FIELD_MANAGER = "cocoon-operator"
 Obj = dict[str, Any]
+
+# bounded labels: an HTTP verb and a resource plural (with /subresource) the operator uses
+REQUESTS = Counter(
+    "cocoon_kube_requests_total",
+    "Requests the operator made to the Kubernetes API server, by verb and resource.",
+    ["verb", "resource"],
+)
+
+
+def resource_of(path: str) -> str:
+    """`nodes`, `attestednodes/status`...: the resource a request path addresses (never a name,
+    so the metric's labels stay bounded)."""
+    parts = path.strip("/").split("/")
+    rest = parts[2:] if parts[0] == "api" else parts[3:]
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]
+    if not rest:
+        return "unknown"
+    return rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,7 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> Obj:
+        REQUESTS.labels(method, resource_of(path)).inc()
         try:
             result = await self._api.call_api(
                 path,
@@ -165,6 +186,11 @@ class Kube:
         return await self._call(
             "PATCH", path, body=patch, content_type="application/merge-patch+json"
         )
+
+    async def replace(self, kind: Kind, obj: Obj) -> Obj:
+        """PUT the whole object; its resourceVersion makes it conditional (409 when stale)."""
+        meta = obj["metadata"]
+        return await self._call("PUT", kind.path(meta.get("namespace"), meta["name"]), body=obj)
 
     async def create(self, kind: Kind, obj: Obj) -> Obj:
         return await self._call("POST", kind.path(obj["metadata"].get("namespace")), body=obj)

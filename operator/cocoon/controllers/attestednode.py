@@ -11,22 +11,20 @@ import contextlib
 import dataclasses
 import logging
 import os
-import secrets
 import time
 from collections import defaultdict
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import kopf
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from cocoon.api.attestationpolicy import AttestationPolicySpec, ConfigMapKeyRef
-from cocoon.api.attestednode import AttestedNodeSpec, AttestedNodeStatus, Challenge, Verdict
+from cocoon.api.attestednode import AttestedNodeSpec, AttestedNodeStatus
 from cocoon.api.common import ConditionStatus, utcnow
-from cocoon.api.inferencepool import TeeType
 from cocoon.attestation import ear, lifecycle, report
 from cocoon.attestation.appraisal import appraise_node
 from cocoon.attestation.collateral import CollateralCache, CollateralSupplier
@@ -34,7 +32,7 @@ from cocoon.attestation.evidence import NodeEvidence
 from cocoon.attestation.policy import Policy, PolicyError, measurement_condition
 from cocoon.attestation.verdict import Rejected
 from cocoon.attestation.verdict import Verdict as AppraisalVerdict
-from cocoon.controllers import httpapi
+from cocoon.controllers import cache, httpapi, nodes
 from cocoon.controllers import status as status_writer
 from cocoon.kube import ATTESTATION_POLICIES, ATTESTED_NODES, CONFIGMAPS, NODES, Kube, NotFound
 
@@ -80,69 +78,6 @@ class AttestationState:
         )
 
 
-# -- discovery -----------------------------------------------------------------------------
-
-
-def attested_node_manifest(node: Obj, spec: AttestedNodeSpec) -> Obj:
-    meta = node["metadata"]
-    return {
-        "apiVersion": "cocoon.dev/v1alpha1",
-        "kind": "AttestedNode",
-        "metadata": {
-            "name": meta["name"],
-            "labels": {"app.kubernetes.io/managed-by": "cocoon-operator"},
-            "ownerReferences": [
-                {"apiVersion": "v1", "kind": "Node", "name": meta["name"], "uid": meta["uid"]}
-            ],
-        },
-        "spec": spec.to_api(),
-    }
-
-
-async def discover(node: Obj, kube: Kube, existing: Obj | None) -> None:
-    """Every TEE node gets an AttestedNode and stays tainted until it is verified.
-
-    `existing` is the node's AttestedNode as the caller read it (None when there is none)."""
-    labels = node["metadata"].get("labels") or {}
-    tee = lifecycle.tee_of(labels)
-    name = node["metadata"]["name"]
-    if tee is None:
-        if existing is not None:
-            await kube.delete(ATTESTED_NODES, name)
-            await apply_effects(kube, node, None)
-        return
-    spec = AttestedNodeSpec(node_name=name, tee=tee, expected_gpus=lifecycle.gpu_count(node))
-    if existing is not None:
-        spec = spec.model_copy(
-            update={"policy_name": existing["spec"].get("policyName", "default")}
-        )
-    if existing is None or existing.get("spec") != spec.to_api():
-        existing = await kube.apply(ATTESTED_NODES, attested_node_manifest(node, spec))
-    await apply_effects(kube, node, existing)
-
-
-async def apply_effects(kube: Kube, node: Obj, attested: Obj | None) -> None:
-    """Labels and taints that follow from the verdict; written only when they change."""
-    meta = node["metadata"]
-    if attested is None:
-        wanted = lifecycle.released()
-    else:
-        status = AttestedNodeStatus.model_validate(attested.get("status") or {})
-        gpus = sum(1 for d in status.devices if d.kind == "nvgpu" and d.status == "affirming")
-        tee = TeeType(attested["spec"]["tee"])
-        wanted = lifecycle.effects(status.verdict, tee, gpus)
-    labels = lifecycle.label_patch(meta.get("labels") or {}, wanted.labels)
-    taints = lifecycle.merged_taints((node.get("spec") or {}).get("taints") or [], wanted.taints)
-    patch: Obj = {}
-    if labels:
-        patch["metadata"] = {"labels": labels}
-    if taints is not None:
-        patch.setdefault("metadata", {})["resourceVersion"] = meta["resourceVersion"]
-        patch["spec"] = {"taints": taints}
-    if patch:
-        await kube.patch(NODES, meta["name"], patch)
-
-
 # -- policy --------------------------------------------------------------------------------
 
 
@@ -170,96 +105,6 @@ async def load_policy(kube: Kube, name: str, namespace: str) -> tuple[Policy, st
     return Policy.from_spec(spec, resolve), f"{name}@{generation}"
 
 
-# -- the level-based loop --------------------------------------------------------------------
-
-
-async def reconcile(body: Obj, memo: kopf.Memo) -> None:
-    kube: Kube = memo.kube
-    state: AttestationState = memo.attestation
-    name = body["metadata"]["name"]
-    async with state.locks[name]:
-        body = await kube.get_or_none(ATTESTED_NODES, name) or {}
-        node = await kube.get_or_none(NODES, name)
-        if not body or node is None:
-            return
-        spec = AttestedNodeSpec.model_validate(body["spec"])
-        status = AttestedNodeStatus.model_validate(body.get("status") or {})
-        now = utcnow()
-        fields: Obj = {}
-        updates: list[Update] = []
-        try:
-            policy_obj = await kube.get(ATTESTATION_POLICIES, spec.policy_name)
-            policy_spec = AttestationPolicySpec.model_validate(policy_obj.get("spec") or {})
-        except (NotFound, ValidationError):
-            updates.append(
-                (
-                    "Ready",
-                    ConditionStatus.FALSE,
-                    "PolicyMissing",
-                    f"AttestationPolicy {spec.policy_name} does not exist or is invalid; "
-                    "create it (kubectl apply -f an AttestationPolicy) to attest nodes.",
-                )
-            )
-            await _write(kube, body, fields, updates, status)
-            await apply_effects(kube, node, body)
-            return
-        if lifecycle.lapsed(status, now):
-            status = status.model_copy(update={"verdict": Verdict.EXPIRED})
-            fields["verdict"] = Verdict.EXPIRED.value
-            updates.append(
-                (
-                    "Ready",
-                    ConditionStatus.FALSE,
-                    "VerdictExpired",
-                    f"No fresh evidence since {status.verified_at}; the verdict lapsed at "
-                    f"{status.expires_at}. Pods are being evicted. Check that the "
-                    "cocoon-agent pod on this node runs and reaches the operator.",
-                )
-            )
-        due = lifecycle.challenge_due(status, now, policy_spec.reattest_interval_seconds)
-        if due is not None:
-            challenge = Challenge(
-                nonce=secrets.token_hex(32),
-                issued_at=now,
-                expires_at=now + timedelta(seconds=policy_spec.max_evidence_age_seconds),
-            )
-            fields["challenge"] = challenge.to_api()
-            if status.verdict is Verdict.PENDING:
-                updates.append(
-                    (
-                        "Ready",
-                        ConditionStatus.FALSE,
-                        "AwaitingEvidence",
-                        f"Challenge issued ({due}); waiting for the node agent to answer "
-                        f"before {challenge.expires_at.isoformat()}.",
-                    )
-                )
-        if fields or updates:
-            await _write(kube, body, fields, updates, status)
-            body = await kube.get(ATTESTED_NODES, name)
-        await apply_effects(kube, node, body)
-
-
-async def _write(
-    kube: Kube, body: Obj, fields: Obj, updates: list[Update], status: AttestedNodeStatus
-) -> None:
-    fields = {"verdict": status.verdict.value, **fields}
-    await status_writer.write(kube, ATTESTED_NODES, body, fields, updates)
-
-
-async def resync(memo: kopf.Memo) -> None:
-    kube: Kube = memo.kube
-    attested = {a["metadata"]["name"]: a for a in await kube.list(ATTESTED_NODES)}
-    for node in await kube.list(NODES):
-        if lifecycle.tee_of(node["metadata"].get("labels") or {}) is not None:
-            await discover(node, kube, attested.get(node["metadata"]["name"]))
-    for item in attested.values():
-        try:
-            await reconcile(item, memo)
-        except Exception:
-            log.exception("resync of attestednode %s failed", item["metadata"]["name"])
-
-
 # -- the evidence route ----------------------------------------------------------------------
 
 
@@ -276,10 +121,10 @@ def setup_routes(app: web.Application, memo: kopf.Memo) -> None:
     app.router.add_get("/attestation/v1/keys", keys_handler)
 
 
-async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response:
-    kube: Kube = memo.kube
-    state: AttestationState = memo.attestation
-    node_name = request.match_info["node"]
+async def _refuse_caller(
+    request: web.Request, kube: Kube, state: AttestationState, node_name: str
+) -> web.Response | None:
+    """Only the agent on `node_name`, with an operator-audience token bound to its pod."""
     try:
         caller = await httpapi.review_token(kube, request, audiences=[httpapi.AUDIENCE])
     except httpapi.Unauthorized as exc:
@@ -300,6 +145,16 @@ async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response
             f"this token is bound to a pod on {caller.node_name or 'no node'}; "
             f"evidence for {node_name} must come from the agent on {node_name}.",
         )
+    return None
+
+
+async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response:
+    kube: Kube = memo.kube
+    state: AttestationState = memo.attestation
+    node_name = request.match_info["node"]
+    refused = await _refuse_caller(request, kube, state, node_name)
+    if refused is not None:
+        return refused
     try:
         payload = await request.json()
         nonce = bytes.fromhex(str(payload["nonce"]))
@@ -357,10 +212,24 @@ async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response
             verdict = dataclasses.replace(verdict, node_failures=(*verdict.node_failures, refusal))
         binding = Binding(node_name, nonce, public_key, policy_name)
         fields, updates = verdict_status(verdict, binding, state.signing_key)
-        await status_writer.write(kube, ATTESTED_NODES, body, fields, updates)
+        try:
+            await status_writer.write(
+                kube, ATTESTED_NODES, body, fields, updates, precondition=True
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            return httpapi.error(
+                409,
+                "ChallengeChanged",
+                "the node's challenge changed while this evidence was appraised; "
+                "answer the challenge now in the AttestedNode status.",
+            )
+        body = await kube.get(ATTESTED_NODES, node_name)
+        nodes.caches(memo).attested.put(body)
         node = await kube.get_or_none(NODES, node_name)
         if node is not None:
-            await apply_effects(kube, node, await kube.get(ATTESTED_NODES, node_name))
+            nodes.caches(memo).nodes.put(await nodes.apply_effects(kube, node, body))
     log.info(
         "appraised evidence of node %s: %s",
         node_name,
@@ -456,24 +325,37 @@ async def check_policy(body: Obj, memo: kopf.Memo) -> None:
 
 
 def register() -> None:
+    """Watch handlers keep the caches current and act on the change right away."""
+
     @kopf.on.event("", "v1", "nodes")
     async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+        store = nodes.caches(memo)
+        cache.watch(store.nodes, body, type)
         if type != "DELETED":
-            existing = await memo.kube.get_or_none(ATTESTED_NODES, body.metadata.name)
-            await discover(dict(body), memo.kube, existing)
+            name = body.metadata.name or ""
+            attested, patched = await nodes.discover(
+                dict(body), memo.kube, store.attested.get(name)
+            )
+            if attested is None:
+                store.attested.remove(dict(body))
+            store.attested.put(attested)
+            store.nodes.put(patched)
 
     @kopf.on.event("cocoon.dev", "v1alpha1", "attestednodes")
     async def attested_node_event(
         body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
     ) -> None:
+        cache.watch(nodes.caches(memo).attested, body, type)
         if type != "DELETED":
-            await reconcile(dict(body), memo)
+            await nodes.reconcile(body.metadata.name or "", memo)
 
     @kopf.on.event("cocoon.dev", "v1alpha1", "attestationpolicies")
     async def policy_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+        store = nodes.caches(memo)
+        cache.watch(store.policies, body, type)
         if type == "DELETED":
             return
         await check_policy(dict(body), memo)
-        for item in await memo.kube.list(ATTESTED_NODES):
+        for item in store.attested:
             if item["spec"].get("policyName", "default") == body.metadata.name:
-                await reconcile(item, memo)
+                await nodes.reconcile(item["metadata"]["name"], memo)

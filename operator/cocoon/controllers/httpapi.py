@@ -114,13 +114,21 @@ async def answer_every_error(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException:
         raise
     except (HttpProcessingError, RequestPayloadError):
-        return error(400, "MalformedBody", "the request body could not be read (broken "
-                     "framing or Content-Encoding); send it uncompressed, with a valid "
-                     "Content-Length or chunked encoding")
+        return error(
+            400,
+            "MalformedBody",
+            "the request body could not be read (broken "
+            "framing or Content-Encoding); send it uncompressed, with a valid "
+            "Content-Length or chunked encoding",
+        )
     except Exception as exc:
         log.error("request failed", extra={"path": request.path, "error": type(exc).__name__})
-        return error(500, "InternalError", "the operator failed handling the request and "
-                     "changed nothing; retry, and report it if it persists")
+        return error(
+            500,
+            "InternalError",
+            "the operator failed handling the request and "
+            "changed nothing; retry, and report it if it persists",
+        )
 
 
 def make_app(setups: list[RouteSetup]) -> web.Application:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 
 from cocoon.api.common import ConditionStatus
 from cocoon.api.inferencepool import InferencePoolSpec
+from cocoon.controllers import loops
 from cocoon.controllers import status as status_writer
 from cocoon.kube import (
     CONFIGMAPS,
@@ -96,11 +98,21 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
 
 async def _child_failed(kube: Kube, body: kopf.Body, kind: str, message: str) -> None:
     """A child the API server refused: the pool is not Ready, and its status says why."""
-    await status_writer.write(kube, INFERENCE_POOLS, body, {}, [(
-        "Ready", ConditionStatus.FALSE, "ChildRejected",
-        f"The API server refused the pool's {kind}: {message}. The operator retries every "
-        "30 s; fix the cause (quota, admission policy, name).",
-    )])
+    await status_writer.write(
+        kube,
+        INFERENCE_POOLS,
+        body,
+        {},
+        [
+            (
+                "Ready",
+                ConditionStatus.FALSE,
+                "ChildRejected",
+                f"The API server refused the pool's {kind}: {message}. The operator retries every "
+                "30 s; fix the cause (quota, admission policy, name).",
+            )
+        ],
+    )
 
 
 async def refresh_status(
@@ -135,11 +147,13 @@ async def refresh_status(
     )
     view = decide.decide(observed)
     ready = view.ready
-    if deployment is not None and await kube.get_or_none(
-        SERVICES, pool.name, pool.namespace
-    ) is None:
+    if (
+        deployment is not None
+        and await kube.get_or_none(SERVICES, pool.name, pool.namespace) is None
+    ):
         ready = decide.Verdict(
-            ConditionStatus.FALSE, "ServiceMissing",
+            ConditionStatus.FALSE,
+            "ServiceMissing",
             f"The pool's Service {pool.namespace}/{pool.name} does not exist, so its URL "
             "reaches nothing; the operator recreates it on its next reconcile.",
         )
@@ -170,18 +184,15 @@ def _first_error(exc: ValidationError) -> str:
     return f"spec.{where}: {err['msg']}"
 
 
-async def resync(memo: kopf.Memo) -> None:
+async def resync(memo: kopf.Memo, schedule: loops.Schedule) -> None:
     """Level-based safety net: reconcile every pool, whatever events were missed."""
-    for item in await memo.kube.list(INFERENCE_POOLS):
-        body = kopf.Body(item)
-        try:
-            await reconcile(body, memo)
-        except (kopf.PermanentError, kopf.TemporaryError):
-            continue  # already reported in the pool's status
-        except Exception:
-            logger.exception(
-                "resync of pool %s/%s failed", body.metadata.namespace, body.metadata.name
-            )
+
+    async def one(item: Any) -> None:
+        # failures already reported in the pool's status
+        with contextlib.suppress(kopf.PermanentError, kopf.TemporaryError):
+            await reconcile(kopf.Body(item), memo)
+
+    await loops.each(await memo.kube.list(INFERENCE_POOLS), one, schedule, loops.object_label)
 
 
 def register() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import secrets
@@ -39,8 +40,8 @@ from cocoon.api.paymentchannel import (
     SigningMode,
     Transaction,
 )
+from cocoon.controllers import loops, usage_api
 from cocoon.controllers import status as status_writer
-from cocoon.controllers import usage_api
 from cocoon.kube import CONFIGMAPS, INFERENCE_POOLS, PAYMENT_CHANNELS, SECRETS, Forbidden, Kube, Obj
 from cocoon.meter.credits import credential_hash
 from cocoon.ton import accounting, connect, keyfile, promises
@@ -599,8 +600,18 @@ async def _write_blocked(
     await _write(kube, body, {}, updates)
 
 
+def channel_timeout(memo: kopf.Memo) -> float:
+    """The channels concern's per-object deadline (cancelling is as safe as a crash here)."""
+    plans: dict[str, loops.Schedule] = memo.get("schedules") or loops.schedules({})
+    return plans["channels"].timeout_s
+
+
 def schedule(memo: kopf.Memo, namespace: str, name: str) -> None:
-    """Reconcile soon (after a usage report or a client promise); at most one queued per channel."""
+    """Reconcile soon (after a usage report or a client promise); at most one queued per channel.
+
+    Only the leader acts; on a follower the leader's next channels pass picks the change up."""
+    if not memo.get("leading", lambda: True)():
+        return
     state = payments(memo)
     if (namespace, name) in state.pending:
         return
@@ -608,9 +619,12 @@ def schedule(memo: kopf.Memo, namespace: str, name: str) -> None:
 
     async def run() -> None:
         try:
-            await reconcile(namespace, name, memo)
+            async with asyncio.timeout(channel_timeout(memo)):
+                await reconcile(namespace, name, memo)
         except (Blocked, kopf.PermanentError):
             pass  # reported in the channel's status
+        except TimeoutError:
+            logger.warning("channel %s/%s: no result in time; retried next pass", namespace, name)
         except Exception:
             logger.exception("reconcile of channel %s/%s failed", namespace, name)
 
@@ -619,18 +633,22 @@ def schedule(memo: kopf.Memo, namespace: str, name: str) -> None:
     task.add_done_callback(state.tasks.discard)
 
 
-async def resync(memo: kopf.Memo) -> None:
-    """Level-based safety net and the claim interval's clock: every live channel, every pass."""
-    for item in await memo.kube.list(PAYMENT_CHANNELS):
-        meta = item.get("metadata") or {}
-        if meta.get("deletionTimestamp"):
-            continue  # kopf's finalizer handler owns channels being deleted
-        try:
+async def resync(memo: kopf.Memo, schedule: loops.Schedule) -> None:
+    """Level-based safety net and the claim interval's clock: every live channel, every pass,
+    each under its own deadline (a chain endpoint that never answers holds only its channels)."""
+
+    async def one(item: Obj) -> None:
+        meta = item["metadata"]
+        with contextlib.suppress(Blocked, kopf.PermanentError):  # reported in its status
             await reconcile(meta["namespace"], meta["name"], memo)
-        except (Blocked, kopf.PermanentError):
-            continue
-        except Exception:
-            logger.exception("resync of channel %s/%s failed", meta["namespace"], meta["name"])
+
+    # kopf's finalizer handler owns channels being deleted
+    live = [
+        item
+        for item in await memo.kube.list(PAYMENT_CHANNELS)
+        if not (item.get("metadata") or {}).get("deletionTimestamp")
+    ]
+    await loops.each(live, one, schedule, loops.object_label)
 
 
 def setup_routes(app: web.Application, memo: kopf.Memo) -> None:
@@ -665,9 +683,12 @@ def register() -> None:
     @kopf.on.update("cocoon.dev", "v1alpha1", "paymentchannels", field="spec")
     async def channel_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         try:
-            await reconcile(body.metadata.namespace or "", body.metadata.name or "", memo)
+            async with asyncio.timeout(channel_timeout(memo)):
+                await reconcile(body.metadata.namespace or "", body.metadata.name or "", memo)
         except Blocked as exc:
             raise kopf.TemporaryError(exc.message, delay=exc.retry_s) from exc
+        except TimeoutError as exc:
+            raise kopf.TemporaryError("no result in time", delay=RETRY_S) from exc
 
     @kopf.on.delete("cocoon.dev", "v1alpha1", "paymentchannels")
     async def channel_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

@@ -1,4 +1,9 @@
-"""`cocoon operator`: run every controller in one kopf process."""
+"""`cocoon operator`: the HTTP API on every replica; the controllers on the elected leader.
+
+Every replica serves evidence, usage and credit (a replica lost interrupts no caller); only the
+Lease holder runs kopf's handlers and the level-based passes, and so makes claims. A leader that
+loses its Lease stops its controllers and exits, to come back as a follower.
+"""
 
 from __future__ import annotations
 
@@ -12,24 +17,43 @@ from typing import Any
 import kopf
 
 from cocoon import logs
-from cocoon.controllers import attestednode, httpapi, inferencepool, meter_api, paymentchannel
+from cocoon.controllers import (
+    attestednode,
+    cache,
+    httpapi,
+    inferencepool,
+    leader,
+    loops,
+    meter_api,
+    nodes,
+    paymentchannel,
+)
 from cocoon.controllers import settings as operator_settings
 from cocoon.kube import Kube
 
 CONTROLLERS = (inferencepool, attestednode, paymentchannel)
-RESYNC_SECONDS = float(os.environ.get("COCOON_RESYNC_SECONDS", "30"))
+LOST_LEADERSHIP = 3  # exit status: the Deployment restarts the pod as a follower
 logger = logging.getLogger(__name__)
 
 
-async def _resync_forever(memo: kopf.Memo) -> None:
-    """kopf timers would put a finalizer on every object; one loop for all kinds does not."""
-    while True:
-        await asyncio.sleep(RESYNC_SECONDS)
-        for controller in CONTROLLERS:
-            try:
-                await controller.resync(memo)
-            except Exception:
-                logger.exception("resync of %s failed", controller.__name__)
+def _start_passes(memo: kopf.Memo) -> list[asyncio.Task[None]]:
+    """One level-based pass per concern on its own clock (kopf timers would put a finalizer on
+    every object): a dead chain endpoint slows the channels pass, never attestation or expiry."""
+    return loops.start(
+        {
+            "attestation": partial(nodes.resync, memo),
+            "pools": partial(inferencepool.resync, memo),
+            "channels": partial(paymentchannel.resync, memo),
+        },
+        memo.schedules,
+    )
+
+
+def leading(memo: kopf.Memo) -> bool:
+    """Whether this replica may act (run controllers, make claims): it holds the Lease, or
+    leader election is off (one replica)."""
+    elector: leader.Elector | None = memo.get("elector")
+    return elector is None or elector.leading
 
 
 def configure() -> None:
@@ -51,33 +75,66 @@ def configure() -> None:
         settings.watching.inactivity_timeout = 300
         settings.posting.level = logging.INFO
         settings.batching.error_delays = [1, 2, 5, 10, 30]
-        memo.kube = await Kube.connect()
-        memo.settings = operator_settings.from_env()
-        memo.attestation = attestednode.AttestationState.from_env()
-        memo.api = await httpapi.start(
-            httpapi.ServerSettings.from_env(),
-            [
-                partial(meter_api.setup_routes, memo=memo),
-                *(
-                    partial(c.setup_routes, memo=memo)
-                    for c in CONTROLLERS
-                    if hasattr(c, "setup_routes")
-                ),
-            ],
-        )
-        memo.resync = asyncio.create_task(_resync_forever(memo))
+        memo.resync = _start_passes(memo)
 
     @kopf.on.cleanup()
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        task: asyncio.Task[None] | None = memo.get("resync")
-        if task is not None:
+        tasks = [*(memo.get("resync") or []), *paymentchannel.payments(memo).tasks]
+        for task in tasks:
             task.cancel()
-        api = memo.get("api")
-        if api is not None:
-            await api.cleanup()
-        kube: Kube | None = memo.get("kube")
-        if kube is not None:
-            await kube.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def prepare(memo: kopf.Memo) -> None:
+    """What every replica needs: the API client, settings, and the HTTP API."""
+    memo.kube = await Kube.connect()
+    memo.settings = operator_settings.from_env()
+    memo.schedules = loops.schedules(os.environ)
+    memo.attestation = attestednode.AttestationState.from_env()
+    # kopf hands each object a shallow copy of this memo: shared state must exist before
+    memo.caches = cache.Caches()
+    memo.payments = paymentchannel.Payments.from_env()
+    memo.leading = partial(leading, memo)
+    memo.api = await httpapi.start(
+        httpapi.ServerSettings.from_env(),
+        [
+            partial(meter_api.setup_routes, memo=memo),
+            *(
+                partial(c.setup_routes, memo=memo)
+                for c in CONTROLLERS
+                if hasattr(c, "setup_routes")
+            ),
+        ],
+    )
+
+
+async def serve(args: argparse.Namespace) -> int:
+    memo = kopf.Memo()
+    await prepare(memo)
+    elector = None
+    if os.environ.get("COCOON_LEADER_ELECTION", "true") != "false":
+        elector = memo.elector = leader.Elector.from_env(memo.kube)
+    keeper: asyncio.Task[None] | None = None
+    try:
+        if elector is not None:
+            await elector.acquire()
+            keeper = asyncio.create_task(elector.keep())
+        await kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace or [],
+            standalone=True,
+            liveness_endpoint=args.liveness,
+            memo=memo,
+            stop_flag=elector.lost if elector is not None else None,
+        )
+        return LOST_LEADERSHIP if elector is not None and elector.lost.is_set() else 0
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+        if elector is not None and not elector.lost.is_set():
+            await elector.release()
+        await memo.api.cleanup()
+        await memo.kube.close()
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -85,15 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     # the client logs whole response bodies at DEBUG, Secrets included: never let it
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     configure()
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not args.namespace,
-            namespaces=args.namespace or [],
-            standalone=True,
-            liveness_endpoint=args.liveness,
-        )
-    )
-    return 0
+    return asyncio.run(serve(args))
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -103,7 +152,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--liveness",
         default=None,
-        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
+        help="serve kopf's liveness probe on the leader, e.g. http://0.0.0.0:8080/healthz",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     parser.set_defaults(handler=_run)

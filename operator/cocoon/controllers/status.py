@@ -47,8 +47,13 @@ async def write(
     body: Mapping[str, Any],
     fields: dict[str, Any],
     updates: list[tuple[str, ConditionStatus, str, str]],
+    *,
+    precondition: bool = False,
 ) -> None:
-    """Patch .status with `fields` and condition updates; post an Event for each transition."""
+    """Patch .status with `fields` and condition updates; post an Event for each transition.
+
+    With `precondition` the patch carries the body's resourceVersion: it fails with 409 when
+    the object changed since it was read (another replica wrote first)."""
     meta = body["metadata"]
     generation = int(meta.get("generation") or 0)
     current = list((body.get("status") or {}).get("conditions") or [])
@@ -58,9 +63,10 @@ async def write(
         "observedGeneration": generation,
         "conditions": [c.to_api() for c in conditions],
     }
-    await kube.patch(
-        kind, meta["name"], {"status": status}, meta.get("namespace"), subresource="status"
-    )
+    patch: dict[str, Any] = {"status": status}
+    if precondition:
+        patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}
+    await kube.patch(kind, meta["name"], patch, meta.get("namespace"), subresource="status")
     for _, after in changes:
         if after.type == "Ready" or after.type in ABNORMAL_TRUE:
             await post_event(kube, body, after)

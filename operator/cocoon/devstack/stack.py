@@ -102,15 +102,31 @@ def operator_kubeconfig(cluster: LocalCluster) -> Path:
     )
 
 
+SHORT_LEASE = {
+    "COCOON_LEASE_SECONDS": "6",
+    "COCOON_LEASE_RENEW_DEADLINE_SECONDS": "4",
+    "COCOON_LEASE_RETRY_SECONDS": "1",
+}
+
+
 class Operator:
-    """`cocoon operator` as a child process; restartable and killable for crash tests."""
+    """`cocoon operator` as a child process; restartable and killable for crash tests.
+
+    Several may run against one cluster (`name` tells them apart, in logs and in the Lease's
+    holder): all serve the API, the Lease holder runs the controllers. Leases are short here
+    (6 s) so that tests of a killed leader do not wait long."""
 
     def __init__(
-        self, cluster: LocalCluster, kubeconfig: Path, env: dict[str, str] | None = None
+        self,
+        cluster: LocalCluster,
+        kubeconfig: Path,
+        env: dict[str, str] | None = None,
+        name: str = "operator",
     ) -> None:
         self.cluster = cluster
         self.kubeconfig = kubeconfig
         self.env = env or {}
+        self.name = name
         self.supervisor = Supervisor(cluster.workdir / "logs")
         self.process: Managed | None = None
         self.starts = 0
@@ -121,40 +137,52 @@ class Operator:
         )
         self.ca_file = cluster.ca_cert
         self.tls = ssl.create_default_context(cafile=str(self.ca_file))
+        # one signing key for every replica and restart, as the chart's Secret: results stay
+        # verifiable and any replica checks a meter challenge another issued
+        self.signing_key = cluster.workdir / "operator-signing.key"
+        keys.load_or_create(self.signing_key)
 
     @property
     def api_url(self) -> str:
         return f"https://127.0.0.1:{self.api_port}"
 
-    def start(self) -> None:
+    @property
+    def identity_prefix(self) -> str:
+        """How this process's Lease holder identity begins."""
+        return f"{self.name}-{self.starts}-"
+
+    def start(self, *, lead: bool = True) -> None:
+        """Start and wait until the API answers and, with `lead`, the controllers watch."""
         self.starts += 1
         env = {
             "KUBECONFIG": str(self.kubeconfig),
             "PYTHONUNBUFFERED": "1",
+            "HOSTNAME": f"{self.name}-{self.starts}",
             "COCOON_API_HOST": "127.0.0.1",
             "COCOON_API_PORT": str(self.api_port),
             "COCOON_API_TLS_CERT": str(self.tls_cert),
             "COCOON_API_TLS_KEY": str(self.tls_key),
             "COCOON_OPERATOR_CA_PEM": self.ca_file.read_text(),
+            "COCOON_SIGNING_KEY_FILE": str(self.signing_key),
             "COCOON_NAMESPACE": OPERATOR_NAMESPACE,
             "COCOON_OPERATOR_URL": self.api_url,
             "COCOON_RESYNC_SECONDS": "2",
+            **SHORT_LEASE,
             **self.env,
         }
         self.process = self.supervisor.start(
-            f"operator-{self.starts}",
+            f"{self.name}-{self.starts}",
             [sys.executable, "-m", "cocoon.cli", "operator", "-v"],
             env=env,
             cwd=repo_root(),
         )
         process = self.process
+        marker = "watch-stream for" if lead else "waiting to lead"
         wait_for(
-            lambda: (
-                "watch-stream for" in process.tail(400)
-                and http_ok(f"{self.api_url}/healthz", context=self.tls)
-            ),
+            lambda: marker in process.tail(400)
+            and http_ok(f"{self.api_url}/healthz", context=self.tls),
             timeout=60,
-            what="the operator's watch streams and API",
+            what=f"{self.name}'s API and {'watch streams' if lead else 'lease wait'}",
             watch=process,
         )
 

@@ -1,0 +1,149 @@
+"""Two operator replicas on the real control plane: both serve the HTTP API, one holds the Lease.
+kill -9 the leader while usage is being settled: the standby takes the Lease, accepts the meter's
+re-sent report, and claims it exactly once on the chain emulator; no verified node's verdict
+changes on the way."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from cocoon import keys
+from cocoon.devstack.cluster import GpuNode, LocalCluster
+from cocoon.devstack.stack import OPERATOR_NAMESPACE, Operator, operator_kubeconfig
+from cocoon.devstack.story import http_json
+from cocoon.ton import emulator
+from cocoon.ton.wallet import wallet_address
+from e2e.conftest import NodeFactory
+from e2e.harness import condition, eventually, get
+from e2e.test_paymentchannel import (
+    CLAIM_FEES,
+    TON,
+    _payouts,
+    attested_meter,
+    balance,
+    channel_status,
+    payer_and_channel,
+    report,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.chain]
+LEASE = "cocoon-operator"
+TAKEOVER_S = 30  # lease 6 s + retry 1 s + kopf's start, with room for a loaded machine
+
+
+@pytest.fixture(scope="module")
+def chain_url() -> Iterator[str]:
+    assert shutil.which("node"), "node is not installed: run `make setup`"
+    with emulator.start() as running:
+        yield running.url
+
+
+def holder(cluster: LocalCluster) -> str:
+    lease = get(cluster, "lease", LEASE, "-n", OPERATOR_NAMESPACE) or {}
+    return str((lease.get("spec") or {}).get("holderIdentity") or "")
+
+
+@pytest.fixture
+def standby(cluster: LocalCluster, operator: Operator) -> Iterator[Operator]:
+    """A second replica that waits for the Lease; afterwards the session's operator leads
+    again (the standby stops cleanly and releases the Lease)."""
+    eventually(lambda: holder(cluster).startswith(operator.identity_prefix), what="leader")
+    second = Operator(cluster, operator_kubeconfig(cluster), name="standby")
+    second.start(lead=False)
+    try:
+        yield second
+    finally:
+        second.stop()
+        if operator.process is None or not operator.process.alive():
+            operator.start()
+
+
+def test_leader_killed_while_usage_is_settled(
+    cluster: LocalCluster,
+    operator: Operator,
+    standby: Operator,
+    nodes: NodeFactory,
+    namespace: str,
+    chain_url: str,
+) -> None:
+    # a verified node whose verdict must not flap through the failover
+    nodes.add(GpuNode("ha-steady", gpus=1, tee="sev-snp"))
+    nodes.attest("ha-steady")
+    before = condition(get(cluster, "attestednode", "ha-steady"), "Ready")
+    assert before["status"] == "True"
+
+    payer_key = keys.generate()
+    payer = wallet_address(keys.public_bytes(payer_key))
+    payee = wallet_address(keys.public_bytes(keys.generate()))
+    asyncio.run(emulator.faucet(chain_url, payer, 5 * TON))
+    cluster.kubectl(
+        "create", "rolebinding", "cocoon-operator-secrets", "-n", namespace,
+        "--clusterrole=cocoon-operator-secrets",
+        f"--serviceaccount={OPERATOR_NAMESPACE}:cocoon-operator",
+    )  # fmt: skip
+    cluster.apply(
+        *payer_and_channel(
+            namespace, payer_key, payee, chain_url,
+            claim={"threshold": str(TON // 10), "intervalSeconds": 3600},
+        )
+    )  # fmt: skip
+    eventually(
+        lambda: channel_status(cluster, namespace).get("state") == "Open",
+        timeout=90,
+        what="the channel open",
+    )
+    meter = attested_meter(cluster)
+    meter_hex = keys.public_bytes(meter).hex()
+
+    # the standby serves the API too: a report to it is accepted and its credit is visible
+    # (below the claim threshold: the only claim is the one made across the failover)
+    code, answer = http_json(
+        "POST", f"{standby.api_url}/usage/v1/reports", report(meter, namespace, TON // 20, 1)
+    )
+    assert code == 200, answer
+    code, document = http_json(
+        "GET", f"{standby.api_url}/usage/v1/credit/{namespace}/pool?meter={meter_hex}"
+    )
+    assert code == 200, document
+
+    # usage reaches the leader, which starts settling it; kill -9 the leader right then
+    code, answer = http_json(
+        "POST", f"{operator.api_url}/usage/v1/reports", report(meter, namespace, TON // 4, 2)
+    )
+    assert code == 200, answer
+    operator.kill()
+    killed_at = time.monotonic()
+
+    # the meter re-sends its cumulative report to whichever replica answers: the standby
+    code, answer = http_json(
+        "POST", f"{standby.api_url}/usage/v1/reports", report(meter, namespace, TON // 4, 2)
+    )
+    assert code == 200, answer
+    eventually(
+        lambda: holder(cluster).startswith(standby.identity_prefix),
+        timeout=TAKEOVER_S,
+        what="the standby takes the Lease",
+    )
+    print(f"takeover after kill -9: {time.monotonic() - killed_at:.1f} s")
+
+    status = eventually(
+        lambda: (s := channel_status(cluster, namespace)).get("claimed") == str(TON // 4) and s,
+        timeout=90,
+        what="the usage claimed by the new leader",
+    )
+    assert status["owed"] == str(TON // 4)
+    received = balance(chain_url, payee)
+    assert TON // 4 - CLAIM_FEES < received < TON // 4  # paid once, not twice
+    assert asyncio.run(_payouts(chain_url, payee)) == 1
+
+    # the new leader's passes ran over the node (from empty caches) and left its verdict alone
+    after: dict[str, Any] = condition(get(cluster, "attestednode", "ha-steady"), "Ready")
+    assert after["status"] == "True"
+    assert after["lastTransitionTime"] == before["lastTransitionTime"]
+    assert get(cluster, "attestednode", "ha-steady")["status"]["verdict"] == "Verified"

@@ -1,0 +1,153 @@
+"""Level-based passes, one per concern, each on its own clock, with bounded per-object work.
+
+One loop that called every controller in turn let a tenant stall the cluster: three
+PaymentChannels whose chain endpoint never answered held attestation and verdict expiry for
+minutes. Now attestation (challenges and expiry), pools and channels each run as their own task,
+every object's work has a deadline, and at most `concurrency` objects of a concern are worked on
+at once, so a slow object costs its own deadline and one slot of its own concern, nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from prometheus_client import Counter, Histogram
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# bounded labels: the concern is one of CONCERNS, the result one of RESULTS
+OBJECTS = Counter(
+    "cocoon_resync_objects_total",
+    "Objects a level-based pass worked on, by concern and result (ok, failed, timeout).",
+    ["concern", "result"],
+)
+PASS_SECONDS = Histogram(
+    "cocoon_resync_pass_seconds",
+    "How long one level-based pass of a concern took.",
+    ["concern"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How one concern's pass runs: how often, how long one object may take, how many at once."""
+
+    concern: str
+    interval_s: float
+    timeout_s: float
+    concurrency: int
+
+
+# concern -> (per-object deadline in seconds, objects worked on at once)
+DEFAULTS: dict[str, tuple[float, int]] = {
+    # a node's reconcile is a handful of API calls; a stuck one is retried next pass
+    "attestation": (10.0, 16),
+    # a pool applies two objects and reads its pods
+    "pools": (30.0, 4),
+    # a channel may deploy, top up and claim on chain, each waiting for its transaction
+    "channels": (180.0, 8),
+}
+CONCERNS = tuple(DEFAULTS)
+
+
+def schedules(env: Mapping[str, str]) -> dict[str, Schedule]:
+    """Each concern's schedule from the environment (the chart sets it), else the defaults.
+
+    COCOON_RESYNC_SECONDS sets every interval; COCOON_<CONCERN>_RESYNC_SECONDS,
+    COCOON_<CONCERN>_TIMEOUT_SECONDS and COCOON_<CONCERN>_CONCURRENCY override one concern."""
+    interval = float(env.get("COCOON_RESYNC_SECONDS", "30"))
+    result = {}
+    for concern, (timeout, concurrency) in DEFAULTS.items():
+        prefix = f"COCOON_{concern.upper()}_"
+        result[concern] = Schedule(
+            concern=concern,
+            interval_s=float(env.get(prefix + "RESYNC_SECONDS", interval)),
+            timeout_s=float(env.get(prefix + "TIMEOUT_SECONDS", timeout)),
+            concurrency=max(1, int(env.get(prefix + "CONCURRENCY", concurrency))),
+        )
+        if result[concern].interval_s <= 0 or result[concern].timeout_s <= 0:
+            raise ValueError(f"{prefix}*: intervals and timeouts must be positive seconds")
+    return result
+
+
+@dataclass
+class PassResult:
+    ok: int = 0
+    failed: int = 0
+    timed_out: int = 0
+
+
+async def each(
+    items: Iterable[T],
+    work: Callable[[T], Awaitable[None]],
+    schedule: Schedule,
+    label: Callable[[T], str],
+) -> PassResult:
+    """Run `work` on every item, at most `schedule.concurrency` at once, each under its deadline.
+
+    A failure or a timeout is logged and counted and never stops the others; the object is
+    simply worked on again in the next pass (every pass is level-based)."""
+    pending = iter(items)
+    result = PassResult()
+
+    async def worker() -> None:
+        for item in pending:  # one shared iterator: each item goes to exactly one worker
+            try:
+                async with asyncio.timeout(schedule.timeout_s):
+                    await work(item)
+            except TimeoutError:
+                result.timed_out += 1
+                OBJECTS.labels(schedule.concern, "timeout").inc()
+                log.warning(
+                    "%s %s took longer than %.0f s; retried next pass",
+                    schedule.concern,
+                    label(item),
+                    schedule.timeout_s,
+                )
+                continue
+            except Exception:
+                result.failed += 1
+                OBJECTS.labels(schedule.concern, "failed").inc()
+                log.exception("%s %s failed; retried next pass", schedule.concern, label(item))
+                continue
+            result.ok += 1
+            OBJECTS.labels(schedule.concern, "ok").inc()
+
+    await asyncio.gather(*(worker() for _ in range(schedule.concurrency)))
+    return result
+
+
+def object_label(obj: Mapping[str, Any]) -> str:
+    """namespace/name (or name) of an object, for log lines."""
+    meta = obj.get("metadata") or {}
+    return "/".join(str(p) for p in (meta.get("namespace"), meta.get("name")) if p)
+
+
+Pass = Callable[[Schedule], Awaitable[None]]
+
+
+async def run_forever(schedule: Schedule, one_pass: Pass) -> None:
+    """`one_pass` every `interval_s`, counted from the end of the previous pass."""
+    while True:
+        await asyncio.sleep(schedule.interval_s)
+        with PASS_SECONDS.labels(schedule.concern).time():
+            try:
+                await one_pass(schedule)
+            except Exception:
+                log.exception(
+                    "the %s pass failed; next pass in %.0f s", schedule.concern, schedule.interval_s
+                )
+
+
+def start(passes: Mapping[str, Pass], plans: Mapping[str, Schedule]) -> list[asyncio.Task[None]]:
+    """One task per concern; a concern's pass never waits for another's."""
+    return [
+        asyncio.create_task(run_forever(plans[concern], one_pass), name=f"resync-{concern}")
+        for concern, one_pass in passes.items()
+    ]
