@@ -214,3 +214,27 @@ def _self_signed_context(tmp_path: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(path)
     return context
+
+
+def test_openai_sdk_uses_the_verified_transport(
+    meter_at: MeterFactory, verifier: Verifier, loop_thread: LoopThread, tmp_path: Path
+) -> None:
+    import openai
+
+    meter, url = meter_at()
+    http_client = httpx2.Client(transport=VerifiedTransport(verifier))
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=CREDENTIAL, http_client=http_client)
+    assert [m.id for m in client.models.list()] == ["llm"]
+    # and through a man in the middle the SDK gets the refusal, never an answer
+    mitm = Mitm(int(url.rsplit(":", 1)[1]), _self_signed_context(tmp_path))
+    loop_thread.run(mitm.start())
+    try:
+        evil = openai.OpenAI(base_url=f"https://127.0.0.1:{mitm.port}/v1", api_key=CREDENTIAL,
+                             http_client=httpx2.Client(transport=VerifiedTransport(verifier)),
+                             max_retries=0)
+        with pytest.raises(KeyNotBound):  # raised as is, not retried or wrapped
+            evil.models.list()
+    finally:
+        loop_thread.run(mitm.stop())
+    assert CREDENTIAL.encode() not in bytes(mitm.from_client)
+    assert [s.path for s in meter.seen].count("/v1/models") == 1

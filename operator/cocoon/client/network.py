@@ -174,3 +174,15 @@ class AsyncVerifyingBackend(httpcore2.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+def attest(verifier: Verifier, host: str, port: int, *,
+           timeout: float | None = 30.0) -> PinnedEndpoint:
+    """Connect, verify and pin the endpoint, and hang up: no request is sent."""
+    stream = VerifyingBackend(verifier).connect_tcp(host, port, timeout)
+    tls = stream.start_tls(verifier.ssl_context, host, timeout)
+    tls.close()
+    if tls.pinned is None:  # start_tls returns only verified streams
+        raise EvidenceUnavailable("NotVerified", "no pin after the handshake",
+                                  endpoint=f"{host}:{port}")
+    return tls.pinned

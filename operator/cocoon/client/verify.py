@@ -42,7 +42,7 @@ class PinnedEndpoint:
     pool: str = ""
     pod: str = ""
     node: str = ""
-    claims: dict[str, object] = field(default_factory=dict, compare=False)
+    claims: dict[str, dict[str, object]] = field(default_factory=dict, compare=False)
 
 
 def client_context() -> ssl.SSLContext:
