@@ -34,6 +34,9 @@ class Knobs:
     certificate_age: timedelta = timedelta(0)
     flip_receipt_bit: bool = False
     foreign_receipt_key: bool = False
+    wrong_request_hash: bool = False
+    wrong_response_hash: bool = False
+    close_after_attestation: bool = False
 
 
 @dataclass
@@ -83,8 +86,9 @@ class FakeMeter:
         nonce = bytes.fromhex(request.query["nonce"])
         doc = self.identity.evidence(
             self.knobs.stale_nonce or nonce, self.source)  # type: ignore[arg-type]
+        headers = {"Connection": "close"} if self.knobs.close_after_attestation else {}
         return web.Response(body=doc.model_dump_json(by_alias=True),
-                            content_type="application/json")
+                            content_type="application/json", headers=headers)
 
     def _receipt(self, request: web.Request, body: bytes, answer: bytes, units: dict[str, int],
                  name: str) -> receipts.SignedReceipt:
@@ -97,7 +101,8 @@ class FakeMeter:
             request_id=os.urandom(16).hex(),
             meter_public_key=keys.public_bytes(key).hex(), pool="tenant/chat",
             channel=channel, model=request.match_info["model"], endpoint=name, outcome="ok",
-            request_sha256=receipts.digest(body), response_sha256=receipts.digest(answer),
+            request_sha256=receipts.digest(body + b"x" * self.knobs.wrong_request_hash),
+            response_sha256=receipts.digest(answer + b"x" * self.knobs.wrong_response_hash),
             units=units, price={k: str(v) for k, v in PRICE.items()}, cost_nanoton=str(cost),
             cumulative_nanoton=str(self.charged[channel]), issued_at=datetime.now(UTC),
         )

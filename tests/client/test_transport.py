@@ -20,6 +20,7 @@ from cocoon.attestation.evidence import NodeEvidence
 from cocoon.client import (
     AsyncVerifiedTransport,
     EvidenceTooOld,
+    EvidenceUnavailable,
     KeyNotBound,
     MeasurementNotInPolicy,
     NonceMismatch,
@@ -128,15 +129,37 @@ def test_old_evidence_is_refused_when_the_clock_has_moved(
     assert meter.posts() == []
 
 
-@pytest.mark.parametrize("knob", ["flip_receipt_bit", "foreign_receipt_key"])
+@pytest.mark.parametrize(
+    ("knob", "reason"),
+    [
+        ("flip_receipt_bit", "does not verify"),
+        ("foreign_receipt_key", "other than the attested"),
+        ("wrong_request_hash", "RequestNotReceipted"),
+        ("wrong_response_hash", "ResponseNotReceipted"),
+    ],
+)
+@pytest.mark.parametrize("endpoint", ["generate", "generate_stream"])
 def test_altered_receipt_is_refused(
-    meter_at: MeterFactory, verifier: Verifier, store: ReceiptStore, knob: str
+    meter_at: MeterFactory, verifier: Verifier, store: ReceiptStore, knob: str, reason: str,
+    endpoint: str,
 ) -> None:
     _, url = meter_at(**{knob: True})
     with httpx2.Client(transport=VerifiedTransport(verifier, store=store)) as client, \
-            pytest.raises(ReceiptRefused, match=r"does not verify|other than"):
-        _generate(client, url)
+            pytest.raises(ReceiptRefused, match=reason):
+        client.post(f"{url}/v2/models/llm/{endpoint}", json={"text_input": PROMPT},
+                    headers=AUTH)
     assert store.list() == []
+
+
+def test_endpoint_that_hangs_up_after_the_evidence_is_refused(
+    meter_at: MeterFactory, verifier: Verifier
+) -> None:
+    verifier.certificate_evidence = False
+    meter, url = meter_at(close_after_attestation=True)
+    with httpx2.Client(transport=VerifiedTransport(verifier)) as client, \
+            pytest.raises(EvidenceUnavailable, match="ConnectionNotReusable"):
+        _generate(client, url)
+    assert meter.posts() == []
 
 
 def test_plain_http_is_refused(verifier: Verifier) -> None:
