@@ -91,6 +91,7 @@ def test_mitm_with_its_own_certificate_is_refused_before_the_request(
     assert meter.posts() == []  # the genuine meter never saw the request either
     assert [s.path for s in meter.seen] == ["/.well-known/cocoon/attestation"]
     assert store.list() == []
+    assert verifier.refusals == {"KeyNotBound": 1}
 
 
 def test_unlisted_measurement_is_refused(
@@ -102,6 +103,7 @@ def test_unlisted_measurement_is_refused(
         _generate(client, url)
     assert refused.value.reason == "MeasurementMismatch"
     assert meter.posts() == []
+    assert verifier.refusals == {"MeasurementMismatch": 1}
 
 
 def test_replayed_proof_for_an_old_nonce_is_refused(
@@ -149,6 +151,7 @@ def test_altered_receipt_is_refused(
         client.post(f"{url}/v2/models/llm/{endpoint}", json={"text_input": PROMPT},
                     headers=AUTH)
     assert store.list() == []
+    assert sum(verifier.refusals.values()) == 1
 
 
 def test_endpoint_that_hangs_up_after_the_evidence_is_refused(

@@ -11,6 +11,7 @@ on the wire (before any Content-Encoding is undone).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from cocoon.client.errors import ReceiptRefused
 from cocoon.client.store import ReceiptStore
@@ -25,16 +26,22 @@ class ReceiptCapture:
     """Feed it the response bytes in order, then `finish()`; raises ReceiptRefused."""
 
     def __init__(self, pinned: PinnedEndpoint, request_body: bytes, header: str | None,
-                 content_type: str, store: ReceiptStore | None) -> None:
+                 content_type: str, *, store: ReceiptStore | None = None,
+                 on_refusal: Callable[[str], None] = lambda _reason: None) -> None:
         self.pinned = pinned
         self.store = store
+        self._on_refusal = on_refusal
         self.receipt: SignedReceipt | None = None
         self._request_sha256 = receipts.digest(request_body)
         self._hash = hashlib.sha256()
         self._stream = content_type.split(";", maxsplit=1)[0].strip().lower() == "text/event-stream"
         self._pending = b""
         if header is not None:
-            self.receipt = self._check(_decode(header))
+            try:
+                signed = receipts.decode_header(header)
+            except receipts.ReceiptError as exc:
+                raise self._refuse("MalformedReceipt", str(exc)) from None
+            self.receipt = self._check(signed)
 
     def feed(self, chunk: bytes) -> None:
         if not self._stream:
@@ -58,16 +65,15 @@ class ReceiptCapture:
         if self.receipt is None:
             return None
         if self.receipt.receipt.response_sha256 != self._hash.hexdigest():
-            raise ReceiptRefused("ResponseNotReceipted", "the receipt's responseSha256 is not "
-                                 "the hash of the response received", endpoint=self.pinned.origin)
+            raise self._refuse("ResponseNotReceipted", "the receipt's responseSha256 is not the "
+                               "hash of the response received")
         if self.store is not None:
             self.store.add(self.receipt, self.pinned.receipt_public_key, self.pinned.origin)
         return self.receipt
 
     def _event(self, event: bytes) -> None:
         if self.receipt is not None:
-            raise ReceiptRefused("DataAfterReceipt", "the stream went on after its receipt",
-                                 endpoint=self.pinned.origin)
+            raise self._refuse("DataAfterReceipt", "the stream went on after its receipt")
         lines = event.replace(b"\r\n", b"\n").split(b"\n")
         if b"event: " + receipts.SSE_EVENT.encode() not in lines and (
                 b"event:" + receipts.SSE_EVENT.encode() not in lines):
@@ -79,29 +85,25 @@ class ReceiptCapture:
         try:
             signed = SignedReceipt.model_validate_json(data)
         except ValueError as exc:
-            raise ReceiptRefused("MalformedReceipt", f"{exc}",
-                                 endpoint=self.pinned.origin) from None
+            raise self._refuse("MalformedReceipt", str(exc)) from None
         self.receipt = self._check(signed)
 
     def _check(self, signed: SignedReceipt) -> SignedReceipt:
         try:
             receipts.verify(signed, self.pinned.receipt_public_key)
         except receipts.ReceiptError as exc:
-            raise ReceiptRefused("BadReceipt", str(exc), endpoint=self.pinned.origin) from None
+            raise self._refuse("BadReceipt", str(exc)) from None
         if signed.receipt.request_sha256 != self._request_sha256:
-            raise ReceiptRefused("RequestNotReceipted", "the receipt's requestSha256 is not the "
-                                 "hash of the request sent", endpoint=self.pinned.origin)
+            raise self._refuse("RequestNotReceipted", "the receipt's requestSha256 is not the "
+                               "hash of the request sent")
         if int(signed.receipt.cost_nanoton) > int(signed.receipt.cumulative_nanoton):
-            raise ReceiptRefused("CumulativeBelowCost", "the receipt's cumulative total is "
-                                 "below its own cost", endpoint=self.pinned.origin)
+            raise self._refuse("CumulativeBelowCost", "the receipt's cumulative total is below "
+                               "its own cost")
         return signed
 
-
-def _decode(header: str) -> SignedReceipt:
-    try:
-        return receipts.decode_header(header)
-    except receipts.ReceiptError as exc:
-        raise ReceiptRefused("MalformedReceipt", str(exc)) from None
+    def _refuse(self, reason: str, message: str) -> ReceiptRefused:
+        self._on_refusal(reason)
+        return ReceiptRefused(reason, message, endpoint=self.pinned.origin)
 
 
 def _event_end(buffer: bytes) -> int | None:

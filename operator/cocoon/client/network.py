@@ -17,7 +17,7 @@ from typing import Any
 
 import httpcore2
 
-from cocoon.client.errors import EvidenceUnavailable
+from cocoon.client.errors import EvidenceUnavailable, Refused
 from cocoon.client.verify import EvidenceExchange, PinnedEndpoint, Verifier
 
 _READ = 64 << 10
@@ -83,7 +83,9 @@ class VerifiedStream(httpcore2.NetworkStream):
                 _reused_or_refused(exchange, self.origin)
                 pinned = self._verifier.from_document(
                     self.origin, der, exchange.document(), exchange.nonce)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, Refused):
+                self._verifier.refused(exc.reason)
             tls.close()
             raise
         return VerifiedStream(tls, self._verifier, self.origin, pinned)
@@ -147,7 +149,9 @@ class AsyncVerifiedStream(httpcore2.AsyncNetworkStream):
                 _reused_or_refused(exchange, self.origin)
                 pinned = self._verifier.from_document(
                     self.origin, der, exchange.document(), exchange.nonce)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, Refused):
+                self._verifier.refused(exc.reason)
             await tls.aclose()
             raise
         return AsyncVerifiedStream(tls, self._verifier, self.origin, pinned)

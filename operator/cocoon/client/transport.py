@@ -51,10 +51,11 @@ def _pinned(response: httpx2.Response) -> PinnedEndpoint:
     return pinned
 
 
-def _capture(response: httpx2.Response, body: bytes,
+def _capture(response: httpx2.Response, body: bytes, verifier: Verifier,
              store: ReceiptStore | None) -> ReceiptCapture:
     return ReceiptCapture(_pinned(response), body, response.headers.get(receipts.HEADER),
-                          response.headers.get("content-type", ""), store)
+                          response.headers.get("content-type", ""), store=store,
+                          on_refusal=verifier.refused)
 
 
 class _ReceiptStream(httpx2.SyncByteStream):
@@ -104,7 +105,7 @@ class VerifiedTransport(httpx2.HTTPTransport):
         body = request.read()
         response = super().handle_request(request)
         try:
-            capture = _capture(response, body, self.store)
+            capture = _capture(response, body, self.verifier, self.store)
         except BaseException:
             response.close()
             raise
@@ -132,7 +133,7 @@ class AsyncVerifiedTransport(httpx2.AsyncHTTPTransport):
         body = await request.aread()
         response = await super().handle_async_request(request)
         try:
-            capture = _capture(response, body, self.store)
+            capture = _capture(response, body, self.verifier, self.store)
         except BaseException:
             await response.aclose()
             raise

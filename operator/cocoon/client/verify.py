@@ -13,6 +13,7 @@ import os
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -66,6 +67,11 @@ class Verifier:
         self.ssl_context = client_context()
         self._pins: dict[tuple[str, bytes], PinnedEndpoint] = {}
         self._lock = threading.Lock()
+        self.refusals: Counter[str] = Counter()  # by reason: endpoints and receipts refused
+
+    def refused(self, reason: str) -> None:
+        with self._lock:
+            self.refusals[reason] += 1
 
     def now(self) -> int:
         return int(self.clock())
