@@ -3,6 +3,7 @@ the real TLS meter stand-in, through `cocoon.cli.main` as a user runs them."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -112,3 +113,14 @@ def test_call_without_credential_is_a_usage_error(
     monkeypatch.delenv("COCOON_CREDENTIAL", raising=False)
     assert main(["call", "https://127.0.0.1:1", "--policy", str(pinned_policy), "--model", "m",
                  "--text", "x"]) == 2
+
+
+def test_call_to_nothing_listening_says_so(
+    pinned_policy: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        port = sock.getsockname()[1]
+    rc = main(["call", f"https://127.0.0.1:{port}", "--policy", str(pinned_policy), "--model",
+               "m", "--text", "x", "--credential", "c", "--receipts", str(tmp_path / "r.db")])
+    assert rc == 1
+    assert "cannot reach" in capsys.readouterr().err

@@ -14,13 +14,12 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpcore2
 import httpx2
 
 from cocoon.client import policy as client_policy
 from cocoon.client.capture import ReceiptCapture
 from cocoon.client.errors import EndpointRefused, ReceiptRefused
-from cocoon.client.network import attest
+from cocoon.client.network import UNREACHABLE, attest
 from cocoon.client.store import ReceiptStore, default_path
 from cocoon.client.transport import RECEIPT, VerifiedTransport
 from cocoon.client.verify import PinnedEndpoint, Verifier
@@ -90,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     except ReceiptRefused as exc:
         _say(f"receipt refused: {exc}")
         return 4
-    except (httpx2.HTTPError, httpcore2.ConnectError, OSError) as exc:
+    except (httpx2.HTTPError, *UNREACHABLE) as exc:
         _say(f"cannot reach {args.url}: {exc}")
         return 1
     finally:

@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpcore2
 import yaml
 from pydantic import ValidationError
 
@@ -21,7 +20,7 @@ from cocoon.attestation.policy import Policy, PolicyError
 from cocoon.client import pinning
 from cocoon.client.call import describe
 from cocoon.client.errors import EndpointRefused
-from cocoon.client.network import attest
+from cocoon.client.network import UNREACHABLE, attest
 from cocoon.client.store import ReceiptStore, default_path
 from cocoon.client.verify import Verifier
 
@@ -74,7 +73,7 @@ def _policy_init(args: argparse.Namespace) -> int:
         pinned = attest(verifier, parts.hostname, parts.port or 443)
     except EndpointRefused as exc:
         return _fail(3, f"refused: {exc}")
-    except (httpcore2.ConnectError, OSError) as exc:
+    except UNREACHABLE as exc:
         return _fail(1, f"cannot reach {args.url}: {exc}")
     spec = pinning.pinned_spec(base, pinned)
     header = (

@@ -21,6 +21,9 @@ from cocoon.client.errors import EvidenceUnavailable, Refused
 from cocoon.client.verify import EvidenceExchange, PinnedEndpoint, Verifier
 
 _READ = 64 << 10
+# what connecting and attesting raise when the endpoint cannot be reached or speaks no TLS 1.3
+UNREACHABLE = (httpcore2.NetworkError, httpcore2.TimeoutException, httpcore2.ProtocolError,
+               OSError)
 
 
 def _peer_certificate(stream: httpcore2.NetworkStream | httpcore2.AsyncNetworkStream,

@@ -95,10 +95,10 @@ class Verifier:
         nonce (a stale or failing certificate is never a refusal on its own)."""
         if not self.certificate_evidence:
             return None
-        cert = x509.load_der_x509_certificate(certificate_der)
         try:
-            document = endpoint.evidence_in_certificate(cert)
-        except ValidationError:
+            document = endpoint.evidence_in_certificate(
+                x509.load_der_x509_certificate(certificate_der))
+        except ValueError:  # malformed extension or certificate: ask with a nonce instead
             return None
         if document is None:
             return None
