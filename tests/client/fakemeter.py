@@ -37,6 +37,7 @@ class Knobs:
     wrong_request_hash: bool = False
     wrong_response_hash: bool = False
     close_after_attestation: bool = False
+    no_receipt: bool = False
 
 
 @dataclass
@@ -124,8 +125,9 @@ class FakeMeter:
                              "text_output": f"echo: {prompt}"}).encode()
         signed = self._receipt(request, body, answer, {"requests": 1, "output_tokens": 3},
                                "generate")
-        return web.Response(body=answer, content_type="application/json",
-                            headers={receipts.HEADER: receipts.encode_header(signed)})
+        headers = {} if self.knobs.no_receipt else {
+            receipts.HEADER: receipts.encode_header(signed)}
+        return web.Response(body=answer, content_type="application/json", headers=headers)
 
     async def infer(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
@@ -150,8 +152,9 @@ class FakeMeter:
             await response.write(event)
         signed = self._receipt(request, body, sent, {"requests": 1, "output_tokens": 3},
                                "generate_stream")
-        await response.write(f"event: {receipts.SSE_EVENT}\ndata: "
-                             f"{signed.model_dump_json(by_alias=True)}\n\n".encode())
+        if not self.knobs.no_receipt:
+            await response.write(f"event: {receipts.SSE_EVENT}\ndata: "
+                                 f"{signed.model_dump_json(by_alias=True)}\n\n".encode())
         await response.write_eof()
         return response
 

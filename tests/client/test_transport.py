@@ -138,6 +138,7 @@ def test_old_evidence_is_refused_when_the_clock_has_moved(
         ("foreign_receipt_key", "other than the attested"),
         ("wrong_request_hash", "RequestNotReceipted"),
         ("wrong_response_hash", "ResponseNotReceipted"),
+        ("no_receipt", "NoReceipt"),
     ],
 )
 @pytest.mark.parametrize("endpoint", ["generate", "generate_stream"])

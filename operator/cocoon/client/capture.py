@@ -26,10 +26,11 @@ class ReceiptCapture:
     """Feed it the response bytes in order, then `finish()`; raises ReceiptRefused."""
 
     def __init__(self, pinned: PinnedEndpoint, request_body: bytes, header: str | None,
-                 content_type: str, *, store: ReceiptStore | None = None,
+                 content_type: str, *, store: ReceiptStore | None = None, required: bool = False,
                  on_refusal: Callable[[str], None] = lambda _reason: None) -> None:
         self.pinned = pinned
         self.store = store
+        self.required = required
         self._on_refusal = on_refusal
         self.receipt: SignedReceipt | None = None
         self._request_sha256 = receipts.digest(request_body)
@@ -63,6 +64,9 @@ class ReceiptCapture:
         if self._stream and self._pending:
             self._event(self._pending)
         if self.receipt is None:
+            if self.required:
+                raise self._refuse("NoReceipt", "the meter answered a metered call without a "
+                                   "receipt: the charge cannot be checked")
             return None
         if self.receipt.receipt.response_sha256 != self._hash.hexdigest():
             raise self._refuse("ResponseNotReceipted", "the receipt's responseSha256 is not the "

@@ -7,11 +7,13 @@
 They are httpx's own transports with the connection pool's network backend replaced by the
 verifying one (`cocoon.client.network`), so pooling, timeouts and error mapping stay httpx's.
 Plain `http://` URLs are refused. Each response's receipt is checked against the receipt key
-pinned for the connection that served it (`capture.ReceiptCapture`).
+pinned for the connection that served it (`capture.ReceiptCapture`); a successful answer on a
+metered route (`METERED`) without a receipt is refused once its body has been read.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterator
 
 import httpcore2
@@ -31,6 +33,11 @@ from cocoon.meter import receipts
 
 EXTENSION = "cocoon.endpoint"  # response.extensions[EXTENSION]: the PinnedEndpoint that served it
 DEFAULT_LIMITS = httpx2.Limits(max_connections=20)
+# Successful answers on these paths are charged, so they must carry a receipt.
+METERED = re.compile(
+    r"^/v2/models/[^/]+(/versions/[^/]+)?/(infer|generate|generate_stream)$"
+    r"|^/v1/(chat/completions|completions|embeddings|responses)$"
+)
 RECEIPT = "cocoon.receipt"  # response.extensions[RECEIPT]: the ReceiptCapture of the response
 
 
@@ -51,11 +58,12 @@ def _pinned(response: httpx2.Response) -> PinnedEndpoint:
     return pinned
 
 
-def _capture(response: httpx2.Response, body: bytes, verifier: Verifier,
-             store: ReceiptStore | None) -> ReceiptCapture:
+def _capture(request: httpx2.Request, response: httpx2.Response, body: bytes,
+             verifier: Verifier, store: ReceiptStore | None) -> ReceiptCapture:
+    metered = response.is_success and METERED.match(request.url.path) is not None
     return ReceiptCapture(_pinned(response), body, response.headers.get(receipts.HEADER),
                           response.headers.get("content-type", ""), store=store,
-                          on_refusal=verifier.refused)
+                          required=metered, on_refusal=verifier.refused)
 
 
 class _ReceiptStream(httpx2.SyncByteStream):
@@ -105,7 +113,7 @@ class VerifiedTransport(httpx2.HTTPTransport):
         body = request.read()
         response = super().handle_request(request)
         try:
-            capture = _capture(response, body, self.verifier, self.store)
+            capture = _capture(request, response, body, self.verifier, self.store)
         except BaseException:
             response.close()
             raise
@@ -133,7 +141,7 @@ class AsyncVerifiedTransport(httpx2.AsyncHTTPTransport):
         body = await request.aread()
         response = await super().handle_async_request(request)
         try:
-            capture = _capture(response, body, self.verifier, self.store)
+            capture = _capture(request, response, body, self.verifier, self.store)
         except BaseException:
             await response.aclose()
             raise
