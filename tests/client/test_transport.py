@@ -16,7 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from cocoon.agent.simulated import SimulatedTee
 from cocoon.attestation.evidence import NodeEvidence
+from cocoon.attestation.policy import Policy
 from cocoon.client import (
     AsyncVerifiedTransport,
     EvidenceTooOld,
@@ -265,3 +267,21 @@ def test_openai_sdk_uses_the_verified_transport(
         loop_thread.run(mitm.stop())
     assert CREDENTIAL.encode() not in bytes(mitm.from_client)
     assert [s.path for s in meter.seen].count("/v1/models") == 1
+
+
+def test_a_kept_alive_connection_is_not_used_past_its_verdict(
+    meter_at: MeterFactory, sim: SimulatedTee
+) -> None:
+    spec = sim.policy_spec(verdictLifetimeSeconds=61, reattestIntervalSeconds=30)
+    verifier = Verifier(Policy.from_spec(spec), certificate_evidence=False)
+    meter, url = meter_at()
+    start = time.time()
+    verifier.clock = lambda: start
+    with httpx2.Client(transport=VerifiedTransport(verifier)) as client:
+        _generate(client, url)
+        verifier.clock = lambda: start + 62
+        _generate(client, url)
+    attested = [s.peer for s in meter.seen if s.path.startswith("/.well-known")]
+    posts = [s.peer for s in meter.posts()]
+    assert len(attested) == 2 and attested[0] != attested[1]  # attested again, on a new one
+    assert posts == attested  # each request went over the connection just attested

@@ -48,6 +48,16 @@ def _reused_or_refused(exchange: EvidenceExchange, origin: str) -> None:
             "it open so the verified connection carries the request", endpoint=origin)
 
 
+def _check_pin(pinned: PinnedEndpoint | None, verifier: Verifier, origin: str) -> None:
+    """Nothing is written on an unverified connection, nor on one whose verdict has lapsed:
+    the pool then takes a new connection (ConnectionNotAvailable), which attests again."""
+    if pinned is None:
+        raise EvidenceUnavailable("NotVerified", "refusing to send on an unverified connection",
+                                  endpoint=origin)
+    if pinned.expires_at <= verifier.now():
+        raise httpcore2.ConnectionNotAvailable(f"{origin}: the endpoint's verdict lapsed")
+
+
 class VerifiedStream(httpcore2.NetworkStream):
     def __init__(self, inner: httpcore2.NetworkStream, verifier: Verifier, origin: str,
                  pinned: PinnedEndpoint | None = None) -> None:
@@ -60,9 +70,7 @@ class VerifiedStream(httpcore2.NetworkStream):
         return self._inner.read(max_bytes, timeout)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if self.pinned is None:
-            raise EvidenceUnavailable("NotVerified", "refusing to send on an unverified "
-                                      "connection", endpoint=self.origin)
+        _check_pin(self.pinned, self._verifier, self.origin)
         self._inner.write(buffer, timeout)
 
     def close(self) -> None:
@@ -126,9 +134,7 @@ class AsyncVerifiedStream(httpcore2.AsyncNetworkStream):
         return await self._inner.read(max_bytes, timeout)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if self.pinned is None:
-            raise EvidenceUnavailable("NotVerified", "refusing to send on an unverified "
-                                      "connection", endpoint=self.origin)
+        _check_pin(self.pinned, self._verifier, self.origin)
         await self._inner.write(buffer, timeout)
 
     async def aclose(self) -> None:
