@@ -16,6 +16,8 @@ _AREAS: tuple[tuple[str, str, str], ...] = (
     ("meter", "cocoon.meter.cli", "run the metering proxy in front of Triton"),
     ("ton", "cocoon.ton.cli", "TON payment-channel keys, deployment and settlement"),
     ("dev", "cocoon.devstack.cli", "bring the local control plane up or down"),
+    ("call", "cocoon.client.call", "verify an endpoint yourself, then send it one request"),
+    ("client", "cocoon.client.cli", "your own attestation policy and your receipts"),
 )
 
 Handler = Callable[[argparse.Namespace], int]
