@@ -99,13 +99,15 @@ class FakeMeter:
         key = MeterIdentity.generate().receipt_key if self.knobs.foreign_receipt_key else (
             self.identity.receipt_key)
         receipt = receipts.Receipt(
+            format=receipts.FORMAT,
             request_id=os.urandom(16).hex(),
             meter_public_key=keys.public_bytes(key).hex(), pool="tenant/chat",
             channel=channel, model=request.match_info["model"], endpoint=name, outcome="ok",
             request_sha256=receipts.digest(body + b"x" * self.knobs.wrong_request_hash),
             response_sha256=receipts.digest(answer + b"x" * self.knobs.wrong_response_hash),
             units=units, price={k: str(v) for k, v in PRICE.items()}, cost_nanoton=str(cost),
-            cumulative_nanoton=str(self.charged[channel]), issued_at=datetime.now(UTC),
+            cumulative_nanoton=str(self.charged[channel]),
+            issued_at=int(datetime.now(UTC).timestamp()),
         )
         signed = receipts.sign(receipt, key)
         if self.knobs.flip_receipt_bit:

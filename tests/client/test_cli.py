@@ -44,7 +44,7 @@ def test_policy_init_pins_what_the_endpoint_measured(pinned_policy: Path) -> Non
     assert spec["snp"]["measurements"] == [DEFAULT_MEASUREMENT.hex()]
     assert spec["gpu"] == {"required": True, "minCount": 1, "minDriverVersion": "550.90.07",
                            "minVbiosVersion": "96.00.9f.00.01", "rims": [],
-                           "requireRims": False}
+                           "requireRims": False, "allowedModes": []}
     assert "NOT known-good" in pinned_policy.read_text()
 
 

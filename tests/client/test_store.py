@@ -19,11 +19,12 @@ OTHER = MeterIdentity.generate()
 def _stored(n: int, cost: int, cumulative: int, key: MeterIdentity = METER,
             attested: MeterIdentity = METER) -> StoredReceipt:
     receipt = receipts.Receipt(
+        format=receipts.FORMAT,
         request_id=f"{n:032x}", meter_public_key=key.receipt_public_hex, pool="t/p",
         channel="t/alpha", model="m", endpoint="generate", outcome="ok",
         request_sha256="0" * 64, response_sha256="0" * 64, units={"requests": 1},
         price={"per_request": str(cost)}, cost_nanoton=str(cost),
-        cumulative_nanoton=str(cumulative), issued_at=datetime.now(UTC),
+        cumulative_nanoton=str(cumulative), issued_at=int(datetime.now(UTC).timestamp()),
     )
     signed = receipts.sign(receipt, key.receipt_key)
     return StoredReceipt(receipt, signed, attested.receipt_public_hex, "o")

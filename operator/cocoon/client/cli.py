@@ -99,7 +99,8 @@ def _receipts_list(args: argparse.Namespace) -> int:
         return 0
     for item in items:
         r = item.receipt
-        print(f"{r.issued_at:%Y-%m-%dT%H:%M:%SZ} {r.request_id} {r.channel} {r.model}/"
+        issued = datetime.fromtimestamp(r.issued_at, UTC)
+        print(f"{issued:%Y-%m-%dT%H:%M:%SZ} {r.request_id} {r.channel} {r.model}/"
               f"{r.endpoint} cost={r.cost_nanoton} total={r.cumulative_nanoton} "
               f"meter={r.meter_public_key[:16]}… via {item.origin}")
     return 0

@@ -57,6 +57,7 @@ class ReceiptRefused(Refused):
 
 
 _BY_REASON: dict[str, type[EndpointRefused]] = {
+    "ReplayedProof": NonceMismatch,
     "NonceMismatch": NonceMismatch,
     "KeyNotBound": KeyNotBound,
     "EvidenceTooOld": EvidenceTooOld,

@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cocoon.client.errors import ReceiptRefused
@@ -97,7 +98,7 @@ class ReceiptStore:
         with other content is refused (a meter must never reissue an id)."""
         r = signed.receipt
         row = (r.request_id, r.channel, r.pool, r.model, r.endpoint, r.cost_nanoton,
-               r.cumulative_nanoton, r.issued_at.isoformat(), attested_key.hex(), origin,
+               r.cumulative_nanoton, _iso(r.issued_at), attested_key.hex(), origin,
                time.time(), signed.model_dump_json(by_alias=True))
         with self._lock:
             try:
@@ -159,3 +160,7 @@ def verify_receipts(stored: list[StoredReceipt]) -> Report:
             previous = cumulative
         report.channels.setdefault(channel, {})[meter] = total
     return report
+
+
+def _iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()

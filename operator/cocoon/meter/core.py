@@ -174,10 +174,13 @@ class Call:
         self.submitted = True
         future = meter.journal.submit(charge)
         future.add_done_callback(lambda _: meter.release(self.reservation))
-        await asyncio.shield(future)
+        seq = await asyncio.shield(future)
         meter.metrics.journal_commit.observe(time.perf_counter() - commit_start)
         meter.metrics.charged(self.model, self.protocol, outcome, units, cost)
-        self.settled = Settlement(self.request_id, units, cost, self._receipt(outcome, units, cost))
+        cumulative = meter.journal.cumulative_at(seq, self.credit.channel)
+        self.settled = Settlement(
+            self.request_id, units, cost, self._receipt(outcome, units, cost, cumulative)
+        )
         added = time.perf_counter() - self.t0 - self.upstream_seconds
         meter.metrics.observe_added(self.protocol, added)
         if log.isEnabledFor(logging.DEBUG):
@@ -185,7 +188,7 @@ class Call:
         return self.settled
 
     def _receipt(
-        self, outcome: str, units: Units, cost: int
+        self, outcome: str, units: Units, cost: int, cumulative: int
     ) -> receipts.SignedReceipt | None:
         signer = self._meter.signer
         if signer is None:
@@ -196,7 +199,7 @@ class Call:
             channel=channel, model=self.model, endpoint=self.endpoint, outcome=outcome,
             request_sha256=self.request_sha256, response_sha256=self.response_sha256,
             units=units.as_dict(), price=signer.price, cost_nanoton=cost,
-            cumulative_nanoton=self._meter.journal.spent(channel),
+            cumulative_nanoton=cumulative,
         )
 
     def _log_settled(self, outcome: str, units: Units, cost: int) -> None:

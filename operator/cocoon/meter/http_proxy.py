@@ -25,11 +25,12 @@ from aiohttp import web
 from yarl import URL
 
 from cocoon.meter import receipts
-from cocoon.meter.core import Call, Meter, Settlement
+from cocoon.meter.core import Call, Meter
 from cocoon.meter.credits import ChannelCredit
 from cocoon.meter.errors import MeterError, Reason, upstream_error
 from cocoon.meter.limits import read_body
 from cocoon.meter.openai_routes import OpenAIRoutes
+from cocoon.meter.pricing import Units
 from cocoon.meter.upstream import UpstreamError, UpstreamPool
 from cocoon.meter.usage import (
     SseMeter,
@@ -287,11 +288,15 @@ class HttpProxy:
             await response.prepare(request)
             sent = hashlib.sha256()
             outcome = await self._pump(call, upstream, response, sent)
+            # the receipt covers every byte before it, the usage event included
+            units = call.counter.units()
+            usage = _usage_event(call.request_id, units, self.meter.cost(units))
+            sent.update(usage)
             call.response_sha256 = sent.hexdigest()
             settlement = await call.settle(outcome)
             if outcome != "client_closed":
                 with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError):
-                    await response.write(_usage_event(settlement) + _receipt_event(settlement))
+                    await response.write(usage + receipts.sse_event(settlement.receipt))
                     await response.write_eof()
             return response
         finally:
@@ -334,20 +339,13 @@ class HttpProxy:
         return "error" if call.counter.failed else "ok"
 
 
-def _usage_event(settlement: Settlement) -> bytes:
+def _usage_event(request_id: str, units: Units, cost: int) -> bytes:
     data = json.dumps({
-        "requestId": settlement.request_id,
-        "units": settlement.units.as_dict(),
-        "costNanoton": str(settlement.cost_nanoton),
+        "requestId": request_id,
+        "units": units.as_dict(),
+        "costNanoton": str(cost),
     })
     return f"event: cocoon.usage\ndata: {data}\n\n".encode()
-
-
-def _receipt_event(settlement: Settlement) -> bytes:
-    if settlement.receipt is None:
-        return b""
-    data = settlement.receipt.model_dump_json(by_alias=True)
-    return f"event: {receipts.SSE_EVENT}\ndata: {data}\n\n".encode()
 
 
 def _error_event(call: Call) -> bytes:

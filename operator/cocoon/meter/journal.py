@@ -148,6 +148,7 @@ def journal_id(db: sqlite3.Connection) -> str:
     return made
 
 
+_CUMULATIVE_KEPT = 65536
 _Pending = tuple[Charge, asyncio.Future[int | None]]
 _Committed = tuple[list[_Pending], list[int | None]]
 
@@ -167,6 +168,7 @@ class Journal:
         self._db = connect(path)
         self.journal_id = journal_id(self._db)
         self.totals: dict[str, ChannelTotals] = {}
+        self._cumulative: dict[int, int] = {}
         self.sequence = 0
         for channel, req, inp, out, cached, reasoning, cost, seq in self._db.execute(_TOTALS):
             self.totals[channel] = ChannelTotals(
@@ -191,6 +193,13 @@ class Journal:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    def cumulative_at(self, seq: int | None, channel: str) -> int:
+        """The channel's total right after row `seq` was counted (each receipt starts where the
+        previous one of its channel ended, however charges were batched); read once."""
+        if seq is None:
+            return self.spent(channel)
+        return self._cumulative.pop(seq, self.spent(channel))
 
     def spent(self, channel: str) -> int:
         totals = self.totals.get(channel)
@@ -335,6 +344,9 @@ class Journal:
                 totals.cost_nanoton += charge.cost_nanoton
                 totals.last_seq = seq
                 self.sequence = max(self.sequence, seq)
+                if len(self._cumulative) > _CUMULATIVE_KEPT:  # callers that never read it
+                    self._cumulative.clear()
+                self._cumulative[seq] = totals.cost_nanoton
             if not future.done():
                 future.set_result(seq)
 

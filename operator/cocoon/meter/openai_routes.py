@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from cocoon.meter import openai_wire as wire
+from cocoon.meter import receipts
 from cocoon.meter.core import Call, Meter
 from cocoon.meter.errors import MeterError, Reason
 from cocoon.meter.pricing import Units
@@ -173,6 +174,7 @@ class _Stream:
 
     def __init__(self, routes: OpenAIRoutes, request: web.Request,
                  parsed: wire.GenerateRequest, call: Call, counted: int | None) -> None:
+        self.routes = routes
         self.request = request
         self.parsed = parsed
         self.call = call
@@ -182,6 +184,7 @@ class _Stream:
         self.finish = "length"
         self.error: str | None = None
         self.response: web.StreamResponse | None = None
+        self.sent = hashlib.sha256()  # every byte written, for the receipt
         self._prefix, self._suffix = wire.text_chunk_template(parsed, call.request_id,
                                                               self.created)
 
@@ -194,8 +197,9 @@ class _Stream:
             "Cocoon-Request-Id": self.call.request_id,
         })
         await response.prepare(self.request)
-        await response.write(self._chunk(role=True, text="") if self.parsed.chat
-                             else self._chunk(text=""))
+        first = self._chunk(role=True, text="") if self.parsed.chat else self._chunk(text="")
+        self.sent.update(first)
+        await response.write(first)
         return response
 
     async def run(self, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
@@ -209,32 +213,35 @@ class _Stream:
         call = self.call
         if call.counter.input_tokens == 0 and self.counted and not call.counter.failed:
             call.counter.input_tokens = self.counted  # the model did not report its prompt
-        # the receipt hashes the request body and the completion's text (its body carries the
-        # cost, which only the settlement knows)
-        call.response_sha256 = hashlib.sha256("".join(self.text).encode()).hexdigest()
-        settlement = await call.settle(outcome)
-        units, cost = settlement.units, settlement.cost_nanoton
-        receipt = (
-            settlement.receipt.model_dump(by_alias=True) if settlement.receipt is not None
-            else None
-        )
+        # The receipt covers every byte sent before it: the whole body of an answer (it rides
+        # in the Cocoon-Receipt header), or a stream up to its closing `cocoon.receipt` event,
+        # which follows `data: [DONE]` so that OpenAI clients never see it.
+        units = call.counter.units()
+        cost = self.routes.meter.cost(units)
         if self.response is None:
             if self.error is not None and not self.text:
+                await call.settle(outcome)
                 return _error(wire.BadRequest(self.error, code="model_error"))
-            body = wire.response(self.parsed, call.request_id, self.created,
-                                 text="".join(self.text), finish=self.finish, units=units,
-                                 cost=cost)
-            if receipt is not None:
-                body["cocoon"]["receipt"] = receipt
-            return web.json_response(body, headers=settlement.headers())
+            body = json.dumps(wire.response(
+                self.parsed, call.request_id, self.created, text="".join(self.text),
+                finish=self.finish, units=units, cost=cost,
+            )).encode()
+            call.response_sha256 = hashlib.sha256(body).hexdigest()
+            settlement = await call.settle(outcome)
+            return web.Response(body=body, content_type="application/json",
+                                headers=settlement.headers())
+        tail = self._chunk(finish=self.finish) if self.error is None else \
+            b"data: " + wire.error_body(wire.BadRequest(self.error, code="model_error")) \
+            + b"\n\n"
+        if self.parsed.include_usage:
+            tail += self._chunk(units=units, cost=cost)
+        tail += wire.DONE
+        self.sent.update(tail)
+        call.response_sha256 = self.sent.hexdigest()
+        settlement = await call.settle(outcome)
         if outcome != "client_closed":
             with contextlib.suppress(*_WRITE_ERRORS):
-                tail = self._chunk(finish=self.finish, receipt=receipt) if self.error is None else \
-                    b"data: " + wire.error_body(wire.BadRequest(self.error, code="model_error")) \
-                    + b"\n\n"
-                if self.parsed.include_usage:
-                    tail += self._chunk(units=units, cost=cost, receipt=receipt)
-                await self.response.write(tail + wire.DONE)
+                await self.response.write(tail + receipts.sse_event(settlement.receipt))
                 await self.response.write_eof()
         return self.response
 
@@ -262,9 +269,11 @@ class _Stream:
             call.counter = trial
             self.text += pieces
             if self.response is not None and pieces:
+                data = b"".join(
+                    self._prefix + json.dumps(p).encode() + self._suffix for p in pieces)
+                self.sent.update(data)
                 try:
-                    await self.response.write(b"".join(
-                        self._prefix + json.dumps(p).encode() + self._suffix for p in pieces))
+                    await self.response.write(data)
                 except _WRITE_ERRORS:
                     return "client_closed"
         if call.counter.failed:

@@ -236,11 +236,8 @@ def response(
 def chunk(
     request: GenerateRequest, request_id: str, created: int, *, text: str | None = None,
     role: bool = False, finish: str | None = None, units: Units | None = None, cost: int = 0,
-    receipt: dict[str, Any] | None = None,
 ) -> bytes:
-    """One SSE event of a stream: a delta, the finish, or (choices empty) the usage. The finish
-    and usage chunks carry the meter's signed receipt under `cocoon.receipt` (an extra field
-    OpenAI clients ignore)."""
+    """One SSE event of a stream: a delta, the finish, or (choices empty) the usage."""
     out: dict[str, Any] = {
         "id": completion_id(request, request_id), "created": created, "model": request.model,
         "object": "chat.completion.chunk" if request.chat else "text_completion",
@@ -261,8 +258,6 @@ def chunk(
         out["choices"] = [choice]
         if request.include_usage:
             out["usage"] = None
-    if receipt is not None:
-        out.setdefault("cocoon", {"request_id": request_id})["receipt"] = receipt
     return b"data: " + json.dumps(out, separators=(",", ":")).encode() + b"\n\n"
 
 

@@ -107,6 +107,15 @@ def issue(
     )
 
 
+def sse_event(signed: SignedReceipt | None) -> bytes:
+    """The `event: cocoon.receipt` that ends a stream (nothing when unsigned)."""
+    if signed is None:
+        return b""
+    return b"event: " + SSE_EVENT.encode() + b"\ndata: " + signed.model_dump_json(
+        by_alias=True
+    ).encode() + b"\n\n"
+
+
 def encode_header(signed: SignedReceipt) -> str:
     raw = signed.model_dump_json(by_alias=True).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
