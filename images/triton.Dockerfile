@@ -21,6 +21,7 @@ RUN python -m venv /opt/triton \
  && cp "$bundle/backends/python/libtriton_python.so" "$bundle/backends/python/triton_python_backend_utils.py" \
        "$bundle/python_backend_stubs/$pyver/triton_python_backend_stub" /opt/tritonserver/backends/python/ \
  && ln -s "$bundle/bin/tritonserver" /opt/triton/bin/tritonserver \
+ && ln -s "$site/nvidia_pytriton.libs" /opt/triton/libs \
  && find "$site/pytriton" -mindepth 1 -maxdepth 1 ! -name tritonserver -exec rm -rf {} + \
  && rm -rf "$bundle/python_backend_stubs" "$bundle/backends" \
  && /opt/triton/bin/pip uninstall --yes pip \
@@ -30,8 +31,10 @@ FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="cocoon-triton" \
       org.opencontainers.image.description="Triton Inference Server 2.51 (CPU, python backend) for Cocoon dev pools" \
       org.opencontainers.image.licenses="BSD-3-Clause"
-# the python backend's stub runs the first python3 on PATH: the venv's, which has numpy
+# the python backend's stub runs the first python3 on PATH: the venv's, which has numpy; the
+# backend and its stub find the wheel's bundled libraries only through LD_LIBRARY_PATH once moved
 ENV PATH=/opt/triton/bin:/usr/local/bin:/usr/bin:/bin \
+    LD_LIBRARY_PATH=/opt/triton/libs \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 COPY --from=build /opt/triton /opt/triton
