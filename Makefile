@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: help setup demo test test-unit test-e2e test-contracts lint crds crds-check \
-        contracts contracts-check dev-up dev-down bench clean
+        contracts contracts-check dev-up dev-down bench clean images debs
 
 help: ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -23,10 +23,24 @@ contracts/node_modules/.installed: contracts/package.json contracts/package-lock
 	cd contracts && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-setup: $(STAMP) contracts/node_modules/.installed ## install everything the project needs (idempotent)
-	@command -v dpkg >/dev/null && ! dpkg -s libb64-0d >/dev/null 2>&1 && \
-	  { apt-get update -qq && apt-get install -y -qq libb64-0d >/dev/null; } || true
+# Debian packages: perf_analyzer's libb64; the real node (containerd, runc, CNI plugins, iptables,
+# socat relays); registry-free images (buildah, mmdebstrap). One `apt-get update`, only when needed.
+DEBS := libb64-0d containerd runc containernetworking-plugins iptables conntrack socat \
+        buildah mmdebstrap
+
+debs: ## install the Debian packages the stack and the image builds need (root, once)
+	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+setup: $(STAMP) contracts/node_modules/.installed debs ## install everything the project needs (idempotent)
 	bash e2e/build-control-plane.sh >/dev/null
+	bash images/build.sh >/dev/null
+
+images: debs ## build the images in images/ (buildah, no registry) into ~/.cache/cocoon-images
+	bash images/build.sh
 
 demo: setup ## run the story on the local stack (see README)
 	$(PY) -m cocoon.cli dev demo $(DEMO_ARGS)
@@ -48,7 +62,7 @@ lint: $(STAMP) ## ruff, mypy --strict, helm lint --strict, hadolint
 	$(BIN)/ruff format --check operator/cocoon/api operator/cocoon/placement operator/cocoon/controllers
 	$(BIN)/mypy
 	"$$(bash e2e/build-control-plane.sh)/helm" lint --strict charts/cocoon --kube-version 1.34.4
-	$(BIN)/hadolint images/Dockerfile images/chain-emulator.Dockerfile
+	$(BIN)/hadolint images/Dockerfile images/chain-emulator.Dockerfile images/triton.Dockerfile
 
 CRD_DIRS := -o crds -o charts/cocoon/files/crds
 

@@ -21,6 +21,9 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
     "message",
     "asctime",
     "taskName",
+    # kopf's per-object loggers attach the whole OperatorSettings (~3 KB) and a skip flag
+    "settings",
+    "k8s_skip",
 }
 
 

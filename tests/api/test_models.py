@@ -61,6 +61,9 @@ def test_printer_columns_and_names(resource: Any) -> None:
     assert names["categories"] == ["cocoon"]
     assert names["shortNames"]
     assert version["subresources"]["status"] == {}
+    # kubectl shows a `date` column as an age: a future time (an expiry) prints `<invalid>`
+    dates = [c["jsonPath"] for c in columns.values() if c.get("type") == "date"]
+    assert dates == [".metadata.creationTimestamp"]
 
 
 def test_status_schemas_carry_no_defaults() -> None:

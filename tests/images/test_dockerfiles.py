@@ -24,7 +24,14 @@ IMAGES = REPO / "images"
 CHART = REPO / "charts" / "cocoon"
 MAIN = IMAGES / "Dockerfile"
 EMULATOR = IMAGES / "chain-emulator.Dockerfile"
-DOCKERFILES = [MAIN, EMULATOR]
+TRITON = IMAGES / "triton.Dockerfile"
+DOCKERFILES = [MAIN, EMULATOR, TRITON]
+# the uid the operator renders for Triton: the python backend's stub must belong to it
+TRITON_UID = render.triton_container(
+    InferencePoolSpec.model_validate(
+        {"model": {"name": "m", "repository": {"pvc": {"claimName": "c"}}}}
+    )
+)["securityContext"]["runAsUser"]
 
 
 @dataclass
@@ -63,7 +70,7 @@ def parse(path: Path) -> list[Stage]:
         rest = rest.strip()
         if keyword == "ARG" and not stages:
             name, _, default = rest.partition("=")
-            args[name] = default
+            args[name] = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], default)
         elif keyword == "FROM":
             words = rest.split()
             base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], words[0])
@@ -141,7 +148,8 @@ def test_final_stage_runs_as_non_root(dockerfile: Path) -> None:
     user = final.last("USER")
     assert user is not None, "the final stage must set USER"
     uid, _, gid = user.partition(":")
-    assert uid == "65532" and gid in ("", "65532"), user
+    expected = str(TRITON_UID) if dockerfile == TRITON else "65532"
+    assert uid == expected and gid in ("", expected), user
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -183,6 +191,22 @@ def test_emulator_image_runs_the_emulator() -> None:
     assert entrypoint[0] == "node"
     assert (REPO / "contracts" / entrypoint[1]).exists()
     assert "--host" in exec_form(final.last("CMD"))
+
+
+def test_triton_image_runs_tritonserver_with_its_python_backend() -> None:
+    """The pool's Triton container runs `tritonserver` with no --backend-directory: the image
+    must put the python backend where Triton looks by default."""
+    final = parse(TRITON)[-1]
+    assert exec_form(final.last("ENTRYPOINT")) == ["tritonserver"]
+    assert render.triton_container(
+        InferencePoolSpec.model_validate(
+            {"model": {"name": "m", "repository": {"pvc": {"claimName": "c"}}}}
+        )
+    )["command"] == ["tritonserver"]
+    build = parse(TRITON)[0]
+    assert "/opt/tritonserver/backends/python/" in (build.last("RUN") or "")
+    copy = f"--from=build --chown={TRITON_UID}:{TRITON_UID} /opt/tritonserver /opt/tritonserver"
+    assert ("COPY", copy) in final.instructions
 
 
 def test_every_entrypoint_the_chart_and_operator_run_exists() -> None:

@@ -75,12 +75,13 @@ def test_shm_is_memory_backed_with_the_pool_size() -> None:
 
 
 @pytest.mark.parametrize(
-    ("repository", "keys", "volume"),
+    ("repository", "keys", "volume", "triton_repository"),
     [
         (
             {"pvc": {"claimName": "m", "subPath": "v1"}},
             None,
             {"name": "models", "persistentVolumeClaim": {"claimName": "m", "readOnly": True}},
+            "/models",
         ),
         (
             {"configMap": {"name": "cm"}},
@@ -90,26 +91,33 @@ def test_shm_is_memory_backed_with_the_pool_size() -> None:
                 "configMap": {
                     "name": "cm",
                     "items": [
-                        {"key": "add__1__model.py", "path": "add/1/model.py"},
-                        {"key": "add__config.pbtxt", "path": "add/config.pbtxt"},
+                        {"key": "add__1__model.py", "path": "repository/add/1/model.py"},
+                        {"key": "add__config.pbtxt", "path": "repository/add/config.pbtxt"},
                     ],
                 },
             },
+            # below the mount's root, away from the kubelet's `..data` directories
+            "/models/repository",
         ),
         (
             {"initContainer": {"image": {"repository": "r", "tag": "t"}, "command": ["fetch"]}},
             None,
             {"name": "models", "emptyDir": {}},
+            "/models",
         ),
     ],
 )
 def test_model_repository_sources(
-    repository: dict[str, Any], keys: list[str] | None, volume: dict[str, Any]
+    repository: dict[str, Any],
+    keys: list[str] | None,
+    volume: dict[str, Any],
+    triton_repository: str,
 ) -> None:
     s = spec(model={"name": "add", "repository": repository})
     dep = deployment(s, keys)
     volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
     assert volumes["models"] == volume
+    assert f"--model-repository={triton_repository}" in container(dep, "triton")["args"]
     inits = dep["spec"]["template"]["spec"]["initContainers"]
     assert [c["name"] for c in inits] == (["fetch-models"] if "initContainer" in repository else [])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from cocoon.ton.chain import ChainError, GetMethodFailed, MessageRejected
 from cocoon.ton.liteserver import LiteServerChain, load_global_config
-from cocoon.ton.toncenter import stack_in, stack_out
+from cocoon.ton.toncenter import ToncenterChain, stack_in, stack_out
 from cocoon.ton.tvm import Address, Builder, boc, end, parse
 
 
@@ -88,3 +89,19 @@ def test_global_config_comes_from_a_file(tmp_path: Path) -> None:
         load_global_config(path)
     with pytest.raises(ChainError, match="cannot read"):
         load_global_config(tmp_path / "missing.json")
+
+
+async def test_unreachable_endpoint_message_has_no_python_tuple() -> None:
+    """A PaymentChannel's status message quotes this: words, not `('127.0.0.1', 9)`."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # bound, never listening: the connect is refused
+        chain = ToncenterChain(f"http://127.0.0.1:{port}")
+        try:
+            with pytest.raises(ChainError) as raised:
+                await chain.account(Address("0:" + "00" * 32))
+        finally:
+            await chain.close()
+    message = str(raised.value)
+    assert f"cannot connect to 127.0.0.1:{port} (connection refused)" in message
+    assert "(" + "'" not in message and "ssl:" not in message

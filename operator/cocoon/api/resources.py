@@ -127,7 +127,7 @@ ATTESTED_NODE = Resource(
             Column("TEE", ".spec.tee"),
             Column("Verdict", ".status.verdict"),
             Column("GPUs", ".spec.expectedGpus", type="integer"),
-            Column("Expires", ".status.expiresAt", type="date"),
+            Column("Expires", ".status.expiresAt", type="string"),
         )
     ),
 )

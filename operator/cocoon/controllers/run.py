@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 from functools import partial
 from typing import Any
 
@@ -137,7 +138,14 @@ async def serve(args: argparse.Namespace) -> int:
         await memo.kube.close()
 
 
+def name_for_peering() -> None:
+    """kopf names this process from POD_ID, else from `getpass.getuser()`, which raises KeyError
+    for a uid without a passwd entry (the image's 65532): a pod's host name is its name."""
+    os.environ.setdefault("POD_ID", socket.gethostname())
+
+
 def _run(args: argparse.Namespace) -> int:
+    name_for_peering()
     logs.configure(logging.DEBUG if args.verbose else logging.INFO)
     # the client logs whole response bodies at DEBUG, Secrets included: never let it
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)

@@ -35,6 +35,11 @@ BINARIES = (
     "kubectl",
     "kwok",
     "helm",
+    # the real node (cocoon.devstack.node)
+    "kubelet",
+    "kube-proxy",
+    "coredns",
+    "pause",
 )
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 NODE_LEASE_SECONDS = 40

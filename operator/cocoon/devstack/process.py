@@ -137,6 +137,7 @@ class Supervisor:
         *,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        preexec: Callable[[], None] | None = None,
     ) -> Managed:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{name}.log"
@@ -149,7 +150,7 @@ class Supervisor:
                 env={**os.environ, **(env or {})},
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+                preexec_fn=_chain(die_with_parent if self.die_with_parent else None, preexec),  # noqa: PLW1509
             )
         managed = Managed(name, popen, log)
         self.processes.append(managed)
@@ -159,6 +160,18 @@ class Supervisor:
         for managed in reversed(self.processes):
             managed.stop()
         self.processes.clear()
+
+
+def _chain(*steps: Callable[[], None] | None) -> Callable[[], None] | None:
+    todo = [s for s in steps if s is not None]
+    if not todo:
+        return None
+
+    def run() -> None:
+        for step in todo:
+            step()
+
+    return run
 
 
 def wait_for(

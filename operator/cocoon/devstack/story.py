@@ -37,9 +37,8 @@ from cocoon.devstack.stack import (
     simulated_tee,
     stand_in,
 )
-from cocoon.devstack.triton import DEMO_MODELS
+from cocoon.devstack.triton import configmap_data
 from cocoon.meter import usage_report
-from cocoon.placement.render import CONFIGMAP_PATH_SEPARATOR
 from cocoon.ton import emulator, keyfile
 from cocoon.ton.toncenter import ToncenterChain
 from cocoon.ton.tvm import Address, raw
@@ -279,11 +278,7 @@ class Story:
 
     def create_pool(self, payee: Address) -> PodStandIn:
         self.cluster.kubectl("create", "namespace", NAMESPACE, check=False)
-        model_files = {
-            str(p.relative_to(DEMO_MODELS)).replace("/", CONFIGMAP_PATH_SEPARATOR): p.read_text()
-            for p in sorted((DEMO_MODELS / MODEL).rglob("*"))
-            if p.is_file() and "__pycache__" not in p.parts
-        }
+        model_files = configmap_data(MODEL)
         self.cluster.apply(
             {
                 "apiVersion": "v1",

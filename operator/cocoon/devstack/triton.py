@@ -21,8 +21,19 @@ from pathlib import Path
 from types import TracebackType
 
 from cocoon.devstack.process import die_with_parent, free_port, http_ok, terminate, wait_for
+from cocoon.placement.render import CONFIGMAP_PATH_SEPARATOR
 
 DEMO_MODELS = Path(__file__).parent / "models"
+
+
+def configmap_data(model: str, repository: Path = DEMO_MODELS) -> dict[str, str]:
+    """A model's files as ConfigMap keys (`add/1/model.py` -> `add__1__model.py`), the shape
+    the operator mounts back into Triton's model repository."""
+    return {
+        str(p.relative_to(repository)).replace("/", CONFIGMAP_PATH_SEPARATOR): p.read_text()
+        for p in sorted((repository / model).rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 class TritonNotFoundError(RuntimeError):

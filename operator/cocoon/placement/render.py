@@ -24,6 +24,9 @@ Obj = dict[str, Any]
 MODEL_MOUNT = "/models"
 SHM_MOUNT = "/dev/shm"  # noqa: S108 - a path inside the pod, not a temp file
 CONFIGMAP_PATH_SEPARATOR = "__"
+# A ConfigMap volume's root also holds the kubelet's `..data` and `..<timestamp>` directories,
+# which Triton would try to load as models: its models are projected one level down instead.
+CONFIGMAP_REPOSITORY_DIR = "repository"
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,10 @@ def model_volume(spec: InferencePoolSpec, pool: PoolRef, configmap_keys: list[st
     source = spec.model.repository
     if source.config_map is not None:
         items = [
-            {"key": key, "path": key.replace(CONFIGMAP_PATH_SEPARATOR, "/")}
+            {
+                "key": key,
+                "path": f"{CONFIGMAP_REPOSITORY_DIR}/{key.replace(CONFIGMAP_PATH_SEPARATOR, '/')}",
+            }
             for key in sorted(configmap_keys)
         ]
         cm: Obj = {"name": source.config_map.name}
@@ -117,6 +123,13 @@ def model_volume(spec: InferencePoolSpec, pool: PoolRef, configmap_keys: list[st
             "persistentVolumeClaim": {"claimName": source.pvc.claim_name, "readOnly": True},
         }
     return {"name": "models", "emptyDir": {}}
+
+
+def model_repository(spec: InferencePoolSpec) -> str:
+    """Where Triton finds the models inside the pod."""
+    if spec.model.repository.config_map is not None:
+        return f"{MODEL_MOUNT}/{CONFIGMAP_REPOSITORY_DIR}"
+    return MODEL_MOUNT
 
 
 def triton_container(spec: InferencePoolSpec) -> Obj:
@@ -137,7 +150,7 @@ def triton_container(spec: InferencePoolSpec) -> Obj:
         "imagePullPolicy": str(image.pull_policy),
         "command": ["tritonserver"],
         "args": [
-            f"--model-repository={MODEL_MOUNT}",
+            f"--model-repository={model_repository(spec)}",
             *sidecar.triton_listen_args(),
             "--strict-readiness=true",
             "--exit-timeout-secs=5",

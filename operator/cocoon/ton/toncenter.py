@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +46,16 @@ def stack_out(entry: list[Any]) -> StackValue:
     raise ChainError(f"unsupported get-method stack entry {kind!r}")
 
 
+
+def describe(exc: BaseException) -> str:
+    """Words for a status message: aiohttp's connect errors embed a Python tuple of the address."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        errno = exc.os_error.errno
+        reason = os.strerror(errno) if errno else type(exc.os_error).__name__
+        return f"cannot connect to {exc.host}:{exc.port} ({reason.lower()})"
+    return str(exc) or type(exc).__name__
+
+
 class ToncenterChain(Chain):
     def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -67,7 +78,7 @@ class ToncenterChain(Chain):
             async with response:
                 payload = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise ChainError(f"{url}: {exc or type(exc).__name__}; is the endpoint up?") from exc
+            raise ChainError(f"{url}: {describe(exc)}; is the endpoint up?") from exc
         if not isinstance(payload, dict) or not payload.get("ok"):
             error = payload.get("error", payload) if isinstance(payload, dict) else payload
             if "not accepted" in str(error):
