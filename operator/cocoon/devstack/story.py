@@ -23,9 +23,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx2
+import yaml
+
 from cocoon import keys
+from cocoon.agent.simulated import SimulatedTee
+from cocoon.client import ReceiptStore, VerifiedTransport, Verifier
+from cocoon.client import policy as client_policy
+from cocoon.client.call import describe
 from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
-from cocoon.devstack.process import Supervisor, probe_context, wait_for
+from cocoon.devstack.process import Supervisor, wait_for
 from cocoon.devstack.stack import (
     Agents,
     Operator,
@@ -63,6 +70,7 @@ class Call:
     status: int
     tokens: int = 0
     cost: int = 0
+    receipt_cost: int | None = None
     error: str = ""
 
 
@@ -114,10 +122,6 @@ def ton(nanoton: int) -> str:
     return f"{nanoton / TON:.6f} TON"
 
 
-# Plain readiness-style access to the meter's TLS port; paid calls go through cocoon.client.
-UNVERIFIED = probe_context()
-
-
 def http_json(
     method: str, url: str, body: Any = None, token: str = "",
     context: ssl.SSLContext | None = None,
@@ -138,34 +142,35 @@ def http_json(
         return status, text
 
 
-def generate_stream(base_url: str, token: str, prompt: str, max_tokens: int) -> Call:
-    """A streamed generation; the cost is the meter's closing `cocoon.usage` event."""
+def generate_stream(
+    http: httpx2.Client, base_url: str, token: str, prompt: str, max_tokens: int
+) -> Call:
+    """A streamed generation through the caller's verified client: the endpoint is attested on
+    the connection before the prompt leaves, and the stream's signed receipt is checked and
+    kept. The cost is the receipt's (and the meter's closing `cocoon.usage` event's)."""
     body = {"text_input": prompt, "max_tokens": max_tokens}
-    request = urllib.request.Request(  # noqa: S310 - loopback
-        f"{base_url}/v2/models/{MODEL}/generate_stream",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60, context=UNVERIFIED) as response:  # noqa: S310
-            call, event = Call(response.status), ""
-            for raw_line in response:
-                line = raw_line.decode().strip()
-                if line.startswith("event:"):
-                    event = line.split(":", 1)[1].strip()
-                elif line.startswith("data:"):
-                    data = json.loads(line.split(":", 1)[1])
-                    if event == "cocoon.usage":
-                        call.cost = int(data["costNanoton"])
-                    elif "error" in data:
-                        call.error = str(data["error"])
-                    else:
-                        call.tokens += 1
-                    event = ""
-            return call
-    except urllib.error.HTTPError as exc:
-        return Call(exc.code, error=exc.read().decode()[:300])
+    with http.stream(
+        "POST", f"{base_url}/v2/models/{MODEL}/generate_stream", json=body,
+        headers={"Authorization": f"Bearer {token}"}, timeout=60,
+    ) as response:
+        if response.status_code != 200:
+            return Call(response.status_code, error=response.read().decode()[:300])
+        call, event = Call(response.status_code), ""
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                data = json.loads(line.split(":", 1)[1])
+                if event == "cocoon.usage":
+                    call.cost = int(data["costNanoton"])
+                elif event == "cocoon.receipt":
+                    call.receipt_cost = int(data["receipt"]["costNanoton"])
+                elif "error" in data:
+                    call.error = str(data["error"])
+                else:
+                    call.tokens += 1
+                event = ""
+        return call
 
 
 class Story:
@@ -182,6 +187,9 @@ class Story:
         self.pods: list[PodStandIn] = []
         self.samples: list[Sample] = []
         self.started = time.monotonic()
+        self.http: httpx2.Client | None = None
+        self.receipts: ReceiptStore | None = None
+        self.verifier: Verifier | None = None
 
     # -- the stack -----------------------------------------------------------------------------
 
@@ -216,9 +224,24 @@ class Story:
         for name in names:
             wait_for(lambda n=name: self._attested(n), timeout=60, what=f"{name} attested")  # type: ignore[misc]
         self.say(f"all {nodes} nodes verified: labelled cocoon.dev/attested=true, taints lifted")
+        self._caller(simulated)
         return names
 
+    def _caller(self, simulated: Path) -> None:
+        """The developer's own client: a policy file it owns (the simulated TEE's roots, the
+        measurement it pins, one GPU) and the verified transport that keeps every receipt."""
+        spec = SimulatedTee.load(simulated).policy_document("caller", gpus=1)["spec"]
+        policy_file = self.workdir / "caller-policy.yaml"
+        policy_file.write_text(yaml.safe_dump(spec))
+        self.receipts = ReceiptStore(self.workdir / "receipts.db")
+        self.verifier = Verifier(client_policy.load(policy_file))
+        self.http = httpx2.Client(transport=VerifiedTransport(self.verifier, store=self.receipts))
+
     def stop(self) -> None:
+        if self.http is not None:
+            self.http.close()
+        if self.receipts is not None:
+            self.receipts.close()
         for pod in self.pods:
             pod.stop()
         self.supervisor.stop_all()
@@ -229,6 +252,11 @@ class Story:
         if self.chain is not None:
             self.chain.stop()
         self.cluster.stop()
+
+    @property
+    def caller(self) -> httpx2.Client:
+        assert self.http is not None, "start() the story first"
+        return self.http
 
     def remove(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -427,7 +455,7 @@ class Story:
         calls: list[Call] = []
 
         def served() -> bool:
-            calls.append(generate_stream(pod.http_url, token, "hello", 1))
+            calls.append(generate_stream(self.caller, pod.http_url, token, "hello", 1))
             return calls[-1].status == 200
 
         wait_for(served, timeout=30, what="the meter to learn the channel's credit", interval=0.5)
@@ -436,7 +464,8 @@ class Story:
     def serve(self, pod: PodStandIn, token: str, count: int, channel: str) -> list[Call]:
         calls = []
         for i in range(count):
-            calls.append(generate_stream(pod.http_url, token, f"a private prompt {i}", 16))
+            prompt = f"a private prompt {i}"
+            calls.append(generate_stream(self.caller, pod.http_url, token, prompt, 16))
             if i % 5 == 4:
                 self.sample(channel)
         return calls
@@ -510,7 +539,7 @@ def run_out_and_top_up(
     )
     small_calls = [story.first_call(pod, small)]
     while small_calls[-1].status == 200 and len(small_calls) < 50:
-        small_calls.append(generate_stream(pod.http_url, small, "spend it all", 16))
+        small_calls.append(generate_stream(story.caller, pod.http_url, small, "spend it all", 16))
     if small_calls[-1].status != 402:
         raise RuntimeError(f"credit never ran out: {small_calls[-1]}")
     refused[402] = refused.get(402, 0) + 1
@@ -551,15 +580,24 @@ def tell(story: Story, requests: int = 40) -> Summary:
 
     token = story.open_channel("main", payer_key, deposit=TON, window=TON // 2, threshold=TON // 20)
     calls = [story.first_call(pod, token)]
+    assert story.verifier is not None and story.receipts is not None
+    pinned = describe(story.verifier.pins()[0])
+    say(
+        "the caller verified the meter itself, on the connection, before sending a prompt "
+        f"(its own policy and nonce; the operator is not asked): {pinned}"
+    )
     say(f"sending {requests} streamed generations through the meter (16 tokens each)")
     calls += story.serve(pod, token, requests, "main")
     refused: dict[int, int] = {}
-    bad = generate_stream(pod.http_url, "not-a-credential", "x", 1)
+    bad = generate_stream(story.caller, pod.http_url, "not-a-credential", "x", 1)
     refused[bad.status] = refused.get(bad.status, 0) + 1
     ok = [c for c in calls if c.status == 200 and not c.error]
     if len(ok) != len(calls):
         raise RuntimeError(f"paid calls failed: {[c for c in calls if c not in ok][:3]}")
     cost = sum(c.cost for c in ok)
+    receipted = story.receipts.verify(f"{NAMESPACE}/main")
+    if not receipted.ok or receipted.channel_cost(f"{NAMESPACE}/main") != cost:
+        raise RuntimeError(f"the caller's receipts do not add up: {receipted}")
     say(
         f"{len(ok)} calls served, {sum(c.tokens for c in ok)} tokens, {ton(cost)} by the "
         f"callers' own receipts; a call with a bad credential got {bad.status}"
