@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import platform
+import ssl
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -47,12 +48,14 @@ def rss_peak_mib(pid: int) -> float:
     return 0.0
 
 
-async def drive(kube: Kube, api_url: str, token: str, sim: SimulatedTee, total: int) -> float:
+async def drive(
+    kube: Kube, api_url: str, token: str, sim: SimulatedTee, total: int, tls: ssl.SSLContext
+) -> float:
     """Answer each challenge once; return when every node is labelled attested."""
     answered: set[str] = set()
     gate = asyncio.Semaphore(8)
     keys_by_node: dict[str, bytes] = {}
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as http:
 
         async def answer(name: str, nonce_hex: str) -> None:
             async with gate:
@@ -119,7 +122,8 @@ def main() -> None:
         operator = Operator(cluster, operator_kubeconfig(cluster))
         operator.start()
         token = cluster.kubectl(
-            "create", "token", "cocoon-agent", "-n", OPERATOR_NAMESPACE, "--duration=2h"
+            "create", "token", "cocoon-agent", "-n", OPERATOR_NAMESPACE, "--duration=2h",
+            "--audience=cocoon-operator",
         ).stdout.strip()
         nodes = [GpuNode(f"fleet-{i:04d}", gpus=GPUS, tee="sev-snp") for i in range(args.nodes)]
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
@@ -131,7 +135,9 @@ def main() -> None:
                 for batch in range(0, len(nodes), 250):
                     cluster.add_nodes(*nodes[batch : batch + 250])
                 created = time.monotonic()
-                finished = await drive(kube, operator.api_url, token, sim, args.nodes)
+                finished = await drive(
+                    kube, operator.api_url, token, sim, args.nodes, operator.tls
+                )
                 return {"create_s": created - start, "attest_s": finished - start}
             finally:
                 await kube.close()
