@@ -5,13 +5,33 @@ top-up, and the close. The summary's numbers must agree with the chain's balance
 
 from __future__ import annotations
 
+import base64
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx2
 import pytest
+import yaml
 
+from cocoon.agent.simulated import SimulatedTee
+from cocoon.api.attestationpolicy import AttestationPolicySpec
+from cocoon.attestation.policy import Policy
+from cocoon.client import (
+    AsyncVerifiedTransport,
+    KeyNotBound,
+    MeasurementNotInPolicy,
+    ReceiptStore,
+    VerifiedTransport,
+    Verifier,
+)
 from cocoon.devstack import picture
-from cocoon.devstack.story import CLAIM_FEE_BOUND, Story, Summary, tell
+from cocoon.devstack.mitm import Mitm
+from cocoon.devstack.story import CLAIM_FEE_BOUND, NAMESPACE, Story, Summary, tell
+from cocoon.meter.identity import MeterIdentity
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton, pytest.mark.chain]
 
@@ -58,3 +78,104 @@ def test_the_picture_shows_the_channel(told: tuple[Story, Summary]) -> None:
     _, summary = told
     drawn = picture.svg(summary.samples, "channel")
     assert drawn.startswith("<svg") and drawn.count("<polyline") == 3
+
+
+# -- the caller trusts the hardware, not the provider (the meter the story runs) ----------------
+
+
+def _pod_and_policy(story: Story) -> tuple[str, dict[str, Any]]:
+    spec = yaml.safe_load((story.workdir / "caller-policy.yaml").read_text())
+    return story.pods[0].http_url, spec
+
+
+def _token(story: Story) -> str:
+    secret = story.get("secret", "main-credential", "-n", NAMESPACE)
+    return base64.b64decode(secret["data"]["token"]).decode()
+
+
+def test_cocoon_call_verifies_the_meter_and_keeps_a_valid_receipt(
+    told: tuple[Story, Summary], tmp_path: Path
+) -> None:
+    story, _ = told
+    url, spec = _pod_and_policy(story)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(spec))
+    receipts_db = tmp_path / "receipts.db"
+    env = {**os.environ, "COCOON_CREDENTIAL": _token(story), "COCOON_RECEIPTS": str(receipts_db)}
+    done = subprocess.run(
+        [sys.executable, "-m", "cocoon.cli", "call", url, "--policy", str(policy), "--model",
+         "tokens", "--endpoint", "generate_stream", "--text", "hello"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    checked = subprocess.run(
+        [sys.executable, "-m", "cocoon.cli", "client", "receipts", "verify"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    store = ReceiptStore(receipts_db)
+    try:
+        [held] = store.list()
+    finally:
+        store.close()
+    assert held.receipt.pool == f"{NAMESPACE}/chat"
+    assert int(held.receipt.cost_nanoton) > 0
+
+
+def test_an_unlisted_measurement_is_refused_though_the_node_is_verified(
+    told: tuple[Story, Summary],
+) -> None:
+    story, _ = told
+    url, spec = _pod_and_policy(story)
+    node = story.get("attestednode", story.pods[0].node)
+    assert node["status"]["verdict"] == "Verified"  # the operator vouches for the node
+    spec["snp"]["measurements"] = ["ab" * 48]  # the caller pins another build
+    verifier = Verifier(Policy.from_spec(AttestationPolicySpec.model_validate(spec)))
+    with httpx2.Client(transport=VerifiedTransport(verifier)) as http, pytest.raises(
+        MeasurementNotInPolicy
+    ):
+        http.post(f"{url}/v2/models/tokens/generate", json={"text_input": "secret prompt"},
+                  headers={"Authorization": f"Bearer {_token(story)}"})
+
+
+async def test_a_man_in_the_middle_is_refused_before_the_prompt_leaves(
+    told: tuple[Story, Summary],
+) -> None:
+    story, _ = told
+    url, spec = _pod_and_policy(story)
+    impostor = MeterIdentity.generate()
+    impostor.issue_certificate(lambda data: SimulatedTee.load(
+        story.workdir / "simulated-tee").bound_evidence(data, gpus=1))
+    mitm = Mitm(int(url.rsplit(":", 1)[1]), impostor.server_context())
+    await mitm.start()
+    verifier = Verifier(Policy.from_spec(AttestationPolicySpec.model_validate(spec)))
+    try:
+        async with httpx2.AsyncClient(transport=AsyncVerifiedTransport(verifier)) as http:
+            with pytest.raises(KeyNotBound):
+                await http.post(
+                    f"https://127.0.0.1:{mitm.port}/v2/models/tokens/generate",
+                    json={"text_input": "a secret prompt"},
+                    headers={"Authorization": f"Bearer {_token(story)}"},
+                )
+    finally:
+        await mitm.stop()
+    assert b"a secret prompt" not in bytes(mitm.from_client)
+    assert _token(story).encode() not in bytes(mitm.from_client)
+
+
+def test_the_meter_registered_its_in_memory_keys_and_no_key_file_reaches_the_pod(
+    told: tuple[Story, Summary],
+) -> None:
+    story, _ = told
+    pool = story.get("inferencepool.cocoon.dev", "chat", "-n", NAMESPACE)
+    [record] = pool["status"]["meters"]
+    pod = story.get("pod", record["pod"], "-n", NAMESPACE)
+    assert record["node"] == pod["spec"]["nodeName"]
+    assert record["podUid"] == pod["metadata"]["uid"]
+    volumes = pod["spec"]["volumes"]
+    assert not [v for v in volumes if "secret" in v]
+    assert [v["hostPath"]["path"] for v in volumes if "hostPath" in v] == ["/var/run/cocoon/meter"]
+    # the receipt key the caller pinned is the one the operator registered
+    assert story.verifier is not None
+    pinned = {p.receipt_public_key.hex() for p in story.verifier.pins()}
+    assert record["receiptPublicKey"] in pinned

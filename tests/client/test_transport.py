@@ -33,10 +33,11 @@ from cocoon.client import (
     Verifier,
 )
 from cocoon.client.transport import EXTENSION
+from cocoon.devstack.mitm import Mitm
 from cocoon.meter.identity import MeterIdentity
 
 from .conftest import MeterFactory
-from .fakemeter import CREDENTIAL, LoopThread, Mitm
+from .fakemeter import CREDENTIAL, LoopThread
 
 AUTH = {"Authorization": f"Bearer {CREDENTIAL}"}
 PROMPT = "the secret prompt 7f3a"

@@ -7,11 +7,13 @@ import json
 import os
 import re
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from conftest import CHANNEL, CREDENTIAL
 
+from cocoon.agent.simulated import SimulatedTee
 from cocoon.devstack.triton import DEMO_MODELS
 from cocoon.meter.journal import read_charges
 from cocoon.meter.process import start_meter, write_credits
@@ -31,7 +33,8 @@ def _examples() -> str:
 
 def test_readme_openai_commands_work_as_written(triton_server, tmp_path):
     write_credits(tmp_path / "credits.json", {CREDENTIAL: (CHANNEL, 10**15)})
-    meter = start_meter(triton_server, tmp_path, models=("llm",),
+    SimulatedTee.generate(now=datetime.now(UTC)).save(tmp_path / "sim")
+    meter = start_meter(triton_server, tmp_path, models=("llm",), simulated_tee=tmp_path / "sim",
                         extra_args=(f"--tokenizer={DEMO_MODELS / 'llm' / 'tokenizer.json'}",))
     try:
         script = re.sub(r"^POOL=.*$", "", _examples(), count=1, flags=re.M)
@@ -49,7 +52,10 @@ def test_readme_openai_commands_work_as_written(triton_server, tmp_path):
     assert models["data"][0]["id"] == "llm"
     assert whole["object"] == "chat.completion"
     assert whole["usage"]["completion_tokens"] == 16
-    events = [e.removeprefix("data: ") for e in stream.split("\n\n") if e.strip()]
+    blocks = [e for e in stream.split("\n\n") if e.strip()]
+    # the meter's signed receipt closes the stream, after [DONE], where OpenAI clients stop
+    assert blocks[-1].startswith("event: cocoon.receipt\ndata: ")
+    events = [e.removeprefix("data: ") for e in blocks[:-1]]
     assert events[-1] == "[DONE]"
     usage = json.loads(events[-2])["usage"]
     assert usage["completion_tokens"] == 16
