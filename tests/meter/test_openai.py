@@ -242,3 +242,14 @@ async def test_a_body_that_is_not_json_is_a_400_after_authentication(meter):
     assert error["error"]["type"] == "invalid_request_error"
     status, error = await _post_raw(url, b"{not json", {})
     assert (status, error["error"]["code"]) == (401, "invalid_api_key")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_model_errors_are_400s_with_the_models_reason_and_cost_nothing(meter, stream):
+    with pytest.raises(openai.BadRequestError) as caught:
+        _client(meter).completions.create(model="llm", prompt="word " * 5000, max_tokens=4,
+                                          stream=stream)
+    assert caught.value.body["code"] == "model_error"
+    assert "exceeds the context of 4096 tokens" in caught.value.body["message"]
+    assert "model.py" not in caught.value.body["message"]  # no traceback from the model
+    assert [(units, cost) for units, cost, _ in _journal_units(meter)] == [(Units(), 0)]

@@ -46,7 +46,10 @@ def _error(exc: MeterError) -> web.Response:
 
 
 def _upstream_message(payload: bytes) -> str:
-    """Triton's error text without the model's traceback (first line only)."""
+    """Triton's error text (plain or as an SSE event) without the model's traceback."""
+    payload = payload.strip()
+    if payload.startswith(b"data:"):
+        payload = payload[5:]
     try:
         text = str(json.loads(payload).get("error", ""))
     except (ValueError, AttributeError):
