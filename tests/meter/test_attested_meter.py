@@ -155,7 +155,7 @@ async def test_every_response_carries_a_receipt_that_sums_to_the_journal(
             assert receipt.request_sha256 == receipts.digest(body)
             assert receipt.response_sha256 == receipts.digest(answer)
             assert receipt.cost_nanoton == r.headers["Cocoon-Cost-Nanoton"]
-            assert receipt.price == PRICE.model_dump()
+            assert receipt.price["per_request"] == PRICE.per_request
             held.append(receipt)
         stream_body = json.dumps({"text_input": "hello", "max_tokens": 4}).encode()
         async with session.post(f"{attested.http_url}/v2/models/tokens/generate_stream",
@@ -195,3 +195,38 @@ async def test_a_receipt_with_one_bit_changed_is_refused(attested: MeterProcess)
             receipts.verify(signed, trusted_public_key=key)
         flips += 1
     assert flips > 20
+
+
+def test_grpc_serves_tls_with_the_attested_key_and_receipts_in_trailers(
+    attested: MeterProcess,
+) -> None:
+    import grpc
+    import numpy as np
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    _, body, certificate = _get(
+        attested.http_port, f"/.well-known/cocoon/attestation?nonce={'11' * 32}", _unverified()
+    )
+    key = bytes.fromhex(EndpointEvidence.model_validate_json(body).receipt_public_key)
+    pem = x509.load_der_x509_certificate(certificate).public_bytes(serialization.Encoding.PEM)
+    credentials = grpc.ssl_channel_credentials(root_certificates=pem)
+    options = (("grpc.ssl_target_name_override", "cocoon-meter"),)
+    request = pb.ModelInferRequest(model_name="add")
+    for name in ("INPUT0", "INPUT1"):
+        request.inputs.add(name=name, datatype="FP32", shape=[16])
+        request.raw_input_contents.append(np.ones(16, np.float32).tobytes())
+    with grpc.secure_channel(attested.grpc_target, credentials, options) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        _, call = stub.ModelInfer.with_call(
+            request, metadata=(("authorization", f"Bearer {CREDENTIAL}"),), timeout=30
+        )
+    trailers = dict(call.trailing_metadata())
+    receipt = receipts.verify(receipts.decode_header(trailers[receipts.GRPC_TRAILER]),
+                              trusted_public_key=key)
+    assert receipt.request_sha256 == receipts.digest(request.SerializeToString())
+    # the same port refuses a plaintext client
+    with grpc.insecure_channel(attested.grpc_target) as plain, pytest.raises(grpc.RpcError):
+        pb_grpc.GRPCInferenceServiceStub(plain).ServerLive(pb.ServerLiveRequest(), timeout=5)

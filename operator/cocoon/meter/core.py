@@ -221,7 +221,10 @@ class Meter:
     ) -> None:
         self.config = config
         self.signer = (
-            ReceiptSigner(receipt_key, config.pool, config.price.model_dump())
+            ReceiptSigner(receipt_key, config.pool, {
+                name: str(value) for name, value in config.price.model_dump().items()
+                if value is not None
+            })
             if receipt_key is not None
             else None
         )

@@ -30,6 +30,7 @@ from cocoon.attestation import endpoint
 from cocoon.attestation.endpoint import EndpointEvidence, EndpointKeys
 from cocoon.attestation.evidence import NodeEvidence
 
+TLS_NAME = "cocoon-meter"
 # report_data (64 bytes) -> evidence bound to it; the agent's socket or configfs-tsm in a pod VM
 BoundEvidenceSource = Callable[[bytes], NodeEvidence]
 
@@ -103,6 +104,10 @@ class MeterIdentity:
             .not_valid_before(issued - timedelta(minutes=5))
             .not_valid_after(issued + lifetime)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                # a fixed name for clients that insist on one (gRPC); trust is the pinned key
+                x509.SubjectAlternativeName([x509.DNSName(TLS_NAME)]), critical=False
+            )
             .add_extension(
                 x509.UnrecognizedExtension(
                     endpoint.EVIDENCE_EXTENSION, document.model_dump_json(by_alias=True).encode()
