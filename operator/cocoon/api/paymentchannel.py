@@ -214,7 +214,7 @@ class PaymentChannelStatus(ApiModel):
         description="Highest accepted usage report per attested meter; owed is their sum.",
         json_schema_extra={
             "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["publicKey", "pool"],
+            "x-kubernetes-list-map-keys": ["instance", "pool"],
         },
     )
     rejected_reports: int = Field(

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import ssl
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,7 +123,18 @@ async def answer_every_error(request: web.Request, handler: Handler) -> web.Stre
             "Content-Length or chunked encoding",
         )
     except Exception as exc:
-        log.error("request failed", extra={"path": request.path, "error": type(exc).__name__})
+        # the type, and for API errors their HTTP status and reason: never a message that could
+        # echo a request or a token
+        log.error(
+            "request failed",
+            extra={
+                "path": request.path,
+                "error": type(exc).__name__,
+                "status": getattr(exc, "status", None),
+                "reason": str(getattr(exc, "reason", ""))[:80],
+                "at": _where(exc),
+            },
+        )
         return error(
             500,
             "InternalError",
@@ -165,3 +177,9 @@ async def _healthz(_: web.Request) -> web.Response:
 def error(status: int, reason: str, message: str) -> web.Response:
     """Every refusal says what is wrong and what to do, in one JSON shape."""
     return web.json_response({"error": {"reason": reason, "message": message}}, status=status)
+
+
+def _where(exc: BaseException) -> str:
+    """file:line of the innermost frame in our own code, to find a failure without its text."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/cocoon/" in f.filename]
+    return f"{frames[-1].filename.rsplit('/cocoon/', 1)[-1]}:{frames[-1].lineno}" if frames else ""

@@ -78,7 +78,7 @@ def start_meter(
     models: tuple[str, ...] = ("add", "tokens"),
     extra_args: tuple[str, ...] = (),
     log_level: str = "info",
-    ready_timeout: float = 30.0,
+    ready_timeout: float = 90.0,
     simulated_tee: Path | None = None,
 ) -> MeterProcess:
     """Start a meter on free loopback ports in front of `triton`; state files go in `workdir`.
