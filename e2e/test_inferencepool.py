@@ -87,6 +87,40 @@ def test_invalid_pool_is_rejected_naming_the_field(
     assert get(cluster, "inferencepool.cocoon.dev", "bad", "-n", namespace) is None
 
 
+@pytest.mark.parametrize("name", ["1pool", "a" * 64, "pool.v1", "-pool"])
+def test_names_that_cannot_become_a_service_are_refused_at_admission(
+    cluster: LocalCluster, namespace: str, name: str
+) -> None:
+    """Before: `1pool` was accepted, its Service create failed (422) and the pool said Ready."""
+    result = cluster.kubectl(
+        "create", "-f", "-", input=json.dumps(pool(name, namespace)), check=False
+    )
+    assert result.returncode != 0
+    assert "the name becomes the pool's Service name: a DNS-1035 label" in result.stderr
+    accepted = cluster.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(pool("a" * 63, namespace)),
+        check=False,
+    )
+    assert accepted.returncode == 0, accepted.stderr
+
+
+def test_channel_names_that_cannot_become_a_label_are_refused_at_admission(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    channel = {
+        "apiVersion": "cocoon.dev/v1alpha1",
+        "kind": "PaymentChannel",
+        "metadata": {"name": "c" * 64, "namespace": namespace},
+        "spec": {"poolName": "pool", "payer": {"keySecretRef": {"name": "payer"}},
+                 "deposit": "1000"},
+    }
+    result = cluster.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(channel), check=False
+    )
+    assert result.returncode != 0
+    assert "the name becomes a label value" in result.stderr, result.stderr
+
+
 def test_crds_are_established_with_short_names_and_category(cluster: LocalCluster) -> None:
     resources = cluster.kubectl("api-resources", "--api-group=cocoon.dev", "-o", "wide").stdout
     for short in ("cip", "an", "pch", "ap"):
@@ -198,7 +232,7 @@ def test_ready_pool_rolls_scales_and_is_garbage_collected(
     cond = eventually(ready, what="pool Ready")
     assert cond["reason"] == "AllReplicasReady"
     stored = get(cluster, "inferencepool.cocoon.dev", "roll", "-n", namespace)
-    assert stored["status"]["url"] == f"http://roll.{namespace}.svc.cluster.local:8000"
+    assert stored["status"]["url"] == f"https://roll.{namespace}.svc.cluster.local:8000"
     assert stored["status"]["readyReplicas"] == 1
     assert not stored["metadata"].get("finalizers")  # nothing blocks deleting a pool
 
@@ -229,7 +263,7 @@ def test_ready_pool_rolls_scales_and_is_garbage_collected(
         "add",
         "1",
         "1",
-        f"http://roll.{namespace}.svc.cluster.local:8000",
+        f"https://roll.{namespace}.svc.cluster.local:8000",
     ]
 
     # scale up: 3 replicas of 4 GPUs fit on two 8-GPU nodes

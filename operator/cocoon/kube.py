@@ -6,6 +6,7 @@ kinds and our CRDs; built on kubernetes_asyncio for kubeconfig and in-cluster au
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,20 @@ class NotFound(Exception):
 
 class Forbidden(Exception):
     """RBAC does not let the operator do this (e.g. Secrets in a namespace not opted in)."""
+
+
+def api_message(exc: BaseException) -> str:
+    """The API server's own message for a failed call (its Status `message`), for conditions."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ApiException):
+        cause = cause.__cause__
+    if cause is None:
+        return type(exc).__name__
+    try:
+        message = json.loads(cause.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or f"{cause.status} {cause.reason}")
 
 
 class Kube:

@@ -447,8 +447,22 @@ class SimulatedTee:
         tamper: bool = False,
     ) -> NodeEvidence:
         """What a simulated node's agent submits for a challenge: CPU + `gpus` distinct GPUs."""
-        report_data = binding.cpu_report_data(nonce, public_key)
-        gpu_nonce = binding.gpu_nonce(nonce, public_key)
+        return self.bound_evidence(
+            binding.cpu_report_data(nonce, public_key), gpus=gpus, debug=debug,
+            measurement=measurement, tamper=tamper,
+        )
+
+    def bound_evidence(
+        self,
+        report_data: bytes,
+        *,
+        gpus: int = 8,
+        debug: bool = False,
+        measurement: bytes = DEFAULT_MEASUREMENT,
+        tamper: bool = False,
+    ) -> NodeEvidence:
+        """CPU + `gpus` GPUs for any 64-byte report_data; each GPU nonce is its first half."""
+        gpu_nonce = report_data[: binding.GPU_NONCE_BYTES]
         cpu = CpuEvidence(
             Tee.SNP,
             self.snp_report(report_data, debug=debug, measurement=measurement, tamper=tamper),

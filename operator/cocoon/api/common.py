@@ -33,6 +33,9 @@ class ApiModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+# Kubernetes stores integers as int64: a larger one in a status is a 422 from the API server.
+INT64_MAX = (1 << 63) - 1
+
 Nanoton = Annotated[
     str,
     Field(

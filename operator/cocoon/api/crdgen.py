@@ -166,6 +166,11 @@ def crd(resource: Resource) -> dict[str, Any]:
                                 "spec": spec,
                                 "status": status,
                             },
+                            **(
+                                {"x-kubernetes-validations": [resource.name_rule.rule()]}
+                                if resource.name_rule
+                                else {}
+                            ),
                         }
                     },
                     "subresources": subresources,

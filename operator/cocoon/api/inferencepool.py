@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import Field, model_validator
 
 from cocoon.api.common import ApiModel, ConditionList
+from cocoon.meter.limits import Limits
 from cocoon.meter.pricing import Price
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -135,6 +137,50 @@ class TritonSpec(ApiModel):
     )
 
 
+class BodyLimits(ApiModel):
+    """Largest request body per route, in bytes after decompression; larger ones get 413."""
+
+    infer: int = Field(default=16 << 20, ge=1024, le=1 << 30, description="KServe v2 infer.")
+    generate: int = Field(default=4 << 20, ge=1024, le=1 << 30, description="generate.")
+    generate_stream: int = Field(
+        default=4 << 20, ge=1024, le=1 << 30, description="generate_stream."
+    )
+
+
+class MeterLimits(ApiModel):
+    """What one caller may hold at the meter, so no tenant starves another."""
+
+    max_body_bytes: BodyLimits = Field(
+        default_factory=BodyLimits, description="Largest request body per route."
+    )
+    max_in_flight_per_channel: int = Field(
+        default=0, ge=0, le=10000,
+        description="Calls one payment channel may have in flight (and bodies it may be "
+        "sending) per replica before 429; 0 means a quarter of maxInFlight.",
+    )
+    header_timeout_seconds: int = Field(
+        default=15, ge=1, le=600,
+        description="Seconds a caller has to send request headers (and an idle keep-alive "
+        "connection stays open).",
+    )
+    body_timeout_seconds: int = Field(
+        default=30, ge=1, le=3600,
+        description="Seconds a caller has to send a whole request body before 408.",
+    )
+
+    def meter_limits(self) -> Limits:
+        body = self.max_body_bytes
+        return Limits(
+            max_body_bytes={
+                "infer": body.infer, "generate": body.generate,
+                "generate_stream": body.generate_stream,
+            },
+            header_timeout=float(self.header_timeout_seconds),
+            body_timeout=float(self.body_timeout_seconds),
+            max_in_flight_per_channel=self.max_in_flight_per_channel,
+        )
+
+
 class MeterSpec(ApiModel):
     """Per-pool settings of the metering sidecar, the only way into the pool."""
 
@@ -145,6 +191,9 @@ class MeterSpec(ApiModel):
         default=1024,
         ge=1,
         description="Output tokens reserved against credit per request before it is forwarded.",
+    )
+    limits: MeterLimits = Field(
+        default_factory=MeterLimits, description="Body sizes, read timeouts, per-channel bound."
     )
 
 
@@ -186,6 +235,32 @@ class ModelState(StrEnum):
     UNAVAILABLE = "Unavailable"
 
 
+class MeterRecord(ApiModel):
+    """A meter instance the operator verified: its endpoint evidence (appraised under the node's
+    policy) binds these keys, and its pod-bound token placed it in a pod of this pool on this
+    node. Only recorded keys may report usage for, or read credit of, this pool's channels."""
+
+    pod: str = Field(max_length=253, description="The meter's pod.")
+    pod_uid: str = Field(max_length=64, description="The pod's uid, from its bound token.")
+    node: str = Field(max_length=253, description="The node the pod runs on.")
+    receipt_public_key: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="Ed25519 key (hex) that signs this meter's receipts and usage reports; it "
+        "lives only in the meter's memory.",
+    )
+    tls_spki_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the meter's TLS public key (hex)."
+    )
+    journal_id: str = Field(
+        pattern=r"^[0-9a-f]{32}$",
+        description="The meter's journal: its usage is counted per "
+        "journal, so a restarted container continues its totals.",
+    )
+    pool_generation: int = Field(ge=0, description="The pool's generation at registration.")
+    verified_at: datetime = Field(description="When the evidence was appraised.")
+    expires_at: datetime = Field(description="When the record lapses unless renewed.")
+
+
 class InferencePoolStatus(ApiModel):
     """Observed state of an InferencePool, written with observedGeneration on every write."""
 
@@ -199,4 +274,9 @@ class InferencePoolStatus(ApiModel):
         default=ModelState.UNKNOWN, description="Whether the model is being served."
     )
     price: Price | None = Field(default=None, description="The price in force.")
+    meters: list[MeterRecord] = Field(
+        default_factory=list,
+        max_length=512,
+        description="Verified meter instances of this pool (see MeterRecord).",
+    )
     conditions: ConditionList

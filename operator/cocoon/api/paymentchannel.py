@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field, model_validator
 
-from cocoon.api.common import ApiModel, ConditionList, Nanoton
+from cocoon.api.common import INT64_MAX, ApiModel, ConditionList, Nanoton
 from cocoon.api.inferencepool import DNS_LABEL, TON_ADDRESS
 
 
@@ -147,16 +147,23 @@ class SignedPromise(ApiModel):
 
 
 class MeterUsage(ApiModel):
-    """The highest cumulative usage report accepted from one attested meter."""
+    """The highest cumulative usage report accepted from one meter journal."""
 
+    instance: str = Field(
+        description="The meter journal's id: usage is counted per journal, the meter "
+        "instance's cumulative sequence.",
+        pattern=r"^[0-9a-f]{32}$",
+    )
     public_key: str = Field(
-        description="The meter's workload key (Ed25519, hex), bound by node attestation.",
+        description="The registered meter key (Ed25519, hex) that signed the latest report.",
         pattern=r"^[0-9a-f]{64}$",
     )
     pool: str = Field(
         description="namespace/name of the InferencePool the meter serves.", max_length=253
     )
-    journal_sequence: int = Field(ge=0, description="Journal sequence the report covers.")
+    journal_sequence: int = Field(
+        ge=0, le=INT64_MAX, description="Journal sequence the report covers."
+    )
     cost_nanoton: Nanoton = Field(description="Cumulative cost this meter charged, nanoton.")
     reported_at: datetime | None = Field(default=None, description="When it was accepted.")
 

@@ -26,6 +26,38 @@ class Column:
 
 
 @dataclass(frozen=True)
+class NameRule:
+    """What an object's name must be, because of the objects the operator names after it; the
+    CRD checks it at admission (CEL on metadata.name), so a bad name is refused, not accepted
+    and left half-built."""
+
+    pattern: str
+    max_length: int
+    message: str
+
+    def rule(self) -> dict[str, str]:
+        return {
+            "rule": f"self.metadata.name.matches('{self.pattern}') && "
+            f"size(self.metadata.name) <= {self.max_length}",
+            "message": self.message,
+        }
+
+
+# The pool's Service and Deployment take its name: a Service name is a DNS-1035 label.
+POOL_NAME = NameRule(
+    r"^[a-z]([-a-z0-9]*[a-z0-9])?$", 63,
+    "the name becomes the pool's Service name: a DNS-1035 label (lower-case letters, digits "
+    "and '-', starting with a letter, ending with a letter or digit) of at most 63 characters",
+)
+# The channel's name is a label value on its credential Secret ({name}-credential).
+CHANNEL_NAME = NameRule(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", 63,
+    "the name becomes a label value and the Secret <name>-credential: lower-case letters, "
+    "digits and '-', starting and ending with a letter or digit, at most 63 characters",
+)
+
+
+@dataclass(frozen=True)
 class Resource:
     kind: str
     plural: str
@@ -37,6 +69,7 @@ class Resource:
     columns: tuple[Column, ...]
     scale: bool = False
     categories: tuple[str, ...] = field(default=("cocoon",))
+    name_rule: NameRule | None = None
 
     @property
     def singular(self) -> str:
@@ -78,6 +111,7 @@ INFERENCE_POOL = Resource(
         )
     ),
     scale=True,
+    name_rule=POOL_NAME,
 )
 
 ATTESTED_NODE = Resource(
@@ -115,6 +149,7 @@ PAYMENT_CHANNEL = Resource(
             Column("Credit", ".status.creditLeft"),
         )
     ),
+    name_rule=CHANNEL_NAME,
 )
 
 ATTESTATION_POLICY = Resource(

@@ -281,7 +281,7 @@ async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response
     state: AttestationState = memo.attestation
     node_name = request.match_info["node"]
     try:
-        caller = await httpapi.review_token(kube, request)
+        caller = await httpapi.review_token(kube, request, audiences=[httpapi.AUDIENCE])
     except httpapi.Unauthorized as exc:
         return httpapi.error(401, "Unauthorized", str(exc))
     if caller.username != state.agent_username:

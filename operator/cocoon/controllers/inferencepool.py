@@ -6,12 +6,23 @@ import logging
 from typing import Any
 
 import kopf
+from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from cocoon.api.common import ConditionStatus
 from cocoon.api.inferencepool import InferencePoolSpec
 from cocoon.controllers import status as status_writer
-from cocoon.kube import CONFIGMAPS, DEPLOYMENTS, INFERENCE_POOLS, NODES, PODS, SERVICES, Kube
+from cocoon.kube import (
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    INFERENCE_POOLS,
+    NODES,
+    PODS,
+    SERVICES,
+    Forbidden,
+    Kube,
+    api_message,
+)
 from cocoon.placement import render
 from cocoon.placement import status as decide
 from cocoon.placement.labels import ATTESTED_LABEL, POOL_LABEL, TEE_LABEL
@@ -71,9 +82,25 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
             )
             raise kopf.TemporaryError("model repository ConfigMap missing", delay=10)
         keys = sorted({**(cm.get("data") or {}), **(cm.get("binaryData") or {})})
-    await kube.apply(DEPLOYMENTS, render.deployment(spec, pool, settings, keys))
-    await kube.apply(SERVICES, render.service(pool))
+    for kind, child in (
+        (DEPLOYMENTS, render.deployment(spec, pool, settings, keys)),
+        (SERVICES, render.service(pool)),
+    ):
+        try:
+            await kube.apply(kind, child)
+        except (ApiException, Forbidden) as exc:
+            await _child_failed(kube, body, child["kind"], api_message(exc))
+            raise kopf.TemporaryError(f"{child['kind']} apply failed", delay=30) from exc
     await refresh_status(body, memo, spec)
+
+
+async def _child_failed(kube: Kube, body: kopf.Body, kind: str, message: str) -> None:
+    """A child the API server refused: the pool is not Ready, and its status says why."""
+    await status_writer.write(kube, INFERENCE_POOLS, body, {}, [(
+        "Ready", ConditionStatus.FALSE, "ChildRejected",
+        f"The API server refused the pool's {kind}: {message}. The operator retries every "
+        "30 s; fix the cause (quota, admission policy, name).",
+    )])
 
 
 async def refresh_status(
@@ -107,6 +134,15 @@ async def refresh_status(
         gpus_per_replica=spec.gpus_per_replica,
     )
     view = decide.decide(observed)
+    ready = view.ready
+    if deployment is not None and await kube.get_or_none(
+        SERVICES, pool.name, pool.namespace
+    ) is None:
+        ready = decide.Verdict(
+            ConditionStatus.FALSE, "ServiceMissing",
+            f"The pool's Service {pool.namespace}/{pool.name} does not exist, so its URL "
+            "reaches nothing; the operator recreates it on its next reconcile.",
+        )
     fields = {
         "replicas": view.replicas,
         "readyReplicas": view.ready_replicas,
@@ -123,7 +159,7 @@ async def refresh_status(
         fields,
         [
             ("Available", view.available.status, view.available.reason, view.available.message),
-            ("Ready", view.ready.status, view.ready.reason, view.ready.message),
+            ("Ready", ready.status, ready.reason, ready.message),
         ],
     )
 

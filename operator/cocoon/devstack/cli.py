@@ -9,8 +9,13 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
+from cocoon.devstack.process import stop_on_signals, wait_for_signal
+
+if TYPE_CHECKING:
+    from cocoon.devstack.story import Story
 
 DEFAULT_NODES = (
     GpuNode("gpu-snp-0", gpus=8, tee="sev-snp"),
@@ -77,7 +82,7 @@ def down() -> None:
 
 def demo(requests: int, keep: bool, workdir: Path | None) -> int:
     """The README's first command: the whole story, told as it happens, then a summary."""
-    from cocoon.devstack import picture, story
+    from cocoon.devstack import story
 
     start = time.monotonic()
 
@@ -85,7 +90,13 @@ def demo(requests: int, keep: bool, workdir: Path | None) -> int:
         sys.stdout.write(f"[{time.monotonic() - start:6.1f}s] {line}\n")
         sys.stdout.flush()
 
-    told = story.Story(workdir, say)
+    with stop_on_signals():
+        return _demo(story.Story(workdir, say), requests, keep)
+
+
+def _demo(told: Story, requests: int, keep: bool) -> int:
+    from cocoon.devstack import picture, story
+
     try:
         summary = story.tell(told, requests)
         chart = told.workdir / "channel.svg"
@@ -103,7 +114,7 @@ def demo(requests: int, keep: bool, workdir: Path | None) -> int:
                 f"  the pool's meter (standing in for pod {pod.pod}): {pod.http_url}\n"
                 f"  its metrics: {pod.admin_url}/metrics\n"
             )
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            wait_for_signal()
     finally:
         told.stop()
         if not keep:

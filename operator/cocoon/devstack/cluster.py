@@ -37,6 +37,7 @@ BINARIES = (
     "helm",
 )
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+NODE_LEASE_SECONDS = 40
 
 
 def cache_dir() -> Path:
@@ -275,6 +276,10 @@ class LocalCluster:
                 "--cidr=10.244.0.1/16",
                 "--node-ip=10.0.0.1",
                 f"--server-address=127.0.0.1:{self.ports['kwok']}",
+                # A Lease per fake node, renewed every 10 s, as a kubelet does: the
+                # heartbeat-with-lease stages update node status rarely, so without Leases the
+                # node lifecycle controller marks the nodes NotReady between heartbeats.
+                f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
             ],
         )
         # the ServiceAccount admission plugin refuses pods until kcm has made `default`
@@ -318,6 +323,14 @@ class LocalCluster:
         )
         path.chmod(0o600)
         return path
+
+    def serving_certificate(self, name: str, hosts: list[str]) -> tuple[Path, Path]:
+        """A server certificate from the cluster CA (cert, key paths), e.g. the operator API's."""
+        return pkimod.serving_certificate(self._pki, name, hosts, self.workdir / "pki")
+
+    @property
+    def ca_cert(self) -> Path:
+        return self._pki.ca_cert
 
     def certificate_kubeconfig(self, common_name: str, organization: str, path: Path) -> Path:
         """A kubeconfig for a certificate identity, e.g. a node's kubelet."""

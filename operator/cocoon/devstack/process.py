@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,27 @@ def die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit (SIGINT already raises KeyboardInterrupt) while inside, so
+    `finally` blocks stop every child on `kill` or Ctrl-C as on a normal exit."""
+
+    def exit_on(signum: int, _: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_on)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def wait_for_signal() -> None:
+    """Sleep until SIGINT or SIGTERM, which raise out of here under `stop_on_signals`."""
+    while True:
+        signal.pause()
+
+
 def terminate(popen: subprocess.Popen[Any], grace: float = 10.0) -> int:
     """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code."""
     if popen.poll() is None:
@@ -35,10 +58,19 @@ def terminate(popen: subprocess.Popen[Any], grace: float = 10.0) -> int:
     return popen.wait()
 
 
-def http_ok(url: str, timeout: float = 2.0) -> bool:
-    """Whether a plain-HTTP health endpoint of our own stack answers 200 right now."""
+def probe_context() -> ssl.SSLContext:
+    """TLS without verification, like a kubelet's HTTPS probe: reachability only, never trust
+    (callers verify an attested endpoint with cocoon.client)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def http_ok(url: str, timeout: float = 2.0, *, context: ssl.SSLContext | None = None) -> bool:
+    """Whether a health endpoint of our own stack answers 200 right now."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310
             return bool(response.status == 200)
     except OSError:
         return False

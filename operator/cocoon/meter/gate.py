@@ -21,17 +21,22 @@ class Reservation:
 
 
 class CreditGate:
-    """Tracks reserved credit per channel and calls in flight.
+    """Tracks reserved credit and calls in flight, per channel and for the pool.
 
     `spent` reads the channel's cumulative committed cost (from the journal); the remaining
-    credit is limit - spent - reserved.
+    credit is limit - spent - reserved. A channel may hold at most `max_per_channel` of the
+    pool's `max_in_flight` slots, so one tenant cannot take them all.
     """
 
-    def __init__(self, spent: Callable[[str], int], max_in_flight: int) -> None:
+    def __init__(
+        self, spent: Callable[[str], int], max_in_flight: int, max_per_channel: int | None = None
+    ) -> None:
         self._spent = spent
         self.max_in_flight = max_in_flight
+        self.max_per_channel = max_per_channel or max_in_flight
         self.in_flight = 0
         self._reserved: dict[str, int] = {}
+        self._calls: dict[str, int] = {}
 
     def remaining(self, channel: str, limit: int) -> int:
         return limit - self._spent(channel) - self._reserved.get(channel, 0)
@@ -42,6 +47,13 @@ class CreditGate:
                 Reason.OVERLOADED,
                 f"the pool is serving {self.in_flight} calls, its limit; retry with backoff",
             )
+        calls = self._calls.get(channel, 0)
+        if calls >= self.max_per_channel:
+            raise MeterError(
+                Reason.OVERLOADED,
+                f"payment channel {channel} has {calls} calls in flight, its limit per channel; "
+                "wait for some to finish, then retry with backoff",
+            )
         left = self.remaining(channel, limit)
         if left < amount:
             raise MeterError(
@@ -51,6 +63,7 @@ class CreditGate:
                 "pending calls to settle",
             )
         self._reserved[channel] = self._reserved.get(channel, 0) + amount
+        self._calls[channel] = calls + 1
         self.in_flight += 1
         return Reservation(channel, limit, amount)
 
@@ -71,6 +84,11 @@ class CreditGate:
             return
         reservation.released = True
         self.in_flight -= 1
+        calls = self._calls[reservation.channel] - 1
+        if calls:
+            self._calls[reservation.channel] = calls
+        else:
+            del self._calls[reservation.channel]
         left = self._reserved[reservation.channel] - reservation.amount
         if left:
             self._reserved[reservation.channel] = left

@@ -1,28 +1,34 @@
 """The KServe v2 HTTP front end (aiohttp), forwarding to Triton over pooled keep-alive connections.
 
-Bodies pass through byte for byte (the binary tensor extension included). Metered responses
-carry `Cocoon-Request-Id`, `Cocoon-Units` and `Cocoon-Cost-Nanoton` headers; generate_stream,
-whose headers leave before the units are known, ends with a `cocoon.usage` SSE event instead
-(`event: cocoon.usage` / `data: {"requestId", "units", "costNanoton"}`), which clients that only
-read unnamed `data:` events ignore. Health, readiness, metadata, config and model statistics
-are open: probes need them without a credential, they hold no tenant data, and standard tools
-(perf_analyzer's gRPC client) fetch them without custom metadata. Everything else Triton serves
-besides inference (repository control, shared memory, trace, logging) is refused.
+Bodies pass through byte for byte (the binary tensor extension included). Metered responses carry
+`Cocoon-Request-Id`, `Cocoon-Units` and `Cocoon-Cost-Nanoton` headers; generate_stream, whose
+headers leave before the units are known, ends with a `cocoon.usage` SSE event instead (`event:
+cocoon.usage` / `data: {"requestId", "units", "costNanoton"}`) and a signed `event:
+cocoon.receipt`, which clients that only read unnamed `data:` events ignore. Unary responses carry
+the signed receipt in the `Cocoon-Receipt` header. Health, readiness, metadata, config and model
+statistics are open: probes need them without a credential, they hold no tenant data, and standard
+tools (perf_analyzer's gRPC client) fetch them without custom metadata. Everything else Triton
+serves besides inference (repository control, shared memory, trace, logging) is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from cocoon.meter import receipts
 from cocoon.meter.core import Call, Meter, Settlement
-from cocoon.meter.errors import MeterError, Reason
+from cocoon.meter.credits import ChannelCredit
+from cocoon.meter.errors import MeterError, Reason, upstream_error
+from cocoon.meter.limits import read_body
 from cocoon.meter.upstream import UpstreamError, UpstreamPool
 from cocoon.meter.usage import (
     SseMeter,
@@ -32,16 +38,19 @@ from cocoon.meter.usage import (
     infer_usage,
     is_error_document,
 )
+from cocoon.meter.validate import HEADER_LENGTH, check_json
 
 log = logging.getLogger(__name__)
 
-HEADER_LENGTH = "Inference-Header-Content-Length"
-_REQUEST_HEADERS = ("Content-Type", HEADER_LENGTH, "Content-Encoding")
+# The body is forwarded decompressed (aiohttp decodes it while the meter bounds its size), so
+# the caller's Content-Encoding is not.
+_REQUEST_HEADERS = ("Content-Type", HEADER_LENGTH)
 _RESPONSE_HEADERS = ("Content-Type", HEADER_LENGTH, "Content-Encoding")
 _MODEL = "/v2/models/{model}"
 _VERSIONED = "/v2/models/{model}/versions/{version}"
 
 _session_key = web.AppKey("session", aiohttp.ClientSession)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error_response(exc: MeterError) -> web.Response:
@@ -70,10 +79,13 @@ class HttpProxy:
             else None
         )
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=1 << 30)
+    def app(self, extra_routes: tuple[tuple[str, str, Handler], ...] = ()) -> web.Application:
+        limits = self.meter.config.limits
+        app = web.Application(client_max_size=max(limits.max_body_bytes.values()))
         app.cleanup_ctx.append(self._session_ctx)
         add = app.router.add_route
+        for method, path, handler in extra_routes:
+            add(method, path, handler)
         for base in (_MODEL, _VERSIONED):
             add("POST", base + "/infer", self.infer)
             add("POST", base + "/generate", self.generate)
@@ -129,10 +141,26 @@ class HttpProxy:
             "inference (infer, generate, generate_stream), health, and model metadata",
         ))
 
-    def _begin(self, request: web.Request, endpoint: str, *, streaming: bool = False) -> Call:
+    async def _admit(self, request: web.Request, endpoint: str) -> tuple[ChannelCredit, bytes]:
+        """Authenticate, then read and check the body while holding only the channel's reading
+        allowance: no credit and no pool slot is reserved until the whole body is in."""
+        meter = self.meter
+        credit = meter.authenticate(request.headers.get("Authorization"))
+        try:
+            with meter.reading.hold(credit.channel):
+                body = await read_body(request, endpoint, meter.config.limits)
+            check_json(body, request.headers, endpoint)
+        except MeterError as exc:
+            meter.metrics.rejections.labels(exc.reason.value).inc()
+            raise
+        return credit, body
+
+    def _begin(
+        self, request: web.Request, credit: ChannelCredit, endpoint: str, *,
+        streaming: bool = False,
+    ) -> Call:
         return self.meter.begin(
-            request.headers.get("Authorization"), request.match_info["model"], "http", endpoint,
-            streaming=streaming,
+            credit, request.match_info["model"], "http", endpoint, streaming=streaming
         )
 
     async def infer(self, request: web.Request) -> web.Response:
@@ -143,11 +171,12 @@ class HttpProxy:
 
     async def _unary(self, request: web.Request, endpoint: str) -> web.Response:
         try:
-            call = self._begin(request, endpoint)
+            credit, body = await self._admit(request, endpoint)
+            call = self._begin(request, credit, endpoint)
         except MeterError as exc:
             return _error_response(exc)
         try:
-            body = await request.read()
+            call.request_sha256 = hashlib.sha256(body).hexdigest()
             start = time.perf_counter()
             try:
                 status, payload, headers = await self._post(request, body)
@@ -157,7 +186,10 @@ class HttpProxy:
                 return _error_response(_upstream_down(exc))
             call.upstream_seconds = time.perf_counter() - start
             status, outcome = self._count_unary(call, endpoint, status, payload, headers)
-            if outcome == "ok" and not call.affordable(call.counter):
+            if outcome == "error":
+                status, payload = upstream_error(status, payload)
+                headers = {"Content-Type": "application/json"}
+            elif not call.affordable(call.counter):
                 call.counter = UsageCounter(failed=True)
                 await call.settle("withheld")
                 return _error_response(MeterError(
@@ -165,6 +197,7 @@ class HttpProxy:
                     f"the response used more than payment channel {call.credit.channel} can "
                     "pay for, so it was withheld and not charged; top up the channel",
                 ))
+            call.response_sha256 = hashlib.sha256(payload).hexdigest()
             settlement = await call.settle(outcome)
             headers.update(settlement.headers())
             return web.Response(status=status, body=payload, headers=headers)
@@ -210,16 +243,17 @@ class HttpProxy:
 
     async def generate_stream(self, request: web.Request) -> web.StreamResponse:
         try:
-            call = self._begin(request, "generate_stream", streaming=True)
+            credit, body = await self._admit(request, "generate_stream")
+            call = self._begin(request, credit, "generate_stream", streaming=True)
         except MeterError as exc:
             return _error_response(exc)
         try:
-            return await self._stream(request, call)
+            return await self._stream(request, call, body)
         finally:
             call.abandon()
 
-    async def _stream(self, request: web.Request, call: Call) -> web.StreamResponse:
-        body = await request.read()
+    async def _stream(self, request: web.Request, call: Call, body: bytes) -> web.StreamResponse:
+        call.request_sha256 = hashlib.sha256(body).hexdigest()
         wait_start = time.perf_counter()
         try:
             upstream_cm = request.app[_session_key].post(
@@ -236,9 +270,10 @@ class HttpProxy:
                 payload = await upstream.read()
                 call.counter.failed = True
                 settlement = await call.settle("error")
-                headers = _pick(upstream.headers, _RESPONSE_HEADERS)
-                headers.update(settlement.headers())
-                return web.Response(status=upstream.status, body=payload, headers=headers)
+                status, payload = upstream_error(upstream.status, payload)
+                return web.Response(status=status, body=payload, headers={
+                    "Content-Type": "application/json", **settlement.headers(),
+                })
             response = web.StreamResponse(
                 status=200,
                 headers={
@@ -248,18 +283,21 @@ class HttpProxy:
                 },
             )
             await response.prepare(request)
-            outcome = await self._pump(call, upstream, response)
+            sent = hashlib.sha256()
+            outcome = await self._pump(call, upstream, response, sent)
+            call.response_sha256 = sent.hexdigest()
             settlement = await call.settle(outcome)
             if outcome != "client_closed":
                 with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError):
-                    await response.write(_usage_event(settlement))
+                    await response.write(_usage_event(settlement) + _receipt_event(settlement))
                     await response.write_eof()
             return response
         finally:
             await upstream_cm.__aexit__(None, None, None)
 
     async def _pump(
-        self, call: Call, upstream: aiohttp.ClientResponse, response: web.StreamResponse
+        self, call: Call, upstream: aiohttp.ClientResponse, response: web.StreamResponse,
+        sent: hashlib._Hash,
     ) -> str:
         """Forward chunks as they arrive, counting each complete event before it is sent."""
         events = SseMeter()
@@ -278,11 +316,14 @@ class HttpProxy:
             for event in events.split(chunk):
                 count_event(trial, event)
             if not call.affordable(trial):
+                error = _error_event(call)
+                sent.update(error)
                 try:
-                    await response.write(_error_event(call))
+                    await response.write(error)
                 except (ConnectionError, aiohttp.ClientConnectionResetError):
                     return "client_closed"
                 return "credit_exhausted"
+            sent.update(chunk)
             try:
                 await response.write(chunk)
             except (ConnectionError, aiohttp.ClientConnectionResetError):
@@ -298,6 +339,13 @@ def _usage_event(settlement: Settlement) -> bytes:
         "costNanoton": str(settlement.cost_nanoton),
     })
     return f"event: cocoon.usage\ndata: {data}\n\n".encode()
+
+
+def _receipt_event(settlement: Settlement) -> bytes:
+    if settlement.receipt is None:
+        return b""
+    data = settlement.receipt.model_dump_json(by_alias=True)
+    return f"event: {receipts.SSE_EVENT}\ndata: {data}\n\n".encode()
 
 
 def _error_event(call: Call) -> bytes:

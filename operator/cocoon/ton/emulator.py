@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from cocoon.devstack.process import terminate
+from cocoon.devstack.process import die_with_parent, terminate
 from cocoon.ton.tvm import Address, raw
 
 READY_PREFIX = "listening on "
@@ -68,6 +68,7 @@ def start(
         cwd=root,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
     )
     assert process.stdout is not None
     deadline = time.monotonic() + startup_s
