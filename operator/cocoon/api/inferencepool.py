@@ -154,17 +154,23 @@ class MeterLimits(ApiModel):
         default_factory=BodyLimits, description="Largest request body per route."
     )
     max_in_flight_per_channel: int = Field(
-        default=0, ge=0, le=10000,
+        default=0,
+        ge=0,
+        le=10000,
         description="Calls one payment channel may have in flight (and bodies it may be "
         "sending) per replica before 429; 0 means a quarter of maxInFlight.",
     )
     header_timeout_seconds: int = Field(
-        default=15, ge=1, le=600,
+        default=15,
+        ge=1,
+        le=600,
         description="Seconds a caller has to send request headers (and an idle keep-alive "
         "connection stays open).",
     )
     body_timeout_seconds: int = Field(
-        default=30, ge=1, le=3600,
+        default=30,
+        ge=1,
+        le=3600,
         description="Seconds a caller has to send a whole request body before 408.",
     )
 
@@ -172,7 +178,8 @@ class MeterLimits(ApiModel):
         body = self.max_body_bytes
         return Limits(
             max_body_bytes={
-                "infer": body.infer, "generate": body.generate,
+                "infer": body.infer,
+                "generate": body.generate,
                 "generate_stream": body.generate_stream,
             },
             header_timeout=float(self.header_timeout_seconds),

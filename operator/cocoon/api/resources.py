@@ -45,13 +45,15 @@ class NameRule:
 
 # The pool's Service and Deployment take its name: a Service name is a DNS-1035 label.
 POOL_NAME = NameRule(
-    r"^[a-z]([-a-z0-9]*[a-z0-9])?$", 63,
+    r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
+    63,
     "the name becomes the pool's Service name: a DNS-1035 label (lower-case letters, digits "
     "and '-', starting with a letter, ending with a letter or digit) of at most 63 characters",
 )
 # The channel's name is a label value on its credential Secret ({name}-credential).
 CHANNEL_NAME = NameRule(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", 63,
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+    63,
     "the name becomes a label value and the Secret <name>-credential: lower-case letters, "
     "digits and '-', starting and ending with a letter or digit, at most 63 characters",
 )
