@@ -213,7 +213,7 @@ def test_paid_inference_channel(
         report(meter, namespace, TON // 4, 10),
         context=operator.tls,
     )
-    assert code == 200, answer
+    assert code == 200, (answer, [x for x in operator.log().splitlines() if "failed" in x][-3:])
     status = eventually(
         lambda: (s := channel_status(cluster, namespace)).get("claimed") == str(TON // 4) and s,
         timeout=60,

@@ -106,8 +106,9 @@ async def test_generate_stream_forwards_tokens_then_usage_event(meter):
     events = _events(body)
     tokens = [e for name, e in events if name == "message"]
     assert [t["text_output"] for t in tokens] == ["alpha ", "beta ", "alpha ", "beta ", "alpha "]
-    name, usage = events[-1]
-    assert name == "cocoon.usage"
+    # the usage event, then the signed receipt that covers every byte before it
+    assert [name for name, _ in events[-2:]] == ["cocoon.usage", "cocoon.receipt"]
+    usage = events[-2][1]
     assert usage["units"] == {"requests": 1, "input_tokens": 2, "output_tokens": 5,
                               "cached_input_tokens": 0, "reasoning_tokens": 0}
     assert usage["costNanoton"] == str(PRICE.cost(Units(1, 2, 5)))
@@ -136,8 +137,9 @@ async def test_error_mid_stream_charges_tokens_sent(meter):
     )
     assert status == 200
     events = _events(body)
-    assert "injected failure" in events[-2][1]["error"]
-    assert events[-1][1]["units"]["output_tokens"] == 2
+    assert "injected failure" in events[-3][1]["error"]
+    assert events[-2][1]["units"]["output_tokens"] == 2
+    assert events[-1][0] == "cocoon.receipt"
     (charge,) = read_charges(meter.journal)
     assert (charge.outcome, charge.units.output_tokens) == ("error", 2)
 

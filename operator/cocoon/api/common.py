@@ -35,6 +35,9 @@ class ApiModel(BaseModel):
 
 # Kubernetes stores integers as int64: a larger one in a status is a 422 from the API server.
 INT64_MAX = (1 << 63) - 1
+# The largest integer a CRD schema can bound: the API server compares `maximum` as a float64,
+# and 2^63 - 1 rounds past the int64 range (it then reads as -2^63 and refuses everything).
+SAFE_INT_MAX = (1 << 53) - 1
 
 Nanoton = Annotated[
     str,

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import Field
 
 from cocoon import keys
-from cocoon.api.common import INT64_MAX, ApiModel, Nanoton
+from cocoon.api.common import INT64_MAX, SAFE_INT_MAX, ApiModel, Nanoton
 
 FORMAT = "cocoon.dev/usage-report/v1"
 DOMAIN = b"cocoon.dev/usage-report/v1\n"
@@ -53,7 +53,7 @@ class UsageReport(ApiModel):
     channel: str = Field(description="namespace/name of the PaymentChannel.")
     units: UsageUnits
     cost_nanoton: Nanoton
-    journal_sequence: int = Field(ge=0, le=INT64_MAX)
+    journal_sequence: int = Field(ge=0, le=SAFE_INT_MAX)  # what channel status can hold
     issued_at: datetime
 
 
