@@ -46,7 +46,9 @@ def wait_reason(
     return dict(eventually(seen, timeout=timeout, what=f"{name} Ready reason {reason}"))
 
 
-def post(url: str, body: dict[str, Any], token: str) -> tuple[int, dict[str, Any]]:
+def post(
+    url: str, body: dict[str, Any], token: str, operator: Operator
+) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
         url,
         data=json.dumps(body).encode(),
@@ -54,7 +56,7 @@ def post(url: str, body: dict[str, Any], token: str) -> tuple[int, dict[str, Any
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=operator.tls) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -96,7 +98,8 @@ def test_pool_schedules_only_after_attestation(
     assert node["metadata"]["labels"]["cocoon.dev/gpu-cc"] == "true"
 
     # the signed result names the workload key the node bound into its evidence
-    with urllib.request.urlopen(f"{operator.api_url}/attestation/v1/keys") as r:
+    keys_url = f"{operator.api_url}/attestation/v1/keys"
+    with urllib.request.urlopen(keys_url, context=operator.tls) as r:
         jwk = json.loads(r.read())["keys"][0]
     public = ear._unb64(jwk["x"])
     claims = ear.verify(status["attestationToken"], public, now=int(time.time()))
@@ -174,7 +177,7 @@ def test_stale_and_reused_nonces_are_refused(
     simulated: Path,
 ) -> None:
     nodes.add(GpuNode("nonce", gpus=1, tee="sev-snp"))
-    token_file = agents.token_for("nonce")
+    agents.token_for("nonce")
     challenge = eventually(
         lambda: (attested_node(cluster, "nonce").get("status") or {}).get("challenge"),
         what="a challenge",
@@ -189,10 +192,10 @@ def test_stale_and_reused_nonces_are_refused(
         "evidence": sim.node_evidence(nonce, public, gpus=1).to_dict(),
     }
     url = f"{operator.api_url}/attestation/v1/nodes/nonce/evidence"
-    token = token_file.read_text()
-    status, answer = post(url, body, token)
+    token = agents.operator_token("nonce").read_text()
+    status, answer = post(url, body, token, operator)
     assert (status, answer["verified"]) == (200, True)
-    status, answer = post(url, body, token)  # replayed
+    status, answer = post(url, body, token, operator)  # replayed
     assert (status, answer["error"]["reason"]) == (409, "NonceNotCurrent")
 
     stale = bytes(32)
@@ -201,7 +204,7 @@ def test_stale_and_reused_nonces_are_refused(
         "publicKey": public.hex(),
         "evidence": sim.node_evidence(stale, public, gpus=1).to_dict(),
     }
-    status, answer = post(url, stale_body, token)
+    status, answer = post(url, stale_body, token, operator)
     assert (status, answer["error"]["reason"]) == (409, "NonceNotCurrent")
     assert attested_node(cluster, "nonce")["status"]["verdict"] == "Verified"
 
@@ -271,14 +274,14 @@ def test_agents_cannot_attest_themselves_or_other_nodes(
         "publicKey": public.hex(),
         "evidence": sim.node_evidence(nonce, public, gpus=1).to_dict(),
     }
-    status, answer = post(
-        f"{operator.api_url}/attestation/v1/nodes/self-b/evidence", body, token_a.read_text()
-    )
+    url = f"{operator.api_url}/attestation/v1/nodes/self-b/evidence"
+    status, answer = post(url, body, agents.operator_token("self-a").read_text(), operator)
     assert (status, answer["error"]["reason"]) == (403, "WrongNode")
-    status, answer = post(
-        f"{operator.api_url}/attestation/v1/nodes/self-b/evidence", body, "not-a-token"
-    )
+    status, answer = post(url, body, "not-a-token", operator)
     assert status == 401
+    # a token the API server accepts is not one the operator accepts (audience)
+    status, answer = post(url, body, token_a.read_text(), operator)
+    assert status == 401 and "audience" in answer["error"]["message"]
     assert attested_node(cluster, "self-b")["status"]["verdict"] == "Pending"
 
 
@@ -370,3 +373,28 @@ def test_agent_cli_once_reports_the_verdict(
     )
     assert result.returncode == 0, result.stderr
     assert attested_node(cluster, "once")["status"]["verdict"] == "Verified"
+
+
+def test_a_policy_without_reference_values_says_so(
+    cluster: LocalCluster, operator: Operator, simulated: Path
+) -> None:
+    """AnyMeasurementAccepted on the policy, a Warning Event, and a `kubectl get ap` column."""
+    weak = simulated_policy(simulated, name="weak", gpus=0)
+    weak["spec"] = {**weak["spec"], "snp": {}}
+    cluster.apply(weak)
+
+    def any_measurement() -> dict[str, Any]:
+        return condition(get(cluster, "attestationpolicy", "weak") or {}, "AnyMeasurementAccepted")
+
+    cond = eventually(lambda: any_measurement().get("status") == "True" and any_measurement())
+    assert "snp.measurements is empty" in cond["message"]
+    table = cluster.kubectl("get", "ap", "weak", "--no-headers").stdout.split()
+    assert table[:3] == ["weak", "True", "True"]
+    events = get(cluster, "events", "-n", "default", "--field-selector", "involvedObject.name=weak")
+    assert ("Warning", "ReferenceValuesMissing") in {
+        (e["type"], e["reason"]) for e in (events or {}).get("items", [])
+    }
+    pinned = simulated_policy(simulated, name="weak", gpus=0)  # pins the simulated measurement
+    cluster.apply(pinned)
+    eventually(lambda: any_measurement().get("status") == "False", what="measurements pinned")
+    cluster.kubectl("delete", "attestationpolicy", "weak")

@@ -165,7 +165,9 @@ def test_rendered_shapes(cluster: LocalCluster) -> None:
     sources = token["projected"]["sources"]
     assert sources[0]["serviceAccountToken"]["expirationSeconds"] == 3600
     hostpaths = sorted(v["hostPath"]["path"] for v in agent["volumes"] if "hostPath" in v)
-    assert hostpaths == ["/sys/kernel/config/tsm/report", "/var/lib/cocoon/agent"]
+    assert hostpaths == [
+        "/sys/kernel/config/tsm/report", "/var/lib/cocoon/agent", "/var/run/cocoon/meter"
+    ]
     sa = find(docs, "ServiceAccount", "cocoon-agent")
     assert sa["automountServiceAccountToken"] is False
 

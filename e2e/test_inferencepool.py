@@ -232,7 +232,7 @@ def test_ready_pool_rolls_scales_and_is_garbage_collected(
     cond = eventually(ready, what="pool Ready")
     assert cond["reason"] == "AllReplicasReady"
     stored = get(cluster, "inferencepool.cocoon.dev", "roll", "-n", namespace)
-    assert stored["status"]["url"] == f"http://roll.{namespace}.svc.cluster.local:8000"
+    assert stored["status"]["url"] == f"https://roll.{namespace}.svc.cluster.local:8000"
     assert stored["status"]["readyReplicas"] == 1
     assert not stored["metadata"].get("finalizers")  # nothing blocks deleting a pool
 
@@ -263,7 +263,7 @@ def test_ready_pool_rolls_scales_and_is_garbage_collected(
         "add",
         "1",
         "1",
-        f"http://roll.{namespace}.svc.cluster.local:8000",
+        f"https://roll.{namespace}.svc.cluster.local:8000",
     ]
 
     # scale up: 3 replicas of 4 GPUs fit on two 8-GPU nodes

@@ -10,7 +10,6 @@ import hashlib
 import json
 import shutil
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,32 +48,48 @@ def balance(url: str, address: Address) -> int:
     return asyncio.run(read())
 
 
-def attested_meter(cluster: LocalCluster) -> Ed25519PrivateKey:
-    """An AttestedNode the operator verified, as far as the payments area can tell: its status
-    written with the admin kubeconfig (no Node of that name, so attestation leaves it alone)."""
+def journal_of(key: Ed25519PrivateKey) -> str:
+    return hashlib.sha256(keys.public_bytes(key)).hexdigest()[:32]
+
+
+def registered_meter(cluster: LocalCluster, namespace: str) -> Ed25519PrivateKey:
+    """A meter the operator registered, as far as the payments area can tell: pool `pool` with
+    a meter record written into its status by the admin kubeconfig (the registration itself,
+    evidence and pod token, is exercised end to end by the paid-inference story)."""
     key = keys.generate()
-    name = f"meter-sim-{uuid.uuid4().hex[:6]}"
     cluster.apply(
         {
             "apiVersion": "cocoon.dev/v1alpha1",
-            "kind": "AttestedNode",
-            "metadata": {"name": name},
-            "spec": {"nodeName": name, "tee": "tdx", "policyName": "default"},
+            "kind": "InferencePool",
+            "metadata": {"name": "pool", "namespace": namespace},
+            "spec": {
+                "model": {"name": "add", "repository": {"configMap": {"name": "models"}}},
+                "replicas": 0,
+            },
         }
     )
-    status = {
-        "verdict": "Verified",
-        "workloadPublicKey": keys.public_bytes(key).hex(),
-        "expiresAt": (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    now = datetime.now(UTC)
+    record = {
+        "pod": "pool-meter",
+        "podUid": "uid-1",
+        "node": "gpu",
+        "poolGeneration": 1,
+        "receiptPublicKey": keys.public_bytes(key).hex(),
+        "tlsSpkiSha256": "00" * 32,
+        "journalId": journal_of(key),
+        "verifiedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "expiresAt": (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     cluster.kubectl(
         "patch",
-        "attestednode",
-        name,
+        "inferencepool.cocoon.dev",
+        "pool",
+        "-n",
+        namespace,
         "--subresource=status",
         "--type=merge",
         "-p",
-        json.dumps({"status": status}),
+        json.dumps({"status": {"meters": [record]}}),
     )
     return key
 
@@ -82,6 +97,7 @@ def attested_meter(cluster: LocalCluster) -> Ed25519PrivateKey:
 def report(key: Ed25519PrivateKey, namespace: str, cost: int, seq: int) -> dict[str, Any]:
     unsigned = usage_report.UsageReport(
         meter_public_key=keys.public_bytes(key).hex(),
+        journal_id=journal_of(key),
         pool=f"{namespace}/pool",
         channel=f"{namespace}/ch",
         units=usage_report.UsageUnits(requests=seq, input_tokens=0, output_tokens=seq),
@@ -122,6 +138,12 @@ async def _payouts(url: str, payee: Address) -> int:
     """Transactions on the payee's account: each claim is one incoming payout."""
     async with ToncenterChain(url) as chain:
         return len(await chain.transactions(payee, limit=50))
+
+
+def unattested_count(metrics: str) -> float:
+    prefix = 'cocoon_usage_reports_rejected_total{reason="unattested"} '
+    lines = [line for line in metrics.splitlines() if line.startswith(prefix)]
+    return float(lines[0].removeprefix(prefix)) if lines else 0.0
 
 
 def channel_status(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
@@ -182,11 +204,14 @@ def test_paid_inference_channel(
     )
     assert any(e["reason"] == "Open" for e in events.get("items", []))
 
-    # an attested meter reports usage; the operator signs a promise and claims it
-    meter = attested_meter(cluster)
+    # a registered meter reports usage; the operator signs a promise and claims it
+    meter = registered_meter(cluster, namespace)
     payee_before = balance(chain_url, payee)
     code, answer = http_json(
-        "POST", f"{operator.api_url}/usage/v1/reports", report(meter, namespace, TON // 4, 10)
+        "POST",
+        f"{operator.api_url}/usage/v1/reports",
+        report(meter, namespace, TON // 4, 10),
+        context=operator.tls,
     )
     assert code == 200, answer
     status = eventually(
@@ -202,26 +227,28 @@ def test_paid_inference_channel(
     # the meter's credit document
     meter_hex = keys.public_bytes(meter).hex()
     code, document = http_json(
-        "GET", f"{operator.api_url}/usage/v1/credit/{namespace}/pool?meter={meter_hex}"
+        "GET",
+        f"{operator.api_url}/usage/v1/credit/{namespace}/pool?meter={meter_hex}",
+        context=operator.tls,
     )
     assert code == 200, document
     [entry] = document["channels"]
     assert entry["credentialSha256"] == hashlib.sha256(token.encode()).hexdigest()
     assert int(entry["creditLimitNanoton"]) == TON // 4 + TON // 2
 
-    # an unattested key is refused and counted
+    # an unregistered key is refused and counted, and writes nothing
+    code, metrics = http_json("GET", f"{operator.api_url}/metrics", context=operator.tls)
+    before = unattested_count(metrics)
     code, answer = http_json(
         "POST",
         f"{operator.api_url}/usage/v1/reports",
         report(keys.generate(), namespace, 10 * TON, 11),
+        context=operator.tls,
     )
     assert code == 403 and answer["error"]["reason"] == "Unattested"
-    eventually(
-        lambda: channel_status(cluster, namespace).get("rejectedReports") == 1,
-        what="the rejection counted on the channel",
-    )
-    code, metrics = http_json("GET", f"{operator.api_url}/metrics")
-    assert 'cocoon_usage_reports_rejected_total{reason="unattested"} 1.0' in metrics
+    code, metrics = http_json("GET", f"{operator.api_url}/metrics", context=operator.tls)
+    assert unattested_count(metrics) == before + 1
+    assert "rejectedReports" not in channel_status(cluster, namespace)
     assert channel_status(cluster, namespace)["owed"] == str(TON // 4)
 
     # raising the deposit tops up on chain and raises the meters' credit
@@ -241,14 +268,19 @@ def test_paid_inference_channel(
         what="the top-up",
     )
     code, document = http_json(
-        "GET", f"{operator.api_url}/usage/v1/credit/{namespace}/pool?meter={meter_hex}"
+        "GET",
+        f"{operator.api_url}/usage/v1/credit/{namespace}/pool?meter={meter_hex}",
+        context=operator.tls,
     )
     assert int(document["channels"][0]["creditLimitNanoton"]) >= 3 * TON - TON // 100
 
     # deletion: more usage is claimed, the close starts, and after the delay the payer
     # withdraws the rest
     http_json(
-        "POST", f"{operator.api_url}/usage/v1/reports", report(meter, namespace, TON // 3, 12)
+        "POST",
+        f"{operator.api_url}/usage/v1/reports",
+        report(meter, namespace, TON // 3, 12),
+        context=operator.tls,
     )
     payer_before = balance(chain_url, payer)
     cluster.kubectl("delete", "paymentchannel.cocoon.dev", "ch", "-n", namespace, "--wait=false")
@@ -306,9 +338,12 @@ def test_operator_killed_while_usage_is_settled_claims_exactly_once(
         timeout=90,
         what="the channel open",
     )
-    meter = attested_meter(cluster)
+    meter = registered_meter(cluster, namespace)
     code, answer = http_json(
-        "POST", f"{operator.api_url}/usage/v1/reports", report(meter, namespace, TON // 4, 1)
+        "POST",
+        f"{operator.api_url}/usage/v1/reports",
+        report(meter, namespace, TON // 4, 1),
+        context=operator.tls,
     )
     assert code == 200, answer
     time.sleep(kill_after_s)  # the kill point is the variable under test, not a wait for luck
@@ -316,7 +351,10 @@ def test_operator_killed_while_usage_is_settled_claims_exactly_once(
     operator.start()
     # the meter re-sends its cumulative report, as it does after any failure
     code, answer = http_json(
-        "POST", f"{operator.api_url}/usage/v1/reports", report(meter, namespace, TON // 4, 1)
+        "POST",
+        f"{operator.api_url}/usage/v1/reports",
+        report(meter, namespace, TON // 4, 1),
+        context=operator.tls,
     )
     assert code == 200, answer
     status = eventually(

@@ -29,6 +29,13 @@ def public_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
     return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def private_bytes(key: Ed25519PrivateKey) -> bytes:
+    """The 32 raw private bytes, for deriving keys from this one (never for storage)."""
+    return key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
 def report_data(nonce: bytes, public_key: bytes) -> bytes:
     """The 64 bytes a TEE report must carry to prove it was made for this nonce and this key."""
     if len(nonce) != NONCE_BYTES:

@@ -34,7 +34,7 @@ NODE = "node-a"
 
 def test_save_load_round_trip_verifies(tmp_path: Path) -> None:
     SIM.save(tmp_path)
-    for name in ("ark.key.pem", "ask.key.pem", "vcek.key.pem", "gpu-leaf.key.pem"):
+    for name in ("ark.key.pem", "ask.key.pem", "vcek.key.pem", "gpu-ica.key.pem"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600
     loaded = SimulatedTee.load(tmp_path).for_node(NODE)
     nonce, public = challenge().nonce, keys.public_bytes(keys.generate())

@@ -24,10 +24,13 @@ SIM = SimulatedTee.generate(now=datetime.fromtimestamp(NOW, UTC))
 class EmulatedTsm(collectors.ConfigfsTsm):
     """Plays the kernel: answers an inblob write with a simulated SNP report and cert table."""
 
+    table = True
+
     def _write_inblob(self, entry: Path, inblob: bytes) -> None:
         super()._write_inblob(entry, inblob)
         (entry / "outblob").write_bytes(SIM.snp_report(inblob))
         table = {"vcek": der(SIM.vcek), "ask": der(SIM.ask), "ark": der(SIM.ark)}
+        table = table if self.table else {}
         (entry / "auxblob").write_bytes(collectors.build_snp_cert_table(table))
         (entry / "provider").write_text("sev_guest\n")
         (entry / "generation").write_text("1\n")
@@ -50,6 +53,14 @@ def test_configfs_tsm_snp_round_trip(tmp_path: Path) -> None:
         public_key=key,
     )
     assert verdict.verified, verdict.message
+
+
+def test_a_host_without_a_cert_table_sends_the_bare_report(tmp_path: Path) -> None:
+    """The operator then fetches the VCEK from KDS (tests/attestation/test_collateral.py)."""
+    tsm = EmulatedTsm(tmp_path)
+    tsm.table = False
+    cpu = tsm.cpu_evidence(bytes(64))
+    assert cpu.certificates == b"" and len(cpu.report) == 0x4A0
 
 
 def test_cert_table_parse() -> None:

@@ -54,7 +54,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         agent = Agent(
             node=NODE,
             key=key,
-            source=sources.simulated(SIM.for_node(NODE), gpus=2),
+            source=sources.for_node(sources.simulated(SIM.for_node(NODE), gpus=2)),
             submit=submitter.submit,
             fetch_challenge=node,
             poll_seconds=0.01,
@@ -155,7 +155,7 @@ async def test_unreachable_operator_is_retried(tmp_path: Path) -> None:
         agent = Agent(
             node=NODE,
             key=keys.generate(),
-            source=sources.simulated(SIM),
+            source=sources.for_node(sources.simulated(SIM)),
             submit=Submitter(session, url, NODE, token).submit,
             fetch_challenge=node,
         )
@@ -203,7 +203,7 @@ async def test_bad_evidence_is_rejected_by_the_operator(
         agent = Agent(
             node=NODE,
             key=keys.generate(),
-            source=sources.simulated(SIM, **knobs),  # type: ignore[arg-type]
+            source=sources.for_node(sources.simulated(SIM, **knobs)),  # type: ignore[arg-type]
             submit=submit,
             fetch_challenge=node,
         )

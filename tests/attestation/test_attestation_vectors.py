@@ -45,7 +45,8 @@ CASES = [
          "--at", str(SNP_AT)],
         True, None,
         {"product": "Milan", "signingKey": "vcek", "version": 2, "policy": "0x30000",
-         "debug": False, "reportedTcb": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115}},
+         "debug": False, "vmpl": 0,
+         "reportedTcb": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115}},
         id="snp-milan",
     ),
     pytest.param(
@@ -67,6 +68,15 @@ CASES = [
         {"driverVersion": "550.90.07", "vbiosVersion": "96.00.9f.00.01", "fwidBound": True,
          "nonce": "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb"},
         id="gpu-550",
+    ),
+    pytest.param(
+        ["nvgpu", "--evidence", "nvgpu/b200_575_report.hex", "--chain",
+         "nvgpu/b200_575_chain.pem", "--at", "1766000000", "--nonce",
+         "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb"],
+        True, None,
+        {"driverVersion": "575.32", "vbiosVersion": "97.00.88.00.0f", "fwidBound": True,
+         "hwModel": "GB100 A01 GSP BROM"},
+        id="gpu-b200",
     ),
     pytest.param(
         ["nvgpu", "--evidence", "nvgpu/h100_535_report.hex", "--chain",

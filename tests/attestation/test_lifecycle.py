@@ -161,7 +161,8 @@ def evidence(tee: Tee, gpus: int) -> NodeEvidence:
         (TeeType.TDX, evidence(Tee.SNP, 8), "TeeMismatch"),
         (TeeType.SEV_SNP, evidence(Tee.TDX, 8), "TeeMismatch"),
         (TeeType.SEV_SNP, evidence(Tee.SNP, 7), "GpuEvidenceMissing"),
-        (TeeType.TDX, evidence(Tee.TDX, 9), None),
+        (TeeType.TDX, evidence(Tee.TDX, 9), "TooManyGpuEvidences"),
+        (TeeType.TDX, evidence(Tee.TDX, 0), "GpuEvidenceMissing"),
     ],
 )
 def test_node_level_refusals(declared: TeeType, ev: NodeEvidence, reason: str | None) -> None:

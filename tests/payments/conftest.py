@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,21 @@ def channel_body(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "kind": "PaymentChannel",
         "metadata": {"name": name, "namespace": NS},
         "spec": spec,
+    }
+
+
+def journal_of(key: Ed25519PrivateKey) -> str:
+    return hashlib.sha256(keys.public_bytes(key)).hexdigest()[:32]
+
+
+def meter_record(key: Ed25519PrivateKey, pod: str = "pool-0") -> dict[str, Any]:
+    """What the operator writes when a meter registers (see controllers.meter_api)."""
+    now = datetime.now(UTC)
+    return {
+        "pod": pod, "podUid": f"uid-{pod}", "node": "gpu-0", "poolGeneration": 1,
+        "receiptPublicKey": keys.public_bytes(key).hex(), "tlsSpkiSha256": "00" * 32,
+        "journalId": journal_of(key), "verifiedAt": now.isoformat(),
+        "expiresAt": (now + timedelta(hours=1)).isoformat(),
     }
 
 
@@ -90,6 +106,7 @@ class Env:
             {
                 "metadata": {"name": POOL, "namespace": NS},
                 "spec": {"payoutAddress": raw(self.payee)},
+                "status": {"meters": [meter_record(self.meter_key)]},
             },
         )
         self.kube.put(ATTESTED_NODES, attested_node("gpu-0", self.meter_key))

@@ -19,24 +19,26 @@ from cocoon import keys
 from cocoon.api.paymentchannel import PaymentChannelStatus
 from cocoon.controllers import paymentchannel, usage_api
 from cocoon.controllers.paymentchannel import ABANDON_ANNOTATION, Blocked
-from cocoon.kube import ATTESTED_NODES, PAYMENT_CHANNELS, SECRETS
+from cocoon.kube import ATTESTED_NODES, INFERENCE_POOLS, PAYMENT_CHANNELS, SECRETS
 from cocoon.meter import usage_report
 from cocoon.ton import emulator
 from cocoon.ton.accounting import CLAIM_GAS_CHARGE, Step
 from cocoon.ton.channel import State
 from cocoon.ton.tvm import raw
 
-from .conftest import NS, POOL, TON, Env, attested_node
+from .conftest import NS, POOL, TON, Env, attested_node, journal_of, meter_record
 
 pytestmark = pytest.mark.chain
 Client = TestClient[web.Request, web.Application]
 
 
 def signed_report(
-    key: Any, cost: int, seq: int, channel: str = f"{NS}/ch", pool: str = f"{NS}/{POOL}"
+    key: Any, cost: int, seq: int, channel: str = f"{NS}/ch", pool: str = f"{NS}/{POOL}",
+    journal: str | None = None,
 ) -> dict[str, Any]:
     report = usage_report.UsageReport(
         meter_public_key=keys.public_bytes(key).hex(),
+        journal_id=journal or journal_of(key),
         pool=pool,
         channel=channel,
         units=usage_report.UsageUnits(requests=seq, input_tokens=0, output_tokens=seq),
@@ -128,9 +130,12 @@ async def test_usage_promise_claim_and_credit(env: Env, api: Client) -> None:
     assert (status["promised"], status["claimed"]) == (str(TON // 2), str(TON // 4))
 
 
-async def test_reports_from_unattested_keys_are_refused_and_counted(env: Env, api: Client) -> None:
+async def test_reports_from_unregistered_keys_are_refused_and_write_nothing(
+    env: Env, api: Client
+) -> None:
     env.add_channel()
     await env.reconcile()
+    writes = env.kube.status_writes
     stranger = keys.generate()
     before = usage_api.REJECTED.labels(reason="unattested")._value.get()
     refused = await api.post("/usage/v1/reports", json=signed_report(stranger, TON, 1))
@@ -138,8 +143,13 @@ async def test_reports_from_unattested_keys_are_refused_and_counted(env: Env, ap
     assert (await refused.json())["error"]["reason"] == "Unattested"
     assert usage_api.REJECTED.labels(reason="unattested")._value.get() == before + 1
 
-    env.kube.put(ATTESTED_NODES, attested_node("gpu-9", stranger, verdict="Rejected"))
+    # the key of a Verified node is not a meter: only registered meter keys report
+    env.kube.put(ATTESTED_NODES, attested_node("gpu-9", stranger))
     assert (await api.post("/usage/v1/reports", json=signed_report(stranger, TON, 1))).status == 403
+
+    # a registered meter may report only its own journal
+    elsewhere = signed_report(env.meter_key, TON, 1, journal="f" * 32)
+    assert (await api.post("/usage/v1/reports", json=elsewhere)).status == 403
 
     forged = signed_report(env.meter_key, TON, 1)
     forged["report"]["costNanoton"] = str(10 * TON)
@@ -151,8 +161,9 @@ async def test_reports_from_unattested_keys_are_refused_and_counted(env: Env, ap
     )
     assert wrong.status == 403
     assert (await api.post("/usage/v1/reports", json={"report": {}})).status == 400
+    assert env.kube.status_writes == writes, "a refused forgery must write nothing"
     status = await env.status()
-    assert status["rejectedReports"] == 4
+    assert "rejectedReports" not in status
     assert status.get("owed", "0") == "0"
 
     credit = await api.get(
@@ -161,6 +172,26 @@ async def test_reports_from_unattested_keys_are_refused_and_counted(env: Env, ap
     assert credit.status == 403
     metrics = await (await api.get("/metrics")).text()
     assert 'cocoon_usage_reports_rejected_total{reason="unattested"}' in metrics
+
+
+async def test_a_registered_meter_of_another_pool_is_refused_and_counted(
+    env: Env, api: Client
+) -> None:
+    env.add_channel()
+    await env.reconcile()
+    env.kube.put(INFERENCE_POOLS, {
+        "metadata": {"name": "other", "namespace": NS},
+        "spec": {},
+        "status": {"meters": [meter_record(env.meter_key, pod="other-0")]},
+    })
+    wrong = await api.post(
+        "/usage/v1/reports", json=signed_report(env.meter_key, TON, 1, pool=f"{NS}/other")
+    )
+    assert wrong.status == 403
+    assert (await wrong.json())["error"]["reason"] == "WrongPool"
+    status = await env.status()
+    assert status["rejectedReports"] == 1
+    assert status.get("owed", "0") == "0"
 
 
 async def test_raising_the_deposit_tops_up_and_raises_credit(env: Env, api: Client) -> None:
@@ -283,10 +314,11 @@ async def test_client_signing(env: Env, api: Client) -> None:
     await paymentchannel.finalize(NS, "ch", {}, env.memo)
 
 
-async def test_expired_attestation_is_not_trusted(env: Env, api: Client) -> None:
+async def test_an_expired_meter_registration_is_not_trusted(env: Env, api: Client) -> None:
     env.add_channel()
-    late = attested_node("gpu-0", env.meter_key)
-    late["status"]["expiresAt"] = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
-    env.kube.put(ATTESTED_NODES, late)
+    late = meter_record(env.meter_key)
+    late["expiresAt"] = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    pool = await env.kube.get(INFERENCE_POOLS, POOL, NS)
+    env.kube.put(INFERENCE_POOLS, {**pool, "status": {"meters": [late]}})
     refused = await api.post("/usage/v1/reports", json=signed_report(env.meter_key, 1, 1))
     assert refused.status == 403

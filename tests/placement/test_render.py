@@ -120,7 +120,7 @@ def test_runtime_class_owner_and_labels() -> None:
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("InferencePool", "u-1", True)
     assert dep["spec"]["selector"]["matchLabels"] == {"cocoon.dev/pool": "chat"}
     assert dep["spec"]["template"]["metadata"]["labels"]["cocoon.dev/pool"] == "chat"
-    assert render.url(POOL, SETTINGS) == "http://chat.team-a.svc.cluster.local:8000"
+    assert render.url(POOL, SETTINGS) == "https://chat.team-a.svc.cluster.local:8000"
 
 
 def test_pods_do_not_get_a_service_account_token() -> None:
@@ -128,3 +128,29 @@ def test_pods_do_not_get_a_service_account_token() -> None:
     assert pod["automountServiceAccountToken"] is False
     for c in pod["containers"]:
         assert c["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+@pytest.mark.parametrize("runtime_class", [None, "kata-qemu-tdx"])
+def test_no_key_material_reaches_a_pool_pod(runtime_class: str | None) -> None:
+    """The meter's keys live in its memory: no Secret, no key file, no other pod's or the node's
+    key is mounted. Node isolation mounts only the agent's evidence socket directory."""
+    extra = {"runtimeClassName": runtime_class} if runtime_class else {}
+    pod = deployment(spec(**extra))["spec"]["template"]["spec"]
+    kinds = {next(k for k in v if k != "name") for v in pod["volumes"]}
+    assert "secret" not in kinds
+    host_paths = [v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v]
+    assert host_paths == ([] if runtime_class else ["/var/run/cocoon/meter"])
+    meter = next(c for c in pod["containers"] if c["name"] == "meter")
+    args = " ".join(meter["args"])
+    assert "key" not in args.replace("--token-file", "")
+    proof = "--configfs-tsm" if runtime_class else "--evidence-socket=/var/run/cocoon/meter/"
+    assert proof in args
+    (token,) = [v for v in pod["volumes"] if v["name"] == "meter-token"]
+    projected = token["projected"]["sources"][0]["serviceAccountToken"]
+    assert projected["audience"] == "cocoon-operator"
+    assert projected["expirationSeconds"] <= 3600
+    assert meter["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    triton = next(c for c in pod["containers"] if c["name"] == "triton")
+    assert not triton.get("volumeMounts", []) or all(
+        m["name"] in ("models", "dshm") for m in triton["volumeMounts"]
+    )

@@ -42,7 +42,7 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 
 {{/* The in-cluster URL of the operator's API (agents and meters call it). */}}
 {{- define "cocoon.operatorUrl" -}}
-{{ printf "http://%s.%s.svc:%d" (include "cocoon.operatorName" .) .Release.Namespace (int .Values.operator.api.port) }}
+{{ printf "https://%s.%s.svc:%d" (include "cocoon.operatorName" .) .Release.Namespace (int .Values.operator.api.port) }}
 {{- end -}}
 
 {{- define "cocoon.signingKeySecret" -}}

@@ -22,7 +22,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys, logs
-from cocoon.agent import sources
+from cocoon.agent import meter_socket, sources
 from cocoon.agent.challenges import KubeChallenges
 from cocoon.agent.collectors import TSM_ROOT, CollectorError
 from cocoon.agent.loop import Agent, log
@@ -46,12 +46,22 @@ def register(parser: argparse.ArgumentParser) -> None:
     _env_arg(run, "--token-file", "COCOON_TOKEN_FILE", type=Path, help="bound SA token, re-read")
     _env_arg(run, "--key-file", "COCOON_KEY_FILE", type=Path, help="workload key (made if absent)")
     run.add_argument(
-        "--key-group",
-        type=int,
-        default=_int_env("COCOON_KEY_GROUP"),
-        help="group that may read the key: the meter's, so pool pods can sign usage with it",
+        "--meter-socket",
+        type=Path,
+        default=os.environ.get("COCOON_METER_SOCKET") or None,
+        help="serve evidence for meters' own keys on this Unix socket (node isolation)",
     )
-    run.add_argument("--ca-file", type=Path, help="CA bundle for an https operator URL")
+    run.add_argument(
+        "--meter-socket-group",
+        type=int,
+        default=_int_env("COCOON_METER_SOCKET_GROUP"),
+        help="group that may use the meter socket: the meters' (the socket hands out evidence, "
+        "never a key)",
+    )
+    run.add_argument(
+        "--ca-file", type=Path, default=os.environ.get("COCOON_OPERATOR_CA") or None,
+        help="CA bundle for an https operator URL (default $COCOON_OPERATOR_CA)",
+    )
     tee = run.add_mutually_exclusive_group(required=True)
     tee.add_argument("--simulated", type=Path, metavar="DIR", help="a saved simulated TEE")
     tee.add_argument(
@@ -106,7 +116,7 @@ def _handle(fn: Any) -> Any:
     return handler
 
 
-def _source(args: argparse.Namespace) -> sources.EvidenceSource:
+def _source(args: argparse.Namespace) -> sources.BoundSource:
     knobs = args.simulate_debug or args.simulate_tamper or args.simulate_measurement is not None
     if args.simulated is None:
         if knobs:
@@ -153,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--poll-seconds must be positive")
     source = _source(args)
     try:
-        key = keys.load_or_create(args.key_file, args.key_group)
+        key = keys.load_or_create(args.key_file)
     except (OSError, ValueError) as exc:
         raise UsageError(f"workload key {args.key_file}: {exc}") from None
     logs.configure()
@@ -164,10 +174,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _serve(
-    args: argparse.Namespace, source: sources.EvidenceSource, key: Ed25519PrivateKey
+    args: argparse.Namespace, source: sources.BoundSource, key: Ed25519PrivateKey
 ) -> Outcome | None:
     ssl_context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
     kube = await Kube.connect()
+    socket = (
+        await meter_socket.serve(source, args.meter_socket, args.meter_socket_group)
+        if args.meter_socket is not None
+        else None
+    )
     try:
         async with aiohttp.ClientSession() as session:
             submitter = Submitter(
@@ -176,7 +191,7 @@ async def _serve(
             agent = Agent(
                 node=args.node,
                 key=key,
-                source=source,
+                source=sources.for_node(source),
                 submit=submitter.submit,
                 fetch_challenge=KubeChallenges(kube, args.node),
                 poll_seconds=args.poll_seconds,
@@ -198,6 +213,8 @@ async def _serve(
                 loop.add_signal_handler(sig, agent.stop)
             return await agent.run(once=args.once)
     finally:
+        if socket is not None:
+            await socket.cleanup()
         await kube.close()
 
 

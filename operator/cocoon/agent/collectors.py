@@ -85,7 +85,8 @@ class ConfigfsTsm:
             return  # configfs removes the attributes with the directory; best effort
 
     def cpu_evidence(self, report_data: bytes) -> CpuEvidence:
-        """TDX quote or SNP report (+ the certificates from the SNP certificate table)."""
+        """TDX quote or SNP report (+ the certificates from the SNP certificate table; without
+        them the operator fetches the VCEK from AMD KDS when its policy or chart names one)."""
         result = self.report(report_data)
         tee = _PROVIDERS.get(result.provider)
         if tee is None:
@@ -95,10 +96,7 @@ class ConfigfsTsm:
         table = parse_snp_cert_table(result.auxblob)
         key = table.get("vcek") or table.get("vlek")
         if key is None:
-            raise CollectorError(
-                "the host supplied no VCEK/VLEK in the SNP certificate table: fetch the VCEK "
-                "from AMD KDS for this chip and TCB"
-            )
+            return CpuEvidence(tee, result.outblob)
         chain = [x509.load_der_x509_certificate(key)]
         chain += [x509.load_der_x509_certificate(table[n]) for n in ("ask", "ark") if n in table]
         return CpuEvidence(tee, result.outblob, pem(chain))

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from cocoon.api.attestationpolicy import AttestationPolicySpec, ExtraRoot, TrustedRoots
-from cocoon.attestation import binding, nvgpu, snp
+from cocoon.attestation import binding, dice, nvgpu, snp
 from cocoon.attestation.chain import sha256_der
 from cocoon.attestation.encoding import pem
 from cocoon.attestation.enums import RootPurpose
@@ -37,6 +37,11 @@ PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 DEFAULT_MEASUREMENT = hashlib.sha384(b"cocoon simulated guest").digest()
 DEFAULT_TCB = snp.Tcb(bootloader=3, tee=0, snp=8, microcode=115)
 GPU_MEASUREMENTS = 64
+P384_ORDER = int(
+    "ffffffffffffffffffffffffffffffffffffffffffffffff"
+    "c7634d81f4372ddf581a0db248b0a77aecec196accc52973",
+    16,
+)
 Key = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 SPL_OIDS = {
     "bootloader": "1.3.6.1.4.1.3704.1.3.1",
@@ -48,8 +53,8 @@ SPL_OIDS = {
 OID_PRODUCT_NAME = "1.3.6.1.4.1.3704.1.2"
 OID_HWID = "1.3.6.1.4.1.3704.1.4"
 # File names inside a saved simulated TEE: flat, so the directory can become a Secret as is.
-_CERTS = ("ark", "ask", "vcek", "gpu-root", "gpu-ica", "gpu-leaf")
-_KEYS = ("ark", "ask", "vcek", "gpu-leaf")
+_CERTS = ("ark", "ask", "vcek", "gpu-root", "gpu-ica")
+_KEYS = ("ark", "ask", "vcek", "gpu-ica")
 _META = "simulated-tee.json"
 
 
@@ -167,13 +172,15 @@ class SimulatedTee:
     vcek: x509.Certificate
     gpu_root: x509.Certificate
     gpu_ica: x509.Certificate
-    gpu_leaf_key: ec.EllipticCurvePrivateKey
-    gpu_leaf: x509.Certificate
+    gpu_ica_key: ec.EllipticCurvePrivateKey
     chip_id: bytes
     fwid: bytes
     product: str = "Milan"
     tcb: snp.Tcb = field(default=DEFAULT_TCB)
     ask_key: rsa.RSAPrivateKey | None = field(default=None, repr=False)
+    _gpus: dict[int, tuple[ec.EllipticCurvePrivateKey, x509.Certificate]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @classmethod
     def generate(
@@ -189,22 +196,12 @@ class SimulatedTee:
             ask, ask_key=ask_key, chip_id=chip_id, product=product, tcb=tcb, now=now
         )
 
-        root_key, ica_key, leaf_key = _p384(), _p384(), _p384()
+        root_key, ica_key = _p384(), _p384()
         gpu_root = _cert("Simulated Device Identity CA", root_key, None, root_key, now, ca=True)
         gpu_ica = _cert("Simulated GH100 Identity", ica_key, gpu_root, root_key, now, ca=True)
         fwid = os.urandom(nvgpu.COMPONENT)
-        tcb_info = _der(0x30, _der(0xA6, _der(0x30, _der(0x04, fwid))))
-        gpu_leaf = _cert(
-            "Simulated GH100 FMC LF",
-            leaf_key,
-            gpu_ica,
-            ica_key,
-            now,
-            ca=False,
-            extensions={nvgpu.OID_TCG_DICE_TCB_INFO.dotted_string: tcb_info},
-        )
         return cls(
-            ark_key, ark, ask, vcek_key, vcek, gpu_root, gpu_ica, leaf_key, gpu_leaf, chip_id, fwid,
+            ark_key, ark, ask, vcek_key, vcek, gpu_root, gpu_ica, ica_key, chip_id, fwid,
             product, tcb, ask_key,
         )  # fmt: skip
 
@@ -238,10 +235,10 @@ class SimulatedTee:
         if existing and not overwrite:
             raise FileExistsError(f"{directory} already holds a simulated TEE ({existing[0]})")
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        certs = (self.ark, self.ask, self.vcek, self.gpu_root, self.gpu_ica, self.gpu_leaf)
+        certs = (self.ark, self.ask, self.vcek, self.gpu_root, self.gpu_ica)
         for name, cert in zip(_CERTS, certs, strict=True):
             (directory / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        private: tuple[Key, ...] = (self.ark_key, self.ask_key, self.vcek_key, self.gpu_leaf_key)
+        private: tuple[Key, ...] = (self.ark_key, self.ask_key, self.vcek_key, self.gpu_ica_key)
         for name, key in zip(_KEYS, private, strict=True):
             _write_private(directory / f"{name}.key.pem", key)
         meta = {
@@ -260,18 +257,18 @@ class SimulatedTee:
             certs = {n: _read_cert(directory / f"{n}.pem") for n in _CERTS}
             private = {n: _read_key(directory / f"{n}.key.pem") for n in _KEYS}
             ark_key, ask_key = private["ark"], private["ask"]
-            vcek_key, leaf_key = private["vcek"], private["gpu-leaf"]
+            vcek_key, ica_key = private["vcek"], private["gpu-ica"]
             if not isinstance(ark_key, rsa.RSAPrivateKey) or not isinstance(
                 ask_key, rsa.RSAPrivateKey
             ):
                 raise ValueError("ark.key.pem and ask.key.pem must hold RSA keys")
             if not isinstance(vcek_key, ec.EllipticCurvePrivateKey) or not isinstance(
-                leaf_key, ec.EllipticCurvePrivateKey
+                ica_key, ec.EllipticCurvePrivateKey
             ):
-                raise ValueError("vcek.key.pem and gpu-leaf.key.pem must hold P-384 keys")
+                raise ValueError("vcek.key.pem and gpu-ica.key.pem must hold P-384 keys")
             return cls(
                 ark_key, certs["ark"], certs["ask"], vcek_key, certs["vcek"], certs["gpu-root"],
-                certs["gpu-ica"], leaf_key, certs["gpu-leaf"], bytes.fromhex(meta["chipId"]),
+                certs["gpu-ica"], ica_key, bytes.fromhex(meta["chipId"]),
                 bytes.fromhex(meta["fwid"]), str(meta["product"]), snp.Tcb(**meta["tcb"]), ask_key,
             )  # fmt: skip
         except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
@@ -361,19 +358,47 @@ class SimulatedTee:
 
     # --- NVIDIA GPU --------------------------------------------------------------------------
 
-    def gpu_certificates(self) -> bytes:
-        return pem([self.gpu_leaf, self.gpu_ica, self.gpu_root])
+    def gpu_device(self, index: int = 0) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """GPU `index` of this node: its own attestation key (derived from the cluster's GPU CA
+        key, the node's CHIP_ID and the index, so stable across restarts) and leaf certificate
+        with the firmware's FWID. Distinct indexes are distinct devices."""
+        if index not in self._gpus:
+            secret = self.gpu_ica_key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            seed = hashlib.sha384(b"cocoon simulated gpu\x00%b%b%d" % (secret, self.chip_id, index))
+            key = ec.derive_private_key(int.from_bytes(seed.digest()) % P384_ORDER, ec.SECP384R1())
+            tcb_info = _der(0x30, _der(0xA6, _der(0x30, _der(0x04, self.fwid))))
+            leaf = _cert(
+                f"Simulated GH100 FMC LF {index}",
+                key,
+                self.gpu_ica,
+                self.gpu_ica_key,
+                self.gpu_ica.not_valid_before_utc + timedelta(days=1),
+                ca=False,
+                extensions={dice.OID_TCB_INFO.dotted_string: tcb_info},
+            )
+            self._gpus[index] = (key, leaf)
+        return self._gpus[index]
+
+    def gpu_certificates(self, index: int = 0) -> bytes:
+        return pem([self.gpu_device(index)[1], self.gpu_ica, self.gpu_root])
 
     def gpu_report(
         self,
         nonce: bytes,
         *,
+        index: int = 0,
         driver_version: str = "550.90.07",
         vbios_version: str = "96.00.9f.00.01",
         measurements: dict[int, bytes] | None = None,
+        cc_mode: int | None = None,
         tamper: bool = False,
     ) -> bytes:
-        """SPDM GET_MEASUREMENTS request + signed response; `tamper` flips a measured bit."""
+        """SPDM GET_MEASUREMENTS request + signed response; `cc_mode` adds the FEATURE_FLAG
+        (absent, like Hopper firmware before it); `tamper` flips a measured bit."""
         values = measurements or {i: simulated_gpu_measurement(i) for i in range(1, 65)}
         request = bytes([0x11, 0xE0, 0x01, 0xFF]) + nonce + b"\x00"
         record = b"".join(
@@ -391,6 +416,8 @@ class SimulatedTee:
                 (nvgpu.Opaque.FWID, self.fwid),
             )
         )
+        if cc_mode is not None:
+            opaque += struct.pack("<HHI", nvgpu.Opaque.FEATURE_FLAG, 4, cc_mode)
         response = (
             bytes([0x11, 0x60, 0x00, 0x00, len(values)])
             + len(record).to_bytes(3, "little")
@@ -400,7 +427,7 @@ class SimulatedTee:
             + opaque
         )
         r, s = decode_dss_signature(
-            self.gpu_leaf_key.sign(request + response, ec.ECDSA(hashes.SHA384()))
+            self.gpu_device(index)[0].sign(request + response, ec.ECDSA(hashes.SHA384()))
         )
         report = bytearray(request + response + r.to_bytes(48, "big") + s.to_bytes(48, "big"))
         if tamper:
@@ -419,9 +446,23 @@ class SimulatedTee:
         measurement: bytes = DEFAULT_MEASUREMENT,
         tamper: bool = False,
     ) -> NodeEvidence:
-        """What a simulated node's agent submits for a challenge: CPU + `gpus` GPUs."""
-        report_data = binding.cpu_report_data(nonce, public_key)
-        gpu_nonce = binding.gpu_nonce(nonce, public_key)
+        """What a simulated node's agent submits for a challenge: CPU + `gpus` distinct GPUs."""
+        return self.bound_evidence(
+            binding.cpu_report_data(nonce, public_key), gpus=gpus, debug=debug,
+            measurement=measurement, tamper=tamper,
+        )
+
+    def bound_evidence(
+        self,
+        report_data: bytes,
+        *,
+        gpus: int = 8,
+        debug: bool = False,
+        measurement: bytes = DEFAULT_MEASUREMENT,
+        tamper: bool = False,
+    ) -> NodeEvidence:
+        """CPU + `gpus` GPUs for any 64-byte report_data; each GPU nonce is its first half."""
+        gpu_nonce = report_data[: binding.GPU_NONCE_BYTES]
         cpu = CpuEvidence(
             Tee.SNP,
             self.snp_report(report_data, debug=debug, measurement=measurement, tamper=tamper),
@@ -430,8 +471,8 @@ class SimulatedTee:
         return NodeEvidence(
             cpu,
             tuple(
-                GpuEvidence(self.gpu_report(gpu_nonce), self.gpu_certificates())
-                for _ in range(gpus)
+                GpuEvidence(self.gpu_report(gpu_nonce, index=i), self.gpu_certificates(i))
+                for i in range(gpus)
             ),
         )
 

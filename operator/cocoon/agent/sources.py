@@ -1,7 +1,9 @@
 """Where a node's evidence comes from: real hardware or the per-cluster simulated TEE.
 
-A source is a plain `(nonce, public key) -> NodeEvidence` callable, so the loop neither knows
-nor cares which one it runs with, and tests can pass their own.
+A bound source is a plain `report_data -> NodeEvidence` callable (every GPU's SPDM nonce is the
+first 32 bytes of report_data). The node loop uses it through `for_node`, which binds the
+operator's challenge and the node's workload key; the meter socket serves it directly for the
+meters' own bindings. Neither knows which hardware it runs on, and tests can pass their own.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from cocoon.attestation import binding
 from cocoon.attestation.evidence import NodeEvidence
 
 EvidenceSource = Callable[[bytes, bytes], NodeEvidence]
+BoundSource = Callable[[bytes], NodeEvidence]
 
 TSM_MISSING = (
     "configfs-tsm not available: this node is not a TDX/SNP guest or the kernel lacks TSM "
@@ -29,19 +32,28 @@ def simulated(
     debug: bool = False,
     measurement: bytes = DEFAULT_MEASUREMENT,
     tamper: bool = False,
-) -> EvidenceSource:
+) -> BoundSource:
     """Real-format evidence from the simulated TEE; the knobs make deliberately bad evidence."""
 
-    def collect(nonce: bytes, public_key: bytes) -> NodeEvidence:
-        return sim.node_evidence(
-            nonce, public_key, gpus=gpus, debug=debug, measurement=measurement, tamper=tamper
+    def collect(report_data: bytes) -> NodeEvidence:
+        return sim.bound_evidence(
+            report_data, gpus=gpus, debug=debug, measurement=measurement, tamper=tamper
         )
 
     return collect
 
 
-def hardware(tsm_root: Path, *, gpus: bool = True) -> EvidenceSource:
-    """configfs-tsm for the CPU and NVML for every GPU, both bound to this challenge and key.
+def for_node(source: BoundSource) -> EvidenceSource:
+    """The node binding: evidence for SHA-512(challenge nonce || workload key)."""
+
+    def collect(nonce: bytes, public_key: bytes) -> NodeEvidence:
+        return source(binding.cpu_report_data(nonce, public_key))
+
+    return collect
+
+
+def hardware(tsm_root: Path, *, gpus: bool = True) -> BoundSource:
+    """configfs-tsm for the CPU and NVML for every GPU, both bound to the same report_data.
 
     Fails at construction, not at the first challenge, when the node cannot produce evidence,
     so a misconfigured DaemonSet pod crashes with a message instead of idling.
@@ -52,9 +64,11 @@ def hardware(tsm_root: Path, *, gpus: bool = True) -> EvidenceSource:
         collectors.check_nvml()
     tsm = collectors.ConfigfsTsm(tsm_root)
 
-    def collect(nonce: bytes, public_key: bytes) -> NodeEvidence:
-        cpu = tsm.cpu_evidence(binding.cpu_report_data(nonce, public_key))
-        devices = collectors.collect_gpus(binding.gpu_nonce(nonce, public_key)) if gpus else []
+    def collect(report_data: bytes) -> NodeEvidence:
+        cpu = tsm.cpu_evidence(report_data)
+        devices = (
+            collectors.collect_gpus(report_data[: binding.GPU_NONCE_BYTES]) if gpus else []
+        )
         return NodeEvidence(cpu, tuple(devices))
 
     return collect

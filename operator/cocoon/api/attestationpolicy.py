@@ -12,7 +12,13 @@ from pydantic import Field, model_validator
 
 from cocoon.api.common import ApiModel, ConditionList
 from cocoon.api.inferencepool import TeeType
-from cocoon.attestation.enums import BuiltinRoot, Revocation, RootPurpose, TdxTcbStatus
+from cocoon.attestation.enums import (
+    BuiltinRoot,
+    GpuCcMode,
+    Revocation,
+    RootPurpose,
+    TdxTcbStatus,
+)
 
 GROUP = "cocoon.dev"
 VERSION = "v1alpha1"
@@ -47,6 +53,30 @@ class ConfigMapKeyRef(ApiModel):
     )
 
 
+class TdxCollateral(ApiModel):
+    """Where the operator gets Intel's TDX collateral (TCB info, QE identity, CRLs)."""
+
+    pccs_url: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=r"^https?://[^\s]+$",
+        description="A PCCS or Intel PCS base URL (e.g. https://api.trustedservices.intel.com); "
+        "default: the chart's attestation.pccsUrl. Fetched collateral is cached in memory and "
+        "on disk and refetched before it expires.",
+    )
+    bundle: ConfigMapKeyRef | None = Field(
+        default=None,
+        description="Air-gapped clusters: a ConfigMap key holding collateral JSON (one object or "
+        "a list, one per platform type); used before any PCCS.",
+    )
+    refresh_before_expiry_seconds: int = Field(
+        default=86400,
+        ge=0,
+        le=30 * 86400,
+        description="Refetch cached collateral this long before its nextUpdate.",
+    )
+
+
 class TdxPolicy(ApiModel):
     """Intel TDX reference values; an empty list accepts any value for that register."""
 
@@ -70,6 +100,9 @@ class TdxPolicy(ApiModel):
     allowed_advisory_ids: list[Annotated[str, Field(pattern=r"^INTEL-SA-[0-9]{5}$")]] = Field(
         default_factory=list,
         description="Intel security advisories a platform may be affected by and still pass.",
+    )
+    collateral: TdxCollateral = Field(
+        default_factory=TdxCollateral, description="Where TDX collateral comes from."
     )
 
 
@@ -97,7 +130,17 @@ class SnpPolicy(ApiModel):
     allowed_vmpls: list[Annotated[int, Field(ge=0, le=3)]] = Field(
         default_factory=lambda: [0],
         min_length=1,
-        description="VM privilege levels the report may come from (0 is the most privileged).",
+        description="VM privilege levels the report may be requested from. Default [0]: the "
+        "guest kernel itself asked for it. Add 1 (or 2) for guests under a paravisor or SVSM "
+        "(some cloud CVMs), whose software at VMPL 0 is then part of what you trust.",
+    )
+    kds_url: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=r"^https?://[^\s]+$",
+        description="AMD KDS (https://kdsintf.amd.com) or a mirror: where the operator fetches "
+        "the VCEK when an agent sends a report without one; default: the chart's kdsUrl. "
+        "Fetched VCEKs are cached.",
     )
     allow_vlek: bool = Field(
         default=True,
@@ -129,6 +172,12 @@ class GpuPolicy(ApiModel):
         default_factory=list,
         description="Reference Integrity Manifests (SWID XML from NVIDIA's RIM service), each "
         "in a ConfigMap key; the one matching each GPU's driver and VBIOS is applied.",
+    )
+    allowed_modes: list[GpuCcMode] = Field(
+        default_factory=list,
+        description="CC modes a GPU's signed evidence may state (SingleGpuPassthrough, "
+        "MultiGpuPassthrough, ProtectedPcie). Empty accepts any, and evidence from firmware too "
+        "old to state a mode (reported as Unreported); non-empty rejects such evidence.",
     )
     require_rims: bool = Field(
         default=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import Field, model_validator
@@ -234,6 +235,32 @@ class ModelState(StrEnum):
     UNAVAILABLE = "Unavailable"
 
 
+class MeterRecord(ApiModel):
+    """A meter instance the operator verified: its endpoint evidence (appraised under the node's
+    policy) binds these keys, and its pod-bound token placed it in a pod of this pool on this
+    node. Only recorded keys may report usage for, or read credit of, this pool's channels."""
+
+    pod: str = Field(max_length=253, description="The meter's pod.")
+    pod_uid: str = Field(max_length=64, description="The pod's uid, from its bound token.")
+    node: str = Field(max_length=253, description="The node the pod runs on.")
+    receipt_public_key: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="Ed25519 key (hex) that signs this meter's receipts and usage reports; it "
+        "lives only in the meter's memory.",
+    )
+    tls_spki_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the meter's TLS public key (hex)."
+    )
+    journal_id: str = Field(
+        pattern=r"^[0-9a-f]{32}$",
+        description="The meter's journal: its usage is counted per "
+        "journal, so a restarted container continues its totals.",
+    )
+    pool_generation: int = Field(ge=0, description="The pool's generation at registration.")
+    verified_at: datetime = Field(description="When the evidence was appraised.")
+    expires_at: datetime = Field(description="When the record lapses unless renewed.")
+
+
 class InferencePoolStatus(ApiModel):
     """Observed state of an InferencePool, written with observedGeneration on every write."""
 
@@ -247,4 +274,9 @@ class InferencePoolStatus(ApiModel):
         default=ModelState.UNKNOWN, description="Whether the model is being served."
     )
     price: Price | None = Field(default=None, description="The price in force.")
+    meters: list[MeterRecord] = Field(
+        default_factory=list,
+        max_length=512,
+        description="Verified meter instances of this pool (see MeterRecord).",
+    )
     conditions: ConditionList

@@ -147,10 +147,15 @@ class SignedPromise(ApiModel):
 
 
 class MeterUsage(ApiModel):
-    """The highest cumulative usage report accepted from one attested meter."""
+    """The highest cumulative usage report accepted from one meter journal."""
 
+    instance: str = Field(
+        description="The meter journal's id: usage is counted per journal, the meter "
+        "instance's cumulative sequence.",
+        pattern=r"^[0-9a-f]{32}$",
+    )
     public_key: str = Field(
-        description="The meter's workload key (Ed25519, hex), bound by node attestation.",
+        description="The registered meter key (Ed25519, hex) that signed the latest report.",
         pattern=r"^[0-9a-f]{64}$",
     )
     pool: str = Field(

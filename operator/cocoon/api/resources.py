@@ -160,7 +160,15 @@ ATTESTATION_POLICY = Resource(
     spec=AttestationPolicySpec,
     status=AttestationPolicyStatus,
     description="What the operator accepts as evidence: TEE types, reference values, TCB, roots.",
-    columns=_ready(()),
+    columns=_ready(
+        (
+            Column(
+                "AnyMeasurement",
+                '.status.conditions[?(@.type=="AnyMeasurementAccepted")].status',
+                description="True while an allowed TEE or required GPU has no reference values",
+            ),
+        )
+    ),
 )
 
 RESOURCES: tuple[Resource, ...] = (

@@ -3,60 +3,45 @@
 Each check is a pure function `(authentic evidence, policy, expectations) -> Failure | None`;
 the tables below decide their order, like cert-manager's readiness policy chains. Every entry
 point takes `now` and never raises for bad evidence: it returns a DeviceResult or a Verdict.
+GPU checks live in `gpu_appraisal` (re-exported here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import TypeVar
-
-from cocoon.attestation import binding, nvgpu, rim, snp, tdx
+from cocoon.attestation import binding, snp, tdx
+from cocoon.attestation.checks import Check, Expectations, at, result, run_checks
 from cocoon.attestation.encoding import load_certificates
-from cocoon.attestation.evidence import CpuEvidence, GpuEvidence, NodeEvidence
-from cocoon.attestation.policy import Policy, version_tuple
+from cocoon.attestation.evidence import CpuEvidence, NodeEvidence
+from cocoon.attestation.gpu_appraisal import (
+    GPU_CHECKS,
+    GpuSubject,
+    RimSet,
+    appraise_gpu,
+    appraise_gpus,
+    duplicate_gpus,
+    verify_rims,
+)
+from cocoon.attestation.policy import Policy
 from cocoon.attestation.verdict import DeviceResult, Failure, Rejected, Tee, Verdict, combine
 
-E = TypeVar("E")
-
-
-@dataclass(frozen=True)
-class Expectations:
-    """What this appraisal's challenge requires: CPU report_data, GPU nonce (None: unchecked)."""
-
-    report_data: bytes | None = None
-    gpu_nonce: bytes | None = None
-
-
-@dataclass(frozen=True)
-class RimSet:
-    """RIMs authenticated once per appraisal, and those refused with the version they claimed."""
-
-    verified: tuple[rim.Rim, ...] = ()
-    refused: tuple[tuple[str, Failure], ...] = ()
-
-
-@dataclass(frozen=True)
-class GpuSubject:
-    """A GPU check's input: the authentic evidence and the RIMs in force."""
-
-    gpu: nvgpu.AuthenticGpu
-    rims: RimSet
-
-
-Check = Callable[[E, Policy, Expectations], Failure | None]
-
-
-def run_checks(
-    checks: Sequence[Check[E]], subject: E, policy: Policy, expect: Expectations
-) -> tuple[Failure, ...]:
-    return tuple(f for check in checks if (f := check(subject, policy, expect)) is not None)
-
-
-def _at(now: int) -> datetime:
-    return datetime.fromtimestamp(now, UTC)
-
+__all__ = [
+    "GPU_CHECKS",
+    "SNP_CHECKS",
+    "TDX_CHECKS",
+    "Check",
+    "Expectations",
+    "GpuSubject",
+    "RimSet",
+    "appraise_cpu",
+    "appraise_gpu",
+    "appraise_gpus",
+    "appraise_node",
+    "appraise_snp",
+    "appraise_tdx",
+    "duplicate_gpus",
+    "run_checks",
+    "verify_rims",
+]
 
 # --- TDX -------------------------------------------------------------------------------------
 
@@ -215,72 +200,7 @@ SNP_CHECKS: tuple[Check[snp.AuthenticSnp], ...] = (
 )
 
 
-# --- NVIDIA GPU ------------------------------------------------------------------------------
-
-
-def gpu_nonce(s: GpuSubject, p: Policy, x: Expectations) -> Failure | None:
-    if x.gpu_nonce is None or s.gpu.spdm.nonce == x.gpu_nonce:
-        return None
-    return Failure(
-        "NonceMismatch",
-        f"the GPU evidence answers nonce {s.gpu.spdm.nonce.hex()[:16]}…, not this challenge's "
-        f"{x.gpu_nonce.hex()[:16]}…: the evidence is stale or replayed",
-    )
-
-
-def gpu_min_driver(s: GpuSubject, p: Policy, x: Expectations) -> Failure | None:
-    version = s.gpu.spdm.driver_version
-    if p.gpu.min_driver is None or version_tuple(version, 10) >= p.gpu.min_driver:
-        return None
-    return Failure(
-        "DriverTooOld",
-        f"GPU driver {version or 'unknown'} is older than the policy minimum "
-        f"{'.'.join(map(str, p.gpu.min_driver))}",
-    )
-
-
-def gpu_min_vbios(s: GpuSubject, p: Policy, x: Expectations) -> Failure | None:
-    version = s.gpu.spdm.vbios_version
-    if p.gpu.min_vbios is None or version_tuple(version, 16) >= p.gpu.min_vbios:
-        return None
-    return Failure(
-        "VbiosTooOld",
-        f"GPU VBIOS {version or 'unknown'} is older than the policy minimum",
-    )
-
-
-def gpu_rims(s: GpuSubject, p: Policy, x: Expectations) -> Failure | None:
-    """Applicable RIMs must match; a refused RIM meant for this firmware rejects the GPU."""
-    spdm = s.gpu.spdm
-    versions = {spdm.driver_version.lower(), spdm.vbios_version.lower()}
-    for claimed, failure in s.rims.refused:
-        if claimed.lower() in versions:
-            return failure
-    kinds = set()
-    for manifest in s.rims.verified:
-        if manifest.applies_to(spdm.driver_version, spdm.vbios_version):
-            kinds.add(manifest.kind)
-            mismatch = rim.compare(spdm.measurements, manifest)
-            if mismatch is not None:
-                return mismatch
-    missing = {"driver", "vbios"} - kinds
-    if p.gpu.require_rims and missing:
-        return Failure(
-            "RimMissing",
-            f"no verified {' and '.join(sorted(missing))} RIM for driver {spdm.driver_version} "
-            f"/ VBIOS {spdm.vbios_version}: add them to the policy's gpu.rims",
-        )
-    return None
-
-
-GPU_CHECKS: tuple[Check[GpuSubject], ...] = (gpu_nonce, gpu_min_driver, gpu_min_vbios, gpu_rims)
-
-
 # --- entry points ----------------------------------------------------------------------------
-
-
-def _result(name: str, tee: Tee, failure: Failure) -> DeviceResult:
-    return DeviceResult(name, tee, (failure,))
 
 
 def appraise_tdx(
@@ -295,7 +215,7 @@ def appraise_tdx(
     try:
         evidence = tdx.verify(quote, collateral, now, policy.trust_intel)
     except Rejected as exc:
-        return _result(name, Tee.TDX, exc.failure)
+        return result(name, Tee.TDX, exc.failure)
     failures = run_checks(TDX_CHECKS, evidence, policy, Expectations(report_data=report_data))
     return DeviceResult(name, Tee.TDX, failures, evidence.claims())
 
@@ -312,6 +232,13 @@ def appraise_snp(
 ) -> DeviceResult:
     """`certificates`: the VCEK/VLEK, optionally followed by its chain (PEM); `chain`: the
     ASK/ASVK (+ARK) if separate; with neither chain, AMD's built-in chain for the product."""
+    if not certificates.strip():
+        return result(name, Tee.SNP, Failure(
+            "VcekMissing",
+            "the report came without a VCEK/VLEK (the host's SNP certificate table is empty) "
+            "and none could be fetched: set operator.kdsUrl or the policy's snp.kdsUrl to AMD "
+            "KDS (or a mirror), or have the host provide the certificate table",
+        ))  # fmt: skip
     try:
         certs = load_certificates(certificates, "VCEK/VLEK")
         extra = load_certificates(chain, "AMD chain") if chain else []
@@ -321,62 +248,14 @@ def appraise_snp(
             certs[0],
             intermediates or None,
             policy.trust,
-            _at(now),
+            at(now),
             crls=policy.crls,
             revocation=policy.revocation,
         )
     except Rejected as exc:
-        return _result(name, Tee.SNP, exc.failure)
+        return result(name, Tee.SNP, exc.failure)
     failures = run_checks(SNP_CHECKS, evidence, policy, Expectations(report_data=report_data))
     return DeviceResult(name, Tee.SNP, failures, evidence.claims())
-
-
-def verify_rims(documents: Sequence[bytes], policy: Policy, now: int) -> RimSet:
-    """Authenticate RIMs (normally the policy's) once for an appraisal."""
-    verified, refused = [], []
-    for data in documents:
-        try:
-            verified.append(
-                rim.verify(
-                    data, policy.trust, _at(now), crls=policy.crls, revocation=policy.revocation
-                )
-            )
-        except Rejected as exc:
-            refused.append((rim.claimed_version(data), exc.failure))
-    return RimSet(tuple(verified), tuple(refused))
-
-
-def appraise_gpu(
-    report: bytes,
-    certificates: bytes,
-    policy: Policy,
-    *,
-    now: int,
-    nonce: bytes | None = None,
-    rims: RimSet | None = None,
-    name: str = "gpu0",
-) -> DeviceResult:
-    try:
-        evidence = nvgpu.verify(
-            report,
-            load_certificates(certificates, "GPU certificate chain"),
-            policy.trust,
-            _at(now),
-            crls=policy.crls,
-            revocation=policy.revocation,
-        )
-    except Rejected as exc:
-        return _result(name, Tee.NVGPU, exc.failure)
-    rims = rims if rims is not None else verify_rims(policy.gpu.rims, policy, now)
-    subject = GpuSubject(evidence, rims)
-    failures = run_checks(GPU_CHECKS, subject, policy, Expectations(gpu_nonce=nonce))
-    claims = evidence.claims()
-    claims["rims"] = [
-        f"{m.kind} {m.version}"
-        for m in subject.rims.verified
-        if m.applies_to(evidence.spdm.driver_version, evidence.spdm.vbios_version)
-    ]
-    return DeviceResult(name, Tee.NVGPU, failures, claims)
 
 
 def appraise_cpu(
@@ -386,19 +265,7 @@ def appraise_cpu(
         return appraise_tdx(cpu.report, cpu.collateral, policy, now=now, report_data=report_data)
     if cpu.tee is Tee.SNP:
         return appraise_snp(cpu.report, cpu.certificates, policy, now=now, report_data=report_data)
-    return _result("cpu0", cpu.tee, Failure("TeeNotAllowed", f"{cpu.tee} is not a CPU TEE"))
-
-
-def appraise_gpus(
-    gpus: Sequence[GpuEvidence], policy: Policy, *, now: int, nonce: bytes | None
-) -> list[DeviceResult]:
-    rims = verify_rims(policy.gpu.rims, policy, now)
-    return [
-        appraise_gpu(
-            g.report, g.certificates, policy, now=now, nonce=nonce, rims=rims, name=f"gpu{i}"
-        )
-        for i, g in enumerate(gpus)
-    ]
+    return result("cpu0", cpu.tee, Failure("TeeNotAllowed", f"{cpu.tee} is not a CPU TEE"))
 
 
 def appraise_node(
@@ -427,9 +294,13 @@ def appraise_node(
         report_data = b""
         node_failures.append(Failure("BadChallenge", str(exc)))
     devices = [appraise_cpu(evidence.cpu, policy, now=now, report_data=report_data)]
-    devices += appraise_gpus(
+    gpus = appraise_gpus(
         evidence.gpus, policy, now=now, nonce=report_data[: binding.GPU_NONCE_BYTES]
     )
+    devices += gpus
+    duplicate = duplicate_gpus(gpus)
+    if duplicate is not None:
+        node_failures.append(duplicate)
     if policy.gpu.required and len(evidence.gpus) < policy.gpu.min_count:
         node_failures.append(
             Failure(

@@ -8,6 +8,7 @@ certificate is valid at `at`, issuers are CAs, and the top is an anchor whose DE
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 from collections.abc import Sequence
@@ -42,7 +43,10 @@ def sha256_der(cert: x509.Certificate) -> str:
     return hashlib.sha256(der(cert)).hexdigest()
 
 
+@functools.lru_cache(maxsize=4096)
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether `issuer`'s key signed `cert`. A fact about two fixed DER blobs (certificates hash
+    and compare by DER), so it is memoised: a fleet's GPUs share their intermediates."""
     try:
         cert.verify_directly_issued_by(issuer)
     except (InvalidSignature, ValueError, TypeError):

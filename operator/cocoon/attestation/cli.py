@@ -1,5 +1,10 @@
 """`cocoon attest verify tdx|snp|nvgpu`: verify saved evidence offline at an explicit time.
 
+Without --policy the contract is authenticity (vendor chain, signature, Intel's TCB verdict for
+TDX), binding (--report-data / --nonce when given) and debug off; VMPL, measurements and
+versions are reported as claims, not judged. With --policy, the AttestationPolicy spec decides,
+defaults included (e.g. `snp.allowedVmpls: [0]`).
+
 Exit 0 verified, 1 rejected, 2 bad usage or unreadable input. `--json` prints one object
 {"verified", "tee", "reason", "message", "claims", "devices"}; otherwise one line per device and
 a verdict line.
@@ -87,9 +92,13 @@ def _no_config_maps(ref: ConfigMapKeyRef) -> bytes:
     raise KeyError(f"the CLI cannot read ConfigMap {ref.name}; inline PEMs or pass --rim files")
 
 
+# The contract above, as an AttestationPolicy spec: any VMPL (the CLI reports it).
+DEFAULT_SPEC: dict[str, object] = {"snp": {"allowedVmpls": [0, 1, 2, 3]}}
+
+
 def load_policy(path: Path | None) -> Policy:
     if path is None:
-        return Policy.default()
+        return Policy.from_spec(AttestationPolicySpec.model_validate(DEFAULT_SPEC))
     try:
         document = yaml.safe_load(_read(path))
         if isinstance(document, dict) and "spec" in document:
@@ -192,7 +201,7 @@ def _print(verdict: Verdict, tee: str, as_json: bool) -> None:
 
 
 def _summary(claims: object) -> str:
-    keys = ("product", "tcbStatus", "driverVersion", "vbiosVersion", "debug", "simulated")
+    keys = ("product", "tcbStatus", "vmpl", "driverVersion", "vbiosVersion", "debug", "simulated")
     if not isinstance(claims, dict):
         return ""
     return " ".join(f"{k}={claims[k]}" for k in keys if k in claims)

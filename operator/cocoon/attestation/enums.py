@@ -24,6 +24,15 @@ class TdxTcbStatus(StrEnum):
     REVOKED = "Revoked"
 
 
+class GpuCcMode(StrEnum):
+    """The GPU's confidential-computing mode as its signed evidence states it (NVIDIA's opaque
+    FEATURE_FLAG: 0 single-GPU passthrough, 1 multi-GPU passthrough, 2 protected PCIe)."""
+
+    SINGLE_GPU_PASSTHROUGH = "SingleGpuPassthrough"
+    MULTI_GPU_PASSTHROUGH = "MultiGpuPassthrough"
+    PROTECTED_PCIE = "ProtectedPcie"
+
+
 class RootPurpose(StrEnum):
     """Which chain a trust anchor may terminate."""
 

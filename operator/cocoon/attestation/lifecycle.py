@@ -57,15 +57,23 @@ def tee_mismatch(declared: TeeType, presented: Tee) -> Failure | None:
 
 
 def node_refusal(declared: TeeType, expected_gpus: int, evidence: NodeEvidence) -> Failure | None:
-    """Node-level checks the evidence must pass besides appraisal: the right TEE, every GPU."""
+    """Node-level checks the evidence must pass besides appraisal: the right TEE, and exactly
+    one evidence per GPU the node declares (distinctness is appraisal's `duplicate_gpus`)."""
     mismatch = tee_mismatch(declared, evidence.cpu.tee)
     if mismatch is not None:
         return mismatch
-    if len(evidence.gpus) < expected_gpus:
+    sent = len(evidence.gpus)
+    if sent < expected_gpus:
         return Failure(
             "GpuEvidenceMissing",
-            f"the node has {expected_gpus} GPUs but sent evidence for {len(evidence.gpus)}; "
+            f"the node has {expected_gpus} GPUs but sent evidence for {sent}; "
             "every GPU must be attested (confidential computing mode on every GPU)",
+        )
+    if sent > expected_gpus:
+        return Failure(
+            "TooManyGpuEvidences",
+            f"the node has {expected_gpus} GPUs but sent evidence for {sent}: evidence for a "
+            "GPU the node does not have is refused; send one evidence per GPU of this node",
         )
     return None
 

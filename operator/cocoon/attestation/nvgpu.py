@@ -1,27 +1,31 @@
-"""NVIDIA Hopper GPU evidence: an SPDM 1.1 GET_MEASUREMENTS request and its signed response.
+"""NVIDIA GPU evidence (Hopper, Blackwell): an SPDM 1.1 GET_MEASUREMENTS request and its signed
+response.
 
 Parsed by structure (lengths inside the message), so trailing zero padding some captures carry is
 tolerated while any other trailing byte is refused. Authenticity: the device chain ends at a
-pinned NVIDIA Device Identity CA, the leaf's FWID matches the firmware's, and the P-384 signature
-covers request and response.
+pinned NVIDIA Device Identity CA, the leaf's FWID (read per architecture, see `dice`) matches the
+firmware's, and the P-384 signature covers request and response.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.x509.oid import NameOID
 
+from cocoon.attestation import dice
 from cocoon.attestation.chain import check_revocation, verify_chain
 from cocoon.attestation.encoding import MALFORMED
-from cocoon.attestation.enums import Revocation, RootPurpose
+from cocoon.attestation.enums import GpuCcMode, Revocation, RootPurpose
 from cocoon.attestation.roots import TrustStore
 from cocoon.attestation.verdict import Rejected
 
@@ -32,7 +36,6 @@ REQUEST_SIZE = 37
 NONCE_SIZE = 32
 SIGNATURE_SIZE = 96
 COMPONENT = 48
-OID_TCG_DICE_TCB_INFO = x509.ObjectIdentifier("2.23.133.5.4.1")
 
 
 class Opaque:
@@ -44,6 +47,17 @@ class Opaque:
     PROJECT = 17
     PROJECT_SKU = 18
     FWID = 20
+    OPAQUE_DATA_VERSION = 34
+    FEATURE_FLAG = 36
+
+
+# FEATURE_FLAG values, as NVIDIA's SDKs read them (a little-endian integer of up to 8 bytes).
+CC_MODES = {
+    0: GpuCcMode.SINGLE_GPU_PASSTHROUGH,
+    1: GpuCcMode.MULTI_GPU_PASSTHROUGH,
+    2: GpuCcMode.PROTECTED_PCIE,
+}
+UNREPORTED_MODE = "Unreported"
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,20 @@ class SpdmEvidence:
     @property
     def fwid(self) -> bytes | None:
         return self.opaque.get(Opaque.FWID)
+
+    @property
+    def cc_mode(self) -> GpuCcMode | None:
+        """The signed CC mode; None for firmware that predates the flag (e.g. H100 on 535/550)."""
+        raw = self.opaque.get(Opaque.FEATURE_FLAG)
+        if raw is None:
+            return None
+        if not 1 <= len(raw) <= 8 or int.from_bytes(raw, "little") not in CC_MODES:
+            raise Rejected(
+                MALFORMED,
+                f"the GPU evidence carries an unknown CC feature flag {raw.hex()}: update Cocoon "
+                "if NVIDIA added a mode",
+            )
+        return CC_MODES[int.from_bytes(raw, "little")]
 
 
 def _text(raw: bytes) -> str:
@@ -133,7 +161,9 @@ def parse(data: bytes) -> SpdmEvidence:
             MALFORMED,
             f"{len(trailing)} unexpected bytes after the GPU evidence signature",
         )
-    return SpdmEvidence(request, body[:offset], nonce, measurements, opaque, signature)
+    evidence = SpdmEvidence(request, body[:offset], nonce, measurements, opaque, signature)
+    _ = evidence.cc_mode  # an unknown mode is malformed evidence, refused at parse time
+    return evidence
 
 
 def _parse_blocks(record: bytes, count: int) -> dict[int, bytes]:
@@ -170,14 +200,32 @@ def _parse_opaque(raw: bytes) -> dict[int, bytes]:
     return values
 
 
-def leaf_fwid(cert: x509.Certificate) -> bytes | None:
-    """Hopper: the last 48 bytes of the TCG DICE TcbInfo extension are the firmware's FWID."""
-    try:
-        value = cert.extensions.get_extension_for_oid(OID_TCG_DICE_TCB_INFO).value
-    except x509.ExtensionNotFound:
-        return None
-    raw = value.value if isinstance(value, x509.UnrecognizedExtension) else b""
-    return raw[-COMPONENT:] if len(raw) >= COMPONENT else None
+def device_key(cert: x509.Certificate) -> str:
+    """SHA-256 of the attestation key (SPKI DER): unique per physical GPU and firmware."""
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+def _subject(cert: x509.Certificate | None, oid: x509.ObjectIdentifier) -> str:
+    if cert is None:
+        return ""
+    values = cert.subject.get_attributes_for_oid(oid)
+    return str(values[0].value) if values else ""
+
+
+def device_serial(chain: Sequence[x509.Certificate]) -> str:
+    """The device ID NVIDIA writes as the subject serialNumber of the per-device identity
+    certificate (the one the leaf chains to, e.g. `GH100 A01 GSP BROM`); "" when absent."""
+    return _subject(chain[1] if len(chain) > 1 else None, NameOID.SERIAL_NUMBER).upper()
+
+
+def hardware_claims(chain: Sequence[x509.Certificate]) -> dict[str, str]:
+    """NVIDIA's `hwmodel` (the device certificate's CN) and `ueid` (the leaf's certificate serial
+    number in decimal), named as NVIDIA's verifier names them so results can be compared."""
+    model = _subject(chain[1] if len(chain) > 1 else None, NameOID.COMMON_NAME)
+    return {"hwModel": model, "ueid": str(chain[0].serial_number)}
 
 
 @dataclass(frozen=True)
@@ -189,6 +237,14 @@ class AuthenticGpu:
     root: str
     simulated: bool
     revocation: str
+    serial: str = ""
+    hardware: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def identities(self) -> tuple[str, ...]:
+        """What makes this GPU a distinct device: its attestation key and its device ID."""
+        key = f"attestation key {device_key(self.leaf)[:16]}"
+        return (key, f"device ID {self.serial}") if self.serial else (key,)
 
     def claims(self) -> dict[str, object]:
         s = self.spdm
@@ -200,7 +256,11 @@ class AuthenticGpu:
             "projectSku": _text(s.opaque.get(Opaque.PROJECT_SKU, b"")),
             "nonce": s.nonce.hex(),
             "fwidBound": s.fwid is not None,
+            "ccMode": str(s.cc_mode) if s.cc_mode is not None else UNREPORTED_MODE,
             "measurementCount": len(s.measurements),
+            "deviceKey": device_key(self.leaf),
+            "deviceId": self.serial,
+            **self.hardware,
             "root": self.root,
             "simulated": self.simulated,
             "revocation": self.revocation,
@@ -241,11 +301,19 @@ def verify(
             "the GPU evidence signature does not verify with the device's attestation key: "
             "the evidence was altered or the chain belongs to another GPU",
         ) from None
-    if spdm.fwid is not None and leaf_fwid(leaf) != spdm.fwid:
+    if spdm.fwid is not None and dice.leaf_fwid(leaf) != spdm.fwid:
         raise Rejected(
             "FwidMismatch",
             "the firmware FWID in the evidence differs from the one in the GPU's leaf "
             "certificate: the certificate does not belong to this firmware",
         )
     status = check_revocation(path, crls, at, revocation, "GPU device certificate")
-    return AuthenticGpu(spdm, leaf, anchor.name, anchor.simulated, status)
+    return AuthenticGpu(
+        spdm,
+        leaf,
+        anchor.name,
+        anchor.simulated,
+        status,
+        device_serial(path),
+        hardware_claims(path),
+    )

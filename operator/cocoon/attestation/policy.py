@@ -7,14 +7,17 @@ appraisal itself never does I/O.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from cryptography import x509
 
-from cocoon.api.attestationpolicy import AttestationPolicySpec, ConfigMapKeyRef
+from cocoon.api.attestationpolicy import AttestationPolicySpec, ConfigMapKeyRef, TdxCollateral
+from cocoon.api.common import ConditionStatus
 from cocoon.api.inferencepool import TeeType
 from cocoon.attestation.chain import Anchor, sha256_der
+from cocoon.attestation.collateral import Sources, parse_bundle
 from cocoon.attestation.encoding import load_certificates
 from cocoon.attestation.enums import BuiltinRoot, Revocation, TdxTcbStatus
 from cocoon.attestation.roots import TrustStore, is_simulated
@@ -34,6 +37,7 @@ class TdxReference:
     mr_config_id: frozenset[bytes]
     accepted_statuses: frozenset[str]
     allowed_advisories: frozenset[str]
+    collateral: Sources = dataclasses.field(default_factory=Sources)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class GpuReference:
     min_vbios: tuple[int, ...] | None
     rims: tuple[bytes, ...]
     require_rims: bool
+    allowed_modes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class Policy:
                 accepted_statuses=frozenset(str(s) for s in tdx.accepted_tcb_statuses)
                 - {str(TdxTcbStatus.REVOKED)},
                 allowed_advisories=frozenset(tdx.allowed_advisory_ids),
+                collateral=_collateral_sources(tdx.collateral, snp.kds_url, fetch),
             ),
             snp=SnpReference(
                 measurements=_values(snp.measurements),
@@ -140,6 +146,7 @@ class Policy:
                 else None,
                 rims=tuple(fetch(ref) for ref in gpu.rims),
                 require_rims=gpu.require_rims,
+                allowed_modes=frozenset(str(m) for m in gpu.allowed_modes),
             ),
             revocation=spec.revocation,
             crls=tuple(crl for ref in spec.crls for crl in _load_crls(fetch(ref), ref)),
@@ -148,6 +155,51 @@ class Policy:
             max_evidence_age=spec.max_evidence_age_seconds,
             verdict_lifetime=spec.verdict_lifetime_seconds,
         )
+
+
+def unpinned_measurements(spec: AttestationPolicySpec) -> list[str]:
+    """What the policy lets through unmeasured: each allowed TEE without launch reference values,
+    and required GPUs whose measurements no RIM is required to match. Empty: all pinned."""
+    weak = []
+    if TeeType.TDX in spec.allowed_tees and not spec.tdx.mr_td:
+        weak.append("TDX: tdx.mrTd is empty, so any TD firmware and image is accepted")
+    if TeeType.SEV_SNP in spec.allowed_tees and not spec.snp.measurements:
+        weak.append(
+            "SEV-SNP: snp.measurements is empty, so any guest launch measurement is accepted"
+        )
+    if spec.gpu.required and not spec.gpu.require_rims:
+        weak.append("GPU: gpu.requireRims is false, so GPU firmware measurements are not compared")
+    return weak
+
+
+ANY_MEASUREMENT = "AnyMeasurementAccepted"
+
+
+def measurement_condition(spec: AttestationPolicySpec) -> tuple[str, ConditionStatus, str, str]:
+    """The policy's `AnyMeasurementAccepted` condition: True (abnormal) while something is let
+    through unmeasured, so a weak policy is visible in `kubectl get ap` and an Event."""
+    weak = unpinned_measurements(spec)
+    if not weak:
+        return (ANY_MEASUREMENT, ConditionStatus.FALSE, "MeasurementsPinned",
+                "every allowed TEE and required GPU is held to reference measurements")  # fmt: skip
+    return (
+        ANY_MEASUREMENT,
+        ConditionStatus.TRUE,
+        "ReferenceValuesMissing",
+        "; ".join(weak) + ". Pin the values of the images you approve (see docs/operations.md).",
+    )
+
+
+def _collateral_sources(
+    spec: TdxCollateral, kds_url: str | None, fetch: Callable[[ConfigMapKeyRef], bytes]
+) -> Sources:
+    bundle = {}
+    if spec.bundle is not None:
+        try:
+            bundle = parse_bundle(fetch(spec.bundle))
+        except ValueError as exc:
+            raise PolicyError(f"ConfigMap {spec.bundle.name}/{spec.bundle.key}: {exc}") from None
+    return Sources(spec.pccs_url, bundle, spec.refresh_before_expiry_seconds, kds_url)
 
 
 def _ref(ref: ConfigMapKeyRef | None) -> ConfigMapKeyRef:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from lxml import etree
 from signxml.exceptions import SignXMLException
 from signxml.verifier import SignatureConfiguration, XMLVerifier
@@ -68,6 +70,41 @@ def _signing_certificates(root: etree._Element) -> list[x509.Certificate]:
     return certs
 
 
+CACHE_SIZE = 256
+_cache: dict[tuple[object, ...], tuple[Rim, datetime, datetime]] = {}
+
+
+def verify_cached(
+    data: bytes,
+    trust: TrustStore,
+    at: datetime,
+    *,
+    crls: Sequence[x509.CertificateRevocationList] = (),
+    revocation: Revocation = Revocation.ACCEPT_UNKNOWN,
+) -> Rim:
+    """`verify`, remembered by the RIM's SHA-256 (with the roots, CRLs and stance it was checked
+    under) for as long as its signing chain and those CRLs stay valid: a fleet shares a handful
+    of RIMs, and XML-DSig is the costliest step of a GPU's appraisal. Refusals are not cached."""
+    anchors = tuple(sorted(a.sha256 for a in trust.for_purpose(RootPurpose.NVIDIA_RIM_SIGNING)))
+    key = (
+        hashlib.sha256(data).hexdigest(),
+        anchors,
+        tuple(crl.fingerprint(hashes.SHA256()) for crl in crls),
+        revocation,
+    )
+    hit = _cache.get(key)
+    if hit is not None and hit[1] <= at < hit[2]:
+        return hit[0]
+    manifest, path = _verify(data, trust, at, crls=crls, revocation=revocation)
+    updates = [crl.next_update_utc for crl in crls if crl.next_update_utc is not None]
+    valid_from = max(c.not_valid_before_utc for c in path)
+    valid_until = min([c.not_valid_after_utc for c in path] + updates)
+    if len(_cache) >= CACHE_SIZE:
+        _cache.pop(next(iter(_cache)))
+    _cache[key] = (manifest, valid_from, valid_until)
+    return manifest
+
+
 def verify(
     data: bytes,
     trust: TrustStore,
@@ -77,6 +114,17 @@ def verify(
     revocation: Revocation = Revocation.ACCEPT_UNKNOWN,
 ) -> Rim:
     """Authenticate a RIM at `at` and return its signed golden measurements."""
+    return _verify(data, trust, at, crls=crls, revocation=revocation)[0]
+
+
+def _verify(
+    data: bytes,
+    trust: TrustStore,
+    at: datetime,
+    *,
+    crls: Sequence[x509.CertificateRevocationList],
+    revocation: Revocation,
+) -> tuple[Rim, list[x509.Certificate]]:
     document = _parse_xml(data)
     certs = _signing_certificates(document)
     path, anchor = verify_chain(
@@ -97,7 +145,7 @@ def verify(
     status = check_revocation(path, crls, at, revocation, "RIM signer")
     meta = next((e for e in signed.iter() if etree.QName(e).localname == "Meta"), None)
     version = meta.get("colloquialVersion", "") if meta is not None else ""
-    return Rim(
+    manifest = Rim(
         kind="vbios" if _VBIOS_VERSION.match(version) else "driver",
         version=version,
         product=meta.get("product", "") if meta is not None else "",
@@ -107,6 +155,7 @@ def verify(
         simulated=anchor.simulated,
         revocation=status,
     )
+    return manifest, path
 
 
 def _golden(signed: etree._Element) -> dict[int, tuple[bytes, ...]]:

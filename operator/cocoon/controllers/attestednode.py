@@ -7,6 +7,7 @@ evidence is judged by `cocoon.attestation.appraisal`. This module reads, calls t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -28,8 +29,9 @@ from cocoon.api.common import ConditionStatus, utcnow
 from cocoon.api.inferencepool import TeeType
 from cocoon.attestation import ear, lifecycle, report
 from cocoon.attestation.appraisal import appraise_node
+from cocoon.attestation.collateral import CollateralCache, CollateralSupplier
 from cocoon.attestation.evidence import NodeEvidence
-from cocoon.attestation.policy import Policy, PolicyError
+from cocoon.attestation.policy import Policy, PolicyError, measurement_condition
 from cocoon.attestation.verdict import Rejected
 from cocoon.attestation.verdict import Verdict as AppraisalVerdict
 from cocoon.controllers import httpapi
@@ -52,6 +54,11 @@ class AttestationState:
     locks: defaultdict[str, asyncio.Lock] = dataclasses.field(
         default_factory=lambda: defaultdict(asyncio.Lock)
     )
+    pccs_url: str | None = None
+    kds_url: str | None = None
+    collateral: CollateralSupplier = dataclasses.field(
+        default_factory=lambda: CollateralSupplier(CollateralCache())
+    )
 
     @classmethod
     def from_env(cls) -> AttestationState:
@@ -59,6 +66,7 @@ class AttestationState:
 
         namespace = os.environ.get("COCOON_NAMESPACE", "cocoon-system")
         key_file = os.environ.get("COCOON_SIGNING_KEY_FILE")
+        cache_dir = os.environ.get("COCOON_COLLATERAL_CACHE_DIR")
         return cls(
             namespace=namespace,
             agent_username=os.environ.get(
@@ -66,6 +74,9 @@ class AttestationState:
             ),
             allow_unbound_tokens=os.environ.get("COCOON_ALLOW_UNBOUND_AGENT_TOKENS") == "true",
             signing_key=keys.load_or_create(Path(key_file)) if key_file else keys.generate(),
+            pccs_url=os.environ.get("COCOON_PCCS_URL") or None,
+            kds_url=os.environ.get("COCOON_KDS_URL") or None,
+            collateral=CollateralSupplier(CollateralCache(Path(cache_dir) if cache_dir else None)),
         )
 
 
@@ -140,6 +151,7 @@ async def load_policy(kube: Kube, name: str, namespace: str) -> tuple[Policy, st
     obj = await kube.get(ATTESTATION_POLICIES, name)
     spec = AttestationPolicySpec.model_validate(obj.get("spec") or {})
     refs: list[ConfigMapKeyRef] = [*spec.gpu.rims, *spec.crls]
+    refs += [spec.tdx.collateral.bundle] if spec.tdx.collateral.bundle else []
     refs += [r.config_map_ref for r in spec.trusted_roots.extra_roots if r.config_map_ref]
     maps: dict[str, Obj] = {}
     for ref in refs:
@@ -269,7 +281,7 @@ async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response
     state: AttestationState = memo.attestation
     node_name = request.match_info["node"]
     try:
-        caller = await httpapi.review_token(kube, request)
+        caller = await httpapi.review_token(kube, request, audiences=[httpapi.AUDIENCE])
     except httpapi.Unauthorized as exc:
         return httpapi.error(401, "Unauthorized", str(exc))
     if caller.username != state.agent_username:
@@ -323,6 +335,15 @@ async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response
                 "PolicyUnavailable",
                 f"AttestationPolicy {spec.policy_name} cannot be used: {exc}",
             )
+        sources = policy.tdx.collateral
+        sources = dataclasses.replace(
+            sources,
+            pccs_url=sources.pccs_url or state.pccs_url,
+            kds_url=sources.kds_url or state.kds_url,
+        )
+        evidence = await state.collateral.supply(evidence, sources, int(time.time()))
+        fetched = await state.collateral.crls(evidence, sources, int(time.time()))
+        policy = dataclasses.replace(policy, crls=(*policy.crls, *fetched))
         verdict = appraise_node(
             evidence,
             policy,
@@ -426,7 +447,12 @@ async def check_policy(body: Obj, memo: kopf.Memo) -> None:
         update: Update = ("Ready", ConditionStatus.TRUE, "Valid", "The policy can be applied.")
     except (ValidationError, PolicyError) as exc:
         update = ("Ready", ConditionStatus.FALSE, "Invalid", f"{exc}"[:1000])
-    await status_writer.write(kube, ATTESTATION_POLICIES, body, {}, [update])
+    updates = [update]
+    with contextlib.suppress(ValidationError):
+        updates.append(
+            measurement_condition(AttestationPolicySpec.model_validate(body.get("spec") or {}))
+        )
+    await status_writer.write(kube, ATTESTATION_POLICIES, body, {}, updates)
 
 
 def register() -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -25,6 +27,9 @@ log = logging.getLogger(__name__)
 RouteSetup = Callable[[web.Application], None]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
+# Agents and meters present projected tokens for this audience only: a token the API server
+# would accept (or one meant for any other service) is refused by the operator, and back.
+AUDIENCE = "cocoon-operator"
 
 
 @dataclass(frozen=True)
@@ -33,45 +38,67 @@ class Caller:
 
     username: str
     node_name: str | None
+    user: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Unauthorized(Exception):
     """The token is missing, invalid or expired."""
 
 
-async def review_token(kube: Kube, request: web.Request) -> Caller:
-    """TokenReview the caller's bearer token; bound tokens carry the node their pod runs on."""
+async def review_token(
+    kube: Kube, request: web.Request, audiences: list[str] | None = None
+) -> Caller:
+    """TokenReview the caller's bearer token; bound tokens carry the node their pod runs on.
+
+    With `audiences`, the token must have been issued for one of them (a projected token with
+    that audience), so a token meant for another service is refused here."""
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer ") or len(header) <= len("Bearer "):
         raise Unauthorized("send `Authorization: Bearer <ServiceAccount token>`")
+    spec: dict[str, Any] = {"token": header[len("Bearer ") :]}
+    if audiences:
+        spec["audiences"] = audiences
     review = await kube.create_cluster(
         "/apis/authentication.k8s.io/v1/tokenreviews",
-        {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenReview",
-            "spec": {"token": header[len("Bearer ") :]},
-        },
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec},
     )
     status = review.get("status") or {}
     if not status.get("authenticated"):
         raise Unauthorized(f"token rejected: {status.get('error') or 'not authenticated'}")
+    if audiences and not set(audiences) & set(status.get("audiences") or []):
+        raise Unauthorized(f"the token is not for audience {audiences[0]}")
     user = status.get("user") or {}
     extra = user.get("extra") or {}
     nodes = extra.get(NODE_NAME_EXTRA) or []
-    return Caller(username=str(user.get("username", "")), node_name=nodes[0] if nodes else None)
+    return Caller(
+        username=str(user.get("username", "")), node_name=nodes[0] if nodes else None, user=user
+    )
 
 
 @dataclass(frozen=True)
 class ServerSettings:
     host: str = "0.0.0.0"  # noqa: S104 - in a pod; the chart's NetworkPolicy limits who reaches it
     port: int = 8443
+    # the chart's serving certificate; agents and meters verify it against the chart's CA
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     @classmethod
     def from_env(cls) -> ServerSettings:
         return cls(
             host=os.environ.get("COCOON_API_HOST", cls.host),
             port=int(os.environ.get("COCOON_API_PORT", str(cls.port))),
+            tls_cert=os.environ.get("COCOON_API_TLS_CERT") or None,
+            tls_key=os.environ.get("COCOON_API_TLS_KEY") or None,
         )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls_cert:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
 
 
 def _error_body(status: int, code: str, message: str) -> bytes:
@@ -112,8 +139,14 @@ def make_runner(app: web.Application) -> web.AppRunner:
 async def start(settings: ServerSettings, setups: list[RouteSetup]) -> web.AppRunner:
     runner = make_runner(make_app(setups))
     await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.port).start()
-    log.info("operator API listening on %s:%d", settings.host, settings.port)
+    tls = settings.ssl_context()
+    await web.TCPSite(runner, settings.host, settings.port, ssl_context=tls).start()
+    log.info(
+        "operator API listening on %s:%d (%s)",
+        settings.host,
+        settings.port,
+        "TLS" if tls else "plain HTTP",
+    )
     return runner
 
 

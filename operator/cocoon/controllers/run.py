@@ -12,7 +12,7 @@ from typing import Any
 import kopf
 
 from cocoon import logs
-from cocoon.controllers import attestednode, httpapi, inferencepool, paymentchannel
+from cocoon.controllers import attestednode, httpapi, inferencepool, meter_api, paymentchannel
 from cocoon.controllers import settings as operator_settings
 from cocoon.kube import Kube
 
@@ -56,7 +56,14 @@ def configure() -> None:
         memo.attestation = attestednode.AttestationState.from_env()
         memo.api = await httpapi.start(
             httpapi.ServerSettings.from_env(),
-            [partial(c.setup_routes, memo=memo) for c in CONTROLLERS if hasattr(c, "setup_routes")],
+            [
+                partial(meter_api.setup_routes, memo=memo),
+                *(
+                    partial(c.setup_routes, memo=memo)
+                    for c in CONTROLLERS
+                    if hasattr(c, "setup_routes")
+                ),
+            ],
         )
         memo.resync = asyncio.create_task(_resync_forever(memo))
 

@@ -14,7 +14,8 @@ def from_env(env: dict[str, str] | None = None) -> Settings:
     return Settings(
         meter_image=values.get("COCOON_METER_IMAGE", defaults.meter_image),
         meter_pull_policy=values.get("COCOON_METER_PULL_POLICY", defaults.meter_pull_policy),
-        workload_key_dir=values.get("COCOON_WORKLOAD_KEY_DIR", defaults.workload_key_dir),
+        meter_socket_dir=values.get("COCOON_METER_SOCKET_DIR", defaults.meter_socket_dir),
+        operator_ca_pem=values.get("COCOON_OPERATOR_CA_PEM") or None,
         cluster_domain=values.get("COCOON_CLUSTER_DOMAIN", defaults.cluster_domain),
         operator_url=values.get("COCOON_OPERATOR_URL", defaults.operator_url),
         meter_resources=json.loads(values["COCOON_METER_RESOURCES"])

@@ -6,7 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from cocoon.api.common import Condition, ConditionStatus, find_condition, set_condition, utcnow
+from cocoon.attestation.policy import ANY_MEASUREMENT
 from cocoon.kube import EVENTS, Kind, Kube
+
+# Conditions whose True is the abnormal state (like a Node's MemoryPressure): their transitions
+# get an Event too, a Warning when they become True.
+ABNORMAL_TRUE = frozenset({ANY_MEASUREMENT})
 
 
 def merged_conditions(
@@ -57,12 +62,14 @@ async def write(
         kind, meta["name"], {"status": status}, meta.get("namespace"), subresource="status"
     )
     for _, after in changes:
-        if after.type == "Ready":
+        if after.type == "Ready" or after.type in ABNORMAL_TRUE:
             await post_event(kube, body, after)
 
 
 async def post_event(kube: Kube, body: Mapping[str, Any], condition: Condition) -> None:
-    """An Event for a Ready transition, so `kubectl describe` tells the story without logs."""
+    """An Event for a Ready (or abnormal-true) transition, so `kubectl describe` tells the story
+    without logs."""
+    healthy = (condition.status is ConditionStatus.TRUE) != (condition.type in ABNORMAL_TRUE)
     meta = body["metadata"]
     now = utcnow().isoformat().replace("+00:00", "Z")
     await kube.create(
@@ -82,7 +89,7 @@ async def post_event(kube: Kube, body: Mapping[str, Any], condition: Condition) 
                 "uid": meta.get("uid"),
                 "resourceVersion": meta.get("resourceVersion"),
             },
-            "type": "Normal" if condition.status is ConditionStatus.TRUE else "Warning",
+            "type": "Normal" if healthy else "Warning",
             "reason": condition.reason,
             "message": condition.message[:1024],
             "source": {"component": "cocoon-operator"},

@@ -2,11 +2,13 @@
 Client signing mode submit their promises.
 
 - `POST /usage/v1/reports`: a `SignedUsageReport` envelope. Accepted only when the signature
-  holds and the signing key is the workloadPublicKey of a Verified, unexpired AttestedNode;
-  the signature is the meter's authentication. Refusals are 4xx JSON errors, counted in
-  `cocoon_usage_reports_rejected_total{reason}` and in the channel's status.rejectedReports.
+  holds and the signing key is a live registered meter of the report's pool (its
+  `status.meters`, see meter_api), reporting its own journal; the signature is the meter's
+  authentication. Refusals are 4xx JSON errors counted in
+  `cocoon_usage_reports_rejected_total{reason}`; only refusals of an authenticated meter are
+  also counted in the channel's status.rejectedReports (a forgery writes nothing).
 - `GET /usage/v1/credit/{namespace}/{pool}?meter=<hex key>`: the meter's credit document
-  (the format of `cocoon.meter.credits`) for the pool's Open channels; only attested keys.
+  (the format of `cocoon.meter.credits`) for the pool's Open channels; only registered keys.
 - `POST /payments/v1/channels/{namespace}/{name}/promises`: `{"cumulative", "signature"}`, a
   promise signed by the channel's payer key (Client signing); the signature authenticates it.
 
@@ -27,7 +29,6 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from pydantic import ValidationError
 
-from cocoon.api.attestednode import AttestedNodeStatus, Verdict
 from cocoon.api.paymentchannel import (
     ChannelState,
     MeterUsage,
@@ -35,8 +36,8 @@ from cocoon.api.paymentchannel import (
     PaymentChannelStatus,
     SigningMode,
 )
-from cocoon.controllers import httpapi
-from cocoon.kube import ATTESTED_NODES, PAYMENT_CHANNELS, Kube, Obj
+from cocoon.controllers import httpapi, meter_api
+from cocoon.kube import PAYMENT_CHANNELS, Kube, Obj
 from cocoon.meter import usage_report
 from cocoon.ton import accounting, promises
 from cocoon.ton.accounting import RejectReason, ReportRejected
@@ -61,21 +62,6 @@ OnChange = Callable[[str, str], None]
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-async def attested_keys(kube: Kube) -> set[str]:
-    """Workload keys of nodes whose verdict is Verified and not past expiresAt."""
-    now = _now()
-    found = set()
-    for item in await kube.list(ATTESTED_NODES):
-        try:
-            status = AttestedNodeStatus.model_validate(item.get("status") or {})
-        except ValidationError:
-            continue
-        live = status.expires_at is None or status.expires_at > now
-        if status.verdict is Verdict.VERIFIED and live and status.workload_public_key:
-            found.add(status.workload_public_key)
-    return found
 
 
 async def update_status(
@@ -137,15 +123,17 @@ async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -
     try:
         usage_report.verify(envelope)
     except usage_report.UsageReportError as exc:
-        await _count_rejection(kube, report.channel, RejectReason.BAD_SIGNATURE)
-        return _reject(RejectReason.BAD_SIGNATURE, 403, f"{exc}; sign with the workload key.")
-    if report.meter_public_key not in await attested_keys(kube):
-        await _count_rejection(kube, report.channel, RejectReason.UNATTESTED)
+        REJECTED.labels(reason=RejectReason.BAD_SIGNATURE.value).inc()
+        return _reject(RejectReason.BAD_SIGNATURE, 403, f"{exc}; sign with the meter's key.")
+    record = await meter_api.registered(kube, report.pool, report.meter_public_key)
+    if record is None or record.journal_id != report.journal_id:
+        REJECTED.labels(reason=RejectReason.UNATTESTED.value).inc()
         return _reject(
             RejectReason.UNATTESTED,
             403,
-            "the signing key is not the workload key of a Verified AttestedNode; "
-            "only meters on attested nodes may report usage.",
+            f"the signing key is not a registered meter of pool {report.pool} reporting its own "
+            "journal; only meters whose endpoint evidence the operator verified may report "
+            "usage.",
         )
     where = _split(report.channel)
     body = await kube.get_or_none(PAYMENT_CHANNELS, where[1], where[0]) if where else None
@@ -166,7 +154,7 @@ async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -
             f"channel {report.channel} pays for pool {pool}, not {report.pool}.",
         )
     usage = accounting.MeterUsage(
-        report.meter_public_key, report.pool, report.journal_sequence, int(report.cost_nanoton)
+        report.journal_id, report.pool, report.journal_sequence, int(report.cost_nanoton)
     )
     rejected: list[ReportRejected] = []
 
@@ -181,7 +169,10 @@ async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -
             return None
         stamp = _now().replace(microsecond=0).isoformat()
         return {
-            "meters": [_api(m, stamp if m == usage else None, status) for m in merged],
+            "meters": [
+                _api(m, stamp if m == usage else None, status, report.meter_public_key)
+                for m in merged
+            ],
             "owed": str(accounting.total_owed(merged)),
         }
 
@@ -196,22 +187,24 @@ async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -
 
 
 def _usage(m: MeterUsage) -> accounting.MeterUsage:
-    return accounting.MeterUsage(m.public_key, m.pool, m.journal_sequence, int(m.cost_nanoton))
+    return accounting.MeterUsage(m.instance, m.pool, m.journal_sequence, int(m.cost_nanoton))
 
 
-def _api(m: accounting.MeterUsage, stamp: str | None, status: Obj) -> Obj:
-    if stamp is None:  # unchanged: keep when it was reported
-        previous: Obj = next(
-            (
-                p
-                for p in status.get("meters") or []
-                if (p.get("publicKey"), p.get("pool")) == (m.public_key, m.pool)
-            ),
-            {},
-        )
+def _api(m: accounting.MeterUsage, stamp: str | None, status: Obj, signer: str) -> Obj:
+    previous: Obj = next(
+        (
+            p
+            for p in status.get("meters") or []
+            if (p.get("instance"), p.get("pool")) == (m.instance, m.pool)
+        ),
+        {},
+    )
+    if stamp is None:  # unchanged: keep when and by whom it was reported
         stamp = previous.get("reportedAt")
+        signer = str(previous.get("publicKey", signer))
     entry: Obj = {
-        "publicKey": m.public_key,
+        "instance": m.instance,
+        "publicKey": signer,
         "pool": m.pool,
         "journalSequence": m.journal_sequence,
         "costNanoton": str(m.cost),
@@ -221,10 +214,11 @@ def _api(m: accounting.MeterUsage, stamp: str | None, status: Obj) -> Obj:
     return entry
 
 
-async def credit_document(
-    kube: Kube, namespace: str, pool: str, meter: str, attested: set[str]
-) -> Obj:
-    """Every Open channel of the pool with its credential hash and this meter's limit."""
+async def credit_document(kube: Kube, namespace: str, pool: str, meter: str, live: set[str]) -> Obj:
+    """Every Open channel of the pool with its credential hash and this meter's limit.
+
+    `meter` and `live` are journal ids: the asking meter's and those of the pool's live
+    registered meters, which share the channel's remaining credit."""
     entries = []
     for item in await kube.list(PAYMENT_CHANNELS, namespace):
         spec_data = item.get("spec") or {}
@@ -237,12 +231,12 @@ async def credit_document(
         if status.state is not ChannelState.OPEN or not status.credential_sha256:
             continue
         ref = f"{namespace}/{pool}"
-        costs = {m.public_key: int(m.cost_nanoton) for m in status.meters if m.pool == ref}
+        costs = {m.instance: int(m.cost_nanoton) for m in status.meters if m.pool == ref}
         promised = int(status.latest_promise.cumulative) if status.latest_promise else 0
         remaining = accounting.credit_left(
             int(status.deposited), promised, int(spec.credit_window), int(status.owed)
         )
-        limit = accounting.meter_limit(costs, set(costs) & attested, meter, remaining)
+        limit = accounting.meter_limit(costs, set(costs) & live, meter, remaining)
         entries.append(
             {
                 "channel": f"{namespace}/{item['metadata']['name']}",
@@ -254,14 +248,19 @@ async def credit_document(
 
 
 async def get_credit(request: web.Request, kube: Kube) -> web.Response:
-    meter = request.query.get("meter", "")
-    attested = await attested_keys(kube)
-    if meter not in attested:
+    namespace, pool = request.match_info["namespace"], request.match_info["pool"]
+    records = await meter_api.live_records(kube, f"{namespace}/{pool}")
+    meter = next(
+        (r for r in records if r.receipt_public_key == request.query.get("meter", "")), None
+    )
+    if meter is None:
         return httpapi.error(
-            403, "Unattested", "pass ?meter=<workload public key, hex> of a Verified AttestedNode."
+            403,
+            "Unattested",
+            f"pass ?meter=<receipt public key, hex> of a registered meter of {namespace}/{pool}.",
         )
     document = await credit_document(
-        kube, request.match_info["namespace"], request.match_info["pool"], meter, attested
+        kube, namespace, pool, meter.journal_id, {r.journal_id for r in records}
     )
     return web.json_response(document)
 

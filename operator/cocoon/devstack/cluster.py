@@ -324,6 +324,14 @@ class LocalCluster:
         path.chmod(0o600)
         return path
 
+    def serving_certificate(self, name: str, hosts: list[str]) -> tuple[Path, Path]:
+        """A server certificate from the cluster CA (cert, key paths), e.g. the operator API's."""
+        return pkimod.serving_certificate(self._pki, name, hosts, self.workdir / "pki")
+
+    @property
+    def ca_cert(self) -> Path:
+        return self._pki.ca_cert
+
     def certificate_kubeconfig(self, common_name: str, organization: str, path: Path) -> Path:
         """A kubeconfig for a certificate identity, e.g. a node's kubelet."""
         cert, key = pkimod.client_certificate(self._pki, common_name, organization)

@@ -177,3 +177,27 @@ def client_certificate(pki: Pki, common_name: str, organization: str) -> tuple[b
         serialization.NoEncryption(),
     )
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def serving_certificate(
+    pki: Pki, name: str, hosts: list[str], directory: Path
+) -> tuple[Path, Path]:
+    """A server certificate from the cluster CA for `hosts` (DNS names or IPs); cert and key
+    files in `directory` (key 0600). The local stack's operator API serves with it."""
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    sans: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            sans.append(x509.DNSName(host))
+    key = _key()
+    cert = _issue(_name(name), key, ca.subject, ca_key,
+                  usage=ExtendedKeyUsageOID.SERVER_AUTH, sans=sans)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    _write_cert(cert, cert_path)
+    _write_key(key, key_path)
+    return cert_path, key_path

@@ -7,6 +7,7 @@ import ctypes
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -57,10 +58,19 @@ def terminate(popen: subprocess.Popen[Any], grace: float = 10.0) -> int:
     return popen.wait()
 
 
-def http_ok(url: str, timeout: float = 2.0) -> bool:
-    """Whether a plain-HTTP health endpoint of our own stack answers 200 right now."""
+def probe_context() -> ssl.SSLContext:
+    """TLS without verification, like a kubelet's HTTPS probe: reachability only, never trust
+    (callers verify an attested endpoint with cocoon.client)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def http_ok(url: str, timeout: float = 2.0, *, context: ssl.SSLContext | None = None) -> bool:
+    """Whether a health endpoint of our own stack answers 200 right now."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310
             return bool(response.status == 200)
     except OSError:
         return False

@@ -7,6 +7,7 @@ The e2e tests and `cocoon dev demo` share all of it, so what is tested is what i
 
 from __future__ import annotations
 
+import ssl
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,8 +18,16 @@ from cocoon import keys
 from cocoon.agent.simulated import SimulatedTee
 from cocoon.devstack import triton
 from cocoon.devstack.cluster import GpuNode, LocalCluster, repo_root
-from cocoon.devstack.process import Managed, Supervisor, free_port, http_ok, wait_for
+from cocoon.devstack.process import (
+    Managed,
+    Supervisor,
+    free_port,
+    http_ok,
+    probe_context,
+    wait_for,
+)
 from cocoon.devstack.triton import DEMO_MODELS, TritonServer
+from cocoon.meter import sidecar
 
 OPERATOR_NAMESPACE = "cocoon-system"
 RELEASE = "cocoon"
@@ -106,10 +115,16 @@ class Operator:
         self.process: Managed | None = None
         self.starts = 0
         self.api_port = free_port()
+        # the operator API serves TLS with a certificate from the cluster CA, as the chart's
+        self.tls_cert, self.tls_key = cluster.serving_certificate(
+            "cocoon-operator", ["127.0.0.1", "localhost"]
+        )
+        self.ca_file = cluster.ca_cert
+        self.tls = ssl.create_default_context(cafile=str(self.ca_file))
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"https://127.0.0.1:{self.api_port}"
 
     def start(self) -> None:
         self.starts += 1
@@ -118,6 +133,9 @@ class Operator:
             "PYTHONUNBUFFERED": "1",
             "COCOON_API_HOST": "127.0.0.1",
             "COCOON_API_PORT": str(self.api_port),
+            "COCOON_API_TLS_CERT": str(self.tls_cert),
+            "COCOON_API_TLS_KEY": str(self.tls_key),
+            "COCOON_OPERATOR_CA_PEM": self.ca_file.read_text(),
             "COCOON_NAMESPACE": OPERATOR_NAMESPACE,
             "COCOON_OPERATOR_URL": self.api_url,
             "COCOON_RESYNC_SECONDS": "2",
@@ -131,7 +149,10 @@ class Operator:
         )
         process = self.process
         wait_for(
-            lambda: "watch-stream for" in process.tail(400) and http_ok(f"{self.api_url}/healthz"),
+            lambda: (
+                "watch-stream for" in process.tail(400)
+                and http_ok(f"{self.api_url}/healthz", context=self.tls)
+            ),
             timeout=60,
             what="the operator's watch streams and API",
             watch=process,
@@ -162,6 +183,9 @@ class Agents:
         self.running: dict[str, Managed] = {}
 
     def token_for(self, node: str) -> Path:
+        """Two tokens bound to a real (kwok) agent Pod on `node`, as the DaemonSet projects them:
+        one for the API server (returned) and one for the operator (audience cocoon-operator,
+        next to it), so a token meant for one is refused by the other."""
         pod = f"cocoon-agent-{node}"
         self.cluster.apply(
             {
@@ -181,25 +205,29 @@ class Agents:
                 },
             }
         )
-        token = self.cluster.kubectl(
-            "create",
-            "token",
-            "cocoon-agent",
-            "-n",
-            OPERATOR_NAMESPACE,
-            "--bound-object-kind",
-            "Pod",
-            "--bound-object-name",
-            pod,
-            "--duration=1h",
-        ).stdout.strip()
+
+        def token(*audience: str) -> str:
+            return self.cluster.kubectl(
+                "create", "token", "cocoon-agent", "-n", OPERATOR_NAMESPACE,
+                "--bound-object-kind", "Pod", "--bound-object-name", pod, "--duration=1h",
+                *audience,
+            ).stdout.strip()  # fmt: skip
+
         path = self.cluster.workdir / f"agent-{node}.token"
-        path.write_text(token)
+        path.write_text(token())
+        self.operator_token(node).write_text(token(f"--audience={sidecar.TOKEN_AUDIENCE}"))
         return path
 
+    def operator_token(self, node: str) -> Path:
+        return self.cluster.workdir / f"agent-{node}.operator-token"
+
     def key_file(self, node: str) -> Path:
-        """The node's workload key, as the agent's hostPath holds it for the pool's meters."""
+        """The node's workload key, the agent's alone."""
         return self.cluster.workdir / f"agent-{node}" / keys.WORKLOAD_KEY_FILE
+
+    def meter_socket(self, node: str) -> Path:
+        """The node-local socket on which the agent gives meters evidence for their keys."""
+        return self.cluster.workdir / f"agent-{node}" / "meter" / "agent.sock"
 
     def kubeconfig_for(self, node: str, token_file: Path) -> Path:
         return self.cluster.token_kubeconfig(
@@ -213,7 +241,8 @@ class Agents:
         token_file: Path | None = None,
         simulated_dir: Path | None = None,
     ) -> list[str]:
-        token = token_file or self.token_for(node)
+        if token_file is None:
+            self.token_for(node)
         return [
             sys.executable,
             "-m",
@@ -224,10 +253,14 @@ class Agents:
             node,
             "--operator-url",
             self.operator.api_url,
+            "--ca-file",
+            str(self.operator.ca_file),
             "--token-file",
-            str(token),
+            str(self.operator_token(node)),
             "--key-file",
             str(self.key_file(node)),
+            "--meter-socket",
+            str(self.meter_socket(node)),
             "--simulated",
             str(simulated_dir or self.simulated_dir),
             "--poll-seconds",
@@ -257,6 +290,16 @@ class Agents:
     def stop_all(self) -> None:
         self.supervisor.stop_all()
         self.running.clear()
+
+
+def pod_token(cluster: LocalCluster, pod: dict[str, Any], audience: str) -> str:
+    """A ServiceAccount token bound to `pod`, as the kubelet projects it into the pod."""
+    meta = pod["metadata"]
+    return cluster.kubectl(
+        "create", "token", pod["spec"].get("serviceAccountName") or "default",
+        "-n", meta["namespace"], "--bound-object-kind", "Pod", "--bound-object-name",
+        meta["name"], f"--audience={audience}", "--duration=1h",
+    ).stdout.strip()  # fmt: skip
 
 
 def simulated_tee(directory: Path) -> Path:
@@ -310,15 +353,22 @@ class PodStandIn:
 def stand_in(
     pod: dict[str, Any],
     *,
+    cluster: LocalCluster,
     workdir: Path,
-    key_file: Path,
+    evidence_socket: Path,
     operator_url: str,
     supervisor: Supervisor,
     models: Path = DEMO_MODELS,
 ) -> PodStandIn:
+    """The pod's meter gets what the kubelet would give it: the node agent's socket and a token
+    bound to this pod (audience cocoon-operator), so it registers exactly as in a cluster."""
     containers = {c["name"]: c for c in pod["spec"]["containers"]}
     name = pod["metadata"]["name"]
+    node = pod["spec"]["nodeName"]
     pod_dir = workdir / name
+    pod_dir.mkdir(parents=True, exist_ok=True)
+    token_file = pod_dir / "token"
+    token_file.write_text(pod_token(cluster, pod, sidecar.TOKEN_AUDIENCE))
     kept = [a for a in containers["triton"]["args"] if not a.startswith(_LOCAL_ONLY)]
     server = triton.start(models, workdir=pod_dir / "triton", extra_args=tuple(kept))
     ports = {"--http-port": free_port(), "--grpc-port": free_port(), "--admin-port": free_port()}
@@ -326,7 +376,8 @@ def stand_in(
         "--upstream-http": server.http_url,
         "--upstream-grpc": server.grpc_target,
         "--journal": str(pod_dir / "journal.db"),
-        "--signing-key": str(key_file),
+        "--evidence-socket": str(evidence_socket),
+        "--token-file": str(token_file),
         "--operator-url": operator_url,
         **{flag: str(port) for flag, port in ports.items()},
     }
@@ -336,13 +387,14 @@ def stand_in(
         for a in meter_spec["args"]
     ]
     env = {e["name"]: e["value"] for e in meter_spec.get("env", []) if "value" in e}
+    env.update(POD_NAME=name, NODE_NAME=node)
     meter = supervisor.start(
         f"meter-{name}", [sys.executable, "-m", "cocoon.cli", *args, "--listen=127.0.0.1"], env=env
     )
-    http_url = f"http://127.0.0.1:{ports['--http-port']}"
+    http_url = f"https://127.0.0.1:{ports['--http-port']}"
     try:
         wait_for(
-            lambda: http_ok(f"{http_url}/v2/health/ready"),
+            lambda: http_ok(f"{http_url}/v2/health/ready", context=probe_context()),
             timeout=60,
             what=f"the meter of {name}",
             watch=meter,
@@ -353,7 +405,7 @@ def stand_in(
         raise
     return PodStandIn(
         pod=name,
-        node=pod["spec"]["nodeName"],
+        node=node,
         triton=server,
         meter=meter,
         http_url=http_url,

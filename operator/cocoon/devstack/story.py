@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import shutil
+import ssl
 import tempfile
 import time
 import urllib.error
@@ -23,7 +25,7 @@ from typing import Any
 
 from cocoon import keys
 from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
-from cocoon.devstack.process import Supervisor, wait_for
+from cocoon.devstack.process import Supervisor, probe_context, wait_for
 from cocoon.devstack.stack import (
     Agents,
     Operator,
@@ -113,14 +115,21 @@ def ton(nanoton: int) -> str:
     return f"{nanoton / TON:.6f} TON"
 
 
-def http_json(method: str, url: str, body: Any = None, token: str = "") -> tuple[int, Any]:
+# Plain readiness-style access to the meter's TLS port; paid calls go through cocoon.client.
+UNVERIFIED = probe_context()
+
+
+def http_json(
+    method: str, url: str, body: Any = None, token: str = "",
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, Any]:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 - loopback URLs of our own stack
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:  # noqa: S310
             text, status = response.read().decode(), response.status
     except urllib.error.HTTPError as exc:
         text, status = exc.read().decode(), exc.code
@@ -140,7 +149,7 @@ def generate_stream(base_url: str, token: str, prompt: str, max_tokens: int) -> 
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=60, context=UNVERIFIED) as response:  # noqa: S310
             call, event = Call(response.status), ""
             for raw_line in response:
                 line = raw_line.decode().strip()
@@ -326,8 +335,9 @@ class Story:
         )
         running = stand_in(
             pod,
+            cluster=self.cluster,
             workdir=self.workdir / "pods",
-            key_file=self.agents.key_file(pod["spec"]["nodeName"]),
+            evidence_socket=self.agents.meter_socket(pod["spec"]["nodeName"]),
             operator_url=self.operator.api_url,
             supervisor=self.supervisor,
         )
@@ -441,6 +451,7 @@ class Story:
         assert self.operator is not None
         report = usage_report.UsageReport(
             meter_public_key=keys.public_bytes(key := keys.generate()).hex(),
+            journal_id="0" * 32,
             pool=f"{NAMESPACE}/{POOL}",
             channel=f"{NAMESPACE}/main",
             units=usage_report.UsageUnits(requests=1000, input_tokens=0, output_tokens=0),
@@ -452,9 +463,20 @@ class Story:
             "POST",
             f"{self.operator.api_url}/usage/v1/reports",
             usage_report.sign(report, key).to_api(),
+            context=self.operator.tls,
         )
         reason = answer.get("error", {}).get("reason", "") if isinstance(answer, dict) else ""
         return status, reason
+
+    def rejected_reports(self, reason: str) -> int:
+        """The operator's own count of refused usage reports (forgeries write nothing else)."""
+        assert self.operator is not None
+        _, text = http_json("GET", f"{self.operator.api_url}/metrics", context=self.operator.tls)
+        match = re.search(
+            rf'^cocoon_usage_reports_rejected_total{{reason="{reason}"}} ([0-9.]+)$',
+            str(text), re.MULTILINE,
+        )
+        return int(float(match.group(1))) if match else 0
 
     def close(self, name: str, payer: Address) -> int:
         """Delete the channel: final claim, close, the delay passes, the payer gets the rest."""
@@ -574,7 +596,7 @@ def tell(story: Story, requests: int = 40) -> Summary:
     small_ok = run_out_and_top_up(story, pod, payer_key, refused)
     small_cost = sum(c.cost for c in small_ok)
 
-    rejected = int(story.channel("main").get("rejectedReports", 0))
+    rejected = story.rejected_reports("unattested")
     refund = story.close("main", payer)
     final = story.samples[-1]
     if final.claimed != final.owed:

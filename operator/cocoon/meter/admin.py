@@ -33,6 +33,7 @@ def usage_reports(
             continue
         report = UsageReport(
             meter_public_key=public,
+            journal_id=journal.journal_id,
             pool=pool,
             channel=name,
             units=UsageUnits(**totals.units.as_dict()),

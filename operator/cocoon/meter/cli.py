@@ -6,10 +6,13 @@ import argparse
 import asyncio
 import importlib
 import importlib.util
+import os
 from pathlib import Path
 
 from cocoon import logs
+from cocoon.agent.collectors import TSM_ROOT
 from cocoon.meter.core import MeterConfig
+from cocoon.meter.identity import Placement
 from cocoon.meter.limits import ENDPOINTS, Limits
 from cocoon.meter.pricing import Price
 from cocoon.meter.server import ServeOptions, serve
@@ -17,6 +20,7 @@ from cocoon.meter.sidecar import (
     ADMIN_PORT,
     GRPC_PORT,
     HTTP_PORT,
+    OPERATOR_CA_ENV,
     TRITON_GRPC_PORT,
     TRITON_HTTP_PORT,
 )
@@ -37,8 +41,30 @@ def register(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--operator-url",
                         help="poll the operator for credit and send it signed usage (in a cluster)")
     source.add_argument("--credits", type=Path, help="credit file (JSON) to watch (run by hand)")
-    p.add_argument("--signing-key", type=Path, required=True,
-                   help="node workload Ed25519 key (PKCS#8 PEM) that signs usage reports")
+    proof = p.add_mutually_exclusive_group(required=True)
+    proof.add_argument("--evidence-socket", type=Path, metavar="PATH",
+                       help="node isolation: the node agent's Unix socket, which gives evidence "
+                            "bound to this meter's in-memory keys")
+    proof.add_argument("--configfs-tsm", type=Path, metavar="PATH", nargs="?", const=TSM_ROOT,
+                       help=f"pod isolation: configfs-tsm in this pod's VM (default {TSM_ROOT})")
+    proof.add_argument("--simulated-tee", type=Path, metavar="DIR",
+                       help="test clusters: a saved simulated TEE (only a policy naming its "
+                            "test root trusts it)")
+    proof.add_argument("--plaintext", action="store_true",
+                       help="serve plain HTTP/h2c with no attestation: callers cannot verify "
+                            "this meter; for local development and baselines only")
+    p.add_argument("--simulated-gpus", type=int, default=1, help="GPUs the simulated TEE shows")
+    p.add_argument("--node", default=os.environ.get("NODE_NAME", ""),
+                   help="this pod's node (metadata in the evidence; default $NODE_NAME)")
+    p.add_argument("--pod", default=os.environ.get("POD_NAME", ""),
+                   help="this pod's name (metadata in the evidence; default $POD_NAME)")
+    p.add_argument("--token-file", type=Path,
+                   help="pod-bound ServiceAccount token (audience cocoon-operator) that "
+                        "registers this meter with the operator")
+    p.add_argument("--operator-ca", type=Path, help="CA bundle for an https operator URL")
+    p.add_argument("--certificate-refresh-seconds", type=float, default=120.0,
+                   help="re-issue the RA-TLS certificate with fresh evidence this often (keep "
+                        "it below the policy's maxEvidenceAgeSeconds)")
     p.add_argument("--price-per-request", default="0", help="nanoton")
     p.add_argument("--price-per-input-token", default="0", help="nanoton")
     p.add_argument("--price-per-output-token", default="0", help="nanoton")
@@ -101,7 +127,16 @@ def _serve(args: argparse.Namespace) -> int:
         journal=args.journal,
         credits=args.credits,
         operator_url=args.operator_url,
-        signing_key=args.signing_key,
+        placement=Placement(pool=args.pool, pod=args.pod, node=args.node),
+        evidence_socket=args.evidence_socket,
+        configfs_tsm=args.configfs_tsm,
+        simulated_tee=args.simulated_tee,
+        simulated_gpus=args.simulated_gpus,
+        plaintext=args.plaintext,
+        certificate_refresh_seconds=args.certificate_refresh_seconds,
+        token_file=args.token_file,
+        operator_ca=args.operator_ca,
+        operator_ca_pem=os.environ.get(OPERATOR_CA_ENV) or None,
         listen=args.listen,
         http_port=args.http_port,
         grpc_port=args.grpc_port,

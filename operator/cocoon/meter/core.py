@@ -15,6 +15,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cocoon import keys
+from cocoon.meter import receipts
 from cocoon.meter.credits import ChannelCredit, CreditSource, credential_hash
 from cocoon.meter.errors import MeterError, Reason
 from cocoon.meter.gate import CreditGate, Reservation
@@ -55,18 +59,38 @@ class MeterConfig:
         )
 
 
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+@dataclass(frozen=True)
+class ReceiptSigner:
+    """The meter instance's in-memory receipt key and what every receipt repeats."""
+
+    key: Ed25519PrivateKey
+    pool: str
+    price: dict[str, str]
+
+    @property
+    def public_hex(self) -> str:
+        return keys.public_bytes(self.key).hex()
+
+
 @dataclass(frozen=True, slots=True)
 class Settlement:
     request_id: str
     units: Units
     cost_nanoton: int
+    receipt: receipts.SignedReceipt | None = None
 
     def headers(self) -> dict[str, str]:
-        return {
+        headers = {
             "Cocoon-Request-Id": self.request_id,
             "Cocoon-Units": self.units.header(),
             "Cocoon-Cost-Nanoton": str(self.cost_nanoton),
         }
+        if self.receipt is not None:
+            headers[receipts.HEADER] = receipts.encode_header(self.receipt)
+        return headers
 
 
 class Call:
@@ -74,7 +98,8 @@ class Call:
 
     __slots__ = (
         "_meter", "counter", "credit", "endpoint", "model", "protocol", "request_id",
-        "reservation", "settled", "started", "submitted", "t0", "upstream_seconds",
+        "request_sha256", "reservation", "response_sha256", "settled", "started", "submitted",
+        "t0", "upstream_seconds",
     )
 
     def __init__(
@@ -94,6 +119,9 @@ class Call:
         self.upstream_seconds = 0.0
         self.settled: Settlement | None = None
         self.submitted = False
+        # what the receipt hashes: the proxies set them before settling
+        self.request_sha256 = EMPTY_SHA256
+        self.response_sha256 = EMPTY_SHA256
 
     def affordable(self, counter: UsageCounter) -> bool:
         """Grow the reservation to cover `counter`'s units, or say the channel cannot pay."""
@@ -147,12 +175,27 @@ class Call:
         await asyncio.shield(future)
         meter.metrics.journal_commit.observe(time.perf_counter() - commit_start)
         meter.metrics.charged(self.model, self.protocol, outcome, units, cost)
-        self.settled = Settlement(self.request_id, units, cost)
+        self.settled = Settlement(self.request_id, units, cost, self._receipt(outcome, units, cost))
         added = time.perf_counter() - self.t0 - self.upstream_seconds
         meter.metrics.observe_added(self.protocol, added)
         if log.isEnabledFor(logging.DEBUG):
             self._log_settled(outcome, units, cost)
         return self.settled
+
+    def _receipt(
+        self, outcome: str, units: Units, cost: int
+    ) -> receipts.SignedReceipt | None:
+        signer = self._meter.signer
+        if signer is None:
+            return None
+        channel = self.credit.channel
+        return receipts.issue(
+            signer.key, signer.public_hex, request_id=self.request_id, pool=signer.pool,
+            channel=channel, model=self.model, endpoint=self.endpoint, outcome=outcome,
+            request_sha256=self.request_sha256, response_sha256=self.response_sha256,
+            units=units.as_dict(), price=signer.price, cost_nanoton=cost,
+            cumulative_nanoton=self._meter.journal.spent(channel),
+        )
 
     def _log_settled(self, outcome: str, units: Units, cost: int) -> None:
         log.debug(
@@ -168,9 +211,15 @@ class Call:
 
 class Meter:
     def __init__(
-        self, config: MeterConfig, credits: CreditSource, journal: Journal, metrics: MeterMetrics
+        self, config: MeterConfig, credits: CreditSource, journal: Journal, metrics: MeterMetrics,
+        receipt_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.config = config
+        self.signer = (
+            ReceiptSigner(receipt_key, config.pool, config.price.model_dump())
+            if receipt_key is not None
+            else None
+        )
         self.credits = credits
         self.journal = journal
         self.metrics = metrics

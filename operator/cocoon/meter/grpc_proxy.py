@@ -11,6 +11,7 @@ are refused.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from cocoon.meter import wire
+from cocoon.meter import receipts, wire
 from cocoon.meter.core import Call, Meter, Settlement
 from cocoon.meter.errors import MeterError, Reason
 from cocoon.meter.usage import UsageCounter
@@ -55,11 +56,14 @@ def _forwarded(metadata: Metadata) -> Metadata:
 
 
 def _trailers(settlement: Settlement) -> Metadata:
-    return (
+    trailers: Metadata = (
         ("cocoon-request-id", settlement.request_id),
         ("cocoon-units", settlement.units.header()),
         ("cocoon-cost-nanoton", str(settlement.cost_nanoton)),
     )
+    if settlement.receipt is not None:
+        trailers += ((receipts.GRPC_TRAILER, receipts.encode_header(settlement.receipt)),)
+    return trailers
 
 
 class GrpcProxy:
@@ -126,6 +130,7 @@ class GrpcProxy:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {exc}")
             raise
         call = await self._begin(context, model, streaming=False)
+        call.request_sha256 = hashlib.sha256(request).hexdigest()
         try:
             start = time.perf_counter()
             try:
@@ -140,6 +145,7 @@ class GrpcProxy:
                 await context.abort(exc.code(), exc.details() or "", _trailers(settlement))
                 raise
             call.upstream_seconds = time.perf_counter() - start
+            call.response_sha256 = hashlib.sha256(response).hexdigest()
             call.counter.add_response(wire.response_usage(response))
             if not call.affordable(call.counter):
                 call.counter = UsageCounter(failed=True)
@@ -158,6 +164,7 @@ class GrpcProxy:
         call = await self._begin(context, "", streaming=True)
         upstream = self._stream_infer(metadata=_forwarded(context.invocation_metadata()))
         failure: list[MeterError] = []
+        received, sent = hashlib.sha256(), hashlib.sha256()
 
         async def feed() -> None:
             try:
@@ -165,6 +172,7 @@ class GrpcProxy:
                     if not call.model:
                         call.model = wire.model_name(message)
                     call.add_request()
+                    received.update(message)
                     await upstream.write(message)
                 await upstream.done_writing()
             except (MeterError, wire.WireError) as exc:
@@ -178,7 +186,7 @@ class GrpcProxy:
         outcome = "ok"
         upstream_error: grpc.aio.AioRpcError | None = None
         try:
-            outcome = await self._pump(call, upstream, context, failure)
+            outcome = await self._pump(call, upstream, context, failure, sent)
         except grpc.aio.AioRpcError as exc:
             outcome, upstream_error = "upstream_broken", exc
         except asyncio.CancelledError:
@@ -189,6 +197,7 @@ class GrpcProxy:
             upstream.cancel()
             if failure:
                 outcome = "credit_exhausted" if failure[0].reason is Reason.NO_CREDIT else "error"
+            call.request_sha256, call.response_sha256 = received.hexdigest(), sent.hexdigest()
             settlement = await call.settle(outcome)
             call.abandon()
             context.set_trailing_metadata(_trailers(settlement))
@@ -200,7 +209,8 @@ class GrpcProxy:
                                 _trailers(settlement))
 
     async def _pump(
-        self, call: Call, upstream: Any, context: Context, failure: list[MeterError]
+        self, call: Call, upstream: Any, context: Context, failure: list[MeterError],
+        sent: hashlib._Hash,
     ) -> str:
         """Forward responses, counting each before it is sent (a response beyond credit isn't)."""
         while True:
@@ -222,6 +232,7 @@ class GrpcProxy:
                     "you are charged for the responses sent; top up the channel",
                 ))
                 return "credit_exhausted"
+            sent.update(message)
             await context.write(message)
             call.counter = trial
 

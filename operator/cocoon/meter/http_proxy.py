@@ -1,26 +1,30 @@
 """The KServe v2 HTTP front end (aiohttp), forwarding to Triton over pooled keep-alive connections.
 
-Bodies pass through byte for byte (the binary tensor extension included). Metered responses
-carry `Cocoon-Request-Id`, `Cocoon-Units` and `Cocoon-Cost-Nanoton` headers; generate_stream,
-whose headers leave before the units are known, ends with a `cocoon.usage` SSE event instead
-(`event: cocoon.usage` / `data: {"requestId", "units", "costNanoton"}`), which clients that only
-read unnamed `data:` events ignore. Health, readiness, metadata, config and model statistics
-are open: probes need them without a credential, they hold no tenant data, and standard tools
-(perf_analyzer's gRPC client) fetch them without custom metadata. Everything else Triton serves
-besides inference (repository control, shared memory, trace, logging) is refused.
+Bodies pass through byte for byte (the binary tensor extension included). Metered responses carry
+`Cocoon-Request-Id`, `Cocoon-Units` and `Cocoon-Cost-Nanoton` headers; generate_stream, whose
+headers leave before the units are known, ends with a `cocoon.usage` SSE event instead (`event:
+cocoon.usage` / `data: {"requestId", "units", "costNanoton"}`) and a signed `event:
+cocoon.receipt`, which clients that only read unnamed `data:` events ignore. Unary responses carry
+the signed receipt in the `Cocoon-Receipt` header. Health, readiness, metadata, config and model
+statistics are open: probes need them without a credential, they hold no tenant data, and standard
+tools (perf_analyzer's gRPC client) fetch them without custom metadata. Everything else Triton
+serves besides inference (repository control, shared memory, trace, logging) is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from cocoon.meter import receipts
 from cocoon.meter.core import Call, Meter, Settlement
 from cocoon.meter.credits import ChannelCredit
 from cocoon.meter.errors import MeterError, Reason, upstream_error
@@ -46,6 +50,7 @@ _MODEL = "/v2/models/{model}"
 _VERSIONED = "/v2/models/{model}/versions/{version}"
 
 _session_key = web.AppKey("session", aiohttp.ClientSession)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error_response(exc: MeterError) -> web.Response:
@@ -74,11 +79,13 @@ class HttpProxy:
             else None
         )
 
-    def app(self) -> web.Application:
+    def app(self, extra_routes: tuple[tuple[str, str, Handler], ...] = ()) -> web.Application:
         limits = self.meter.config.limits
         app = web.Application(client_max_size=max(limits.max_body_bytes.values()))
         app.cleanup_ctx.append(self._session_ctx)
         add = app.router.add_route
+        for method, path, handler in extra_routes:
+            add(method, path, handler)
         for base in (_MODEL, _VERSIONED):
             add("POST", base + "/infer", self.infer)
             add("POST", base + "/generate", self.generate)
@@ -169,6 +176,7 @@ class HttpProxy:
         except MeterError as exc:
             return _error_response(exc)
         try:
+            call.request_sha256 = hashlib.sha256(body).hexdigest()
             start = time.perf_counter()
             try:
                 status, payload, headers = await self._post(request, body)
@@ -189,6 +197,7 @@ class HttpProxy:
                     f"the response used more than payment channel {call.credit.channel} can "
                     "pay for, so it was withheld and not charged; top up the channel",
                 ))
+            call.response_sha256 = hashlib.sha256(payload).hexdigest()
             settlement = await call.settle(outcome)
             headers.update(settlement.headers())
             return web.Response(status=status, body=payload, headers=headers)
@@ -244,6 +253,7 @@ class HttpProxy:
             call.abandon()
 
     async def _stream(self, request: web.Request, call: Call, body: bytes) -> web.StreamResponse:
+        call.request_sha256 = hashlib.sha256(body).hexdigest()
         wait_start = time.perf_counter()
         try:
             upstream_cm = request.app[_session_key].post(
@@ -273,18 +283,21 @@ class HttpProxy:
                 },
             )
             await response.prepare(request)
-            outcome = await self._pump(call, upstream, response)
+            sent = hashlib.sha256()
+            outcome = await self._pump(call, upstream, response, sent)
+            call.response_sha256 = sent.hexdigest()
             settlement = await call.settle(outcome)
             if outcome != "client_closed":
                 with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError):
-                    await response.write(_usage_event(settlement))
+                    await response.write(_usage_event(settlement) + _receipt_event(settlement))
                     await response.write_eof()
             return response
         finally:
             await upstream_cm.__aexit__(None, None, None)
 
     async def _pump(
-        self, call: Call, upstream: aiohttp.ClientResponse, response: web.StreamResponse
+        self, call: Call, upstream: aiohttp.ClientResponse, response: web.StreamResponse,
+        sent: hashlib._Hash,
     ) -> str:
         """Forward chunks as they arrive, counting each complete event before it is sent."""
         events = SseMeter()
@@ -303,11 +316,14 @@ class HttpProxy:
             for event in events.split(chunk):
                 count_event(trial, event)
             if not call.affordable(trial):
+                error = _error_event(call)
+                sent.update(error)
                 try:
-                    await response.write(_error_event(call))
+                    await response.write(error)
                 except (ConnectionError, aiohttp.ClientConnectionResetError):
                     return "client_closed"
                 return "credit_exhausted"
+            sent.update(chunk)
             try:
                 await response.write(chunk)
             except (ConnectionError, aiohttp.ClientConnectionResetError):
@@ -323,6 +339,13 @@ def _usage_event(settlement: Settlement) -> bytes:
         "costNanoton": str(settlement.cost_nanoton),
     })
     return f"event: cocoon.usage\ndata: {data}\n\n".encode()
+
+
+def _receipt_event(settlement: Settlement) -> bytes:
+    if settlement.receipt is None:
+        return b""
+    data = settlement.receipt.model_dump_json(by_alias=True)
+    return f"event: {receipts.SSE_EVENT}\ndata: {data}\n\n".encode()
 
 
 def _error_event(call: Call) -> bytes:

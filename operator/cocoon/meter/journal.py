@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -118,7 +119,23 @@ def connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA wal_autocheckpoint=0")
     db.execute(_SCHEMA)
+    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     return db
+
+
+def journal_id(db: sqlite3.Connection) -> str:
+    """The journal's identity, made once with the file and durable with it.
+
+    Usage is accounted per journal (a meter instance's cumulative sequence), so a container that
+    restarts on the same journal continues its totals, while a new pod's new journal starts its
+    own; the signing key changes at every start and only authenticates.
+    """
+    row = db.execute("SELECT value FROM meta WHERE key = 'journal_id'").fetchone()
+    if row is not None:
+        return str(row[0])
+    made = secrets.token_hex(16)
+    db.execute("INSERT INTO meta (key, value) VALUES ('journal_id', ?)", (made,))
+    return made
 
 
 _Pending = tuple[Charge, asyncio.Future[int | None]]
@@ -138,6 +155,7 @@ class Journal:
         self.path = path
         self.flush_interval = parse_sync(sync)
         self._db = connect(path)
+        self.journal_id = journal_id(self._db)
         self.totals: dict[str, ChannelTotals] = {}
         self.sequence = 0
         for channel, req, inp, out, cost, seq in self._db.execute(_TOTALS):

@@ -11,8 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cocoon import keys
-from cocoon.devstack.process import free_port, http_ok
+from cocoon.devstack.process import free_port, http_ok, probe_context
 from cocoon.devstack.triton import TritonServer
 from cocoon.meter.credits import credential_hash
 from cocoon.meter.pricing import Price
@@ -44,10 +43,11 @@ class MeterProcess:
     admin_port: int
     journal: Path
     log_path: Path
+    tls: bool = False
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.http_port}"
 
     @property
     def grpc_target(self) -> str:
@@ -61,7 +61,8 @@ class MeterProcess:
         return self.log_path.read_text(errors="replace")
 
     def is_ready(self) -> bool:
-        return http_ok(f"{self.http_url}/v2/health/ready", timeout=1)
+        # readiness only: callers verify the endpoint with cocoon.client, never this probe
+        return http_ok(f"{self.http_url}/v2/health/ready", timeout=1, context=probe_context())
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.process.poll() is None:
@@ -78,16 +79,18 @@ def start_meter(
     extra_args: tuple[str, ...] = (),
     log_level: str = "info",
     ready_timeout: float = 30.0,
+    simulated_tee: Path | None = None,
 ) -> MeterProcess:
     """Start a meter on free loopback ports in front of `triton`; state files go in `workdir`.
 
-    A signing key and an empty credit file are created there if absent.
+    An empty credit file is created there if absent. With `simulated_tee` (a saved simulated
+    TEE) the meter serves attested TLS; without, plain HTTP (`--plaintext`).
     """
     price = price or Price()
     workdir.mkdir(parents=True, exist_ok=True)
-    key_path = workdir / "key.pem"
-    if not key_path.exists():
-        keys.save(keys.generate(), key_path)
+    proof = (
+        f"--simulated-tee={simulated_tee}" if simulated_tee is not None else "--plaintext"
+    )
     credits = workdir / "credits.json"
     if not credits.exists():
         write_credits(credits, {})
@@ -109,7 +112,7 @@ def start_meter(
         f"--admin-port={admin_port}",
         f"--journal={journal}",
         f"--credits={credits}",
-        f"--signing-key={key_path}",
+        proof,
         f"--price-per-request={price.per_request}",
         f"--price-per-input-token={price.per_input_token}",
         f"--price-per-output-token={price.per_output_token}",
@@ -124,7 +127,9 @@ def start_meter(
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    meter = MeterProcess(process, http_port, grpc_port, admin_port, journal, log_path)
+    meter = MeterProcess(
+        process, http_port, grpc_port, admin_port, journal, log_path, simulated_tee is not None
+    )
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

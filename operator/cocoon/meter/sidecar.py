@@ -1,7 +1,11 @@
 """The meter's container in a pool's pod, for the Deployment renderer.
 
-Ports: the meter owns the pod's public ports, HTTP 8000 and gRPC 8001 (Triton's usual numbers,
-so KServe clients need no change), plus admin 9100 (metrics, usage reports, liveness). Triton
+Ports: the meter owns the pod's public ports, HTTPS 8000 and gRPC over TLS 8001 (Triton's usual
+numbers), plus admin 9100 (metrics, usage reports, liveness). Its TLS and receipt keys are made
+in memory at start; it proves them with evidence from the node agent's socket (node isolation)
+or from configfs-tsm inside its own pod VM (pod isolation, `runtimeClassName`), and registers
+them with the operator using the pod's bound ServiceAccount token (audience cocoon-operator).
+No key file is mounted. Triton
 must listen on loopback only, on 18000/18001/18002 (`triton_listen_args`), so the Service can
 expose nothing that bypasses metering. Readiness is Triton's (`/v2/health/ready` through the
 meter, no credential needed); liveness is the meter's own (`/livez`), so a slow model never gets
@@ -25,8 +29,13 @@ TRITON_METRICS_PORT = 18002
 JOURNAL_DIR = "/var/lib/cocoon-meter"
 CREDITS_DIR = "/etc/cocoon-meter/credits"
 CREDITS_FILE = "credits.json"
-SIGNING_KEY_DIR = "/var/run/cocoon/workload-key"
-SIGNING_KEY_FILE = keys.WORKLOAD_KEY_FILE
+METER_SOCKET_DIR = "/var/run/cocoon/meter"
+METER_SOCKET_FILE = "agent.sock"
+TOKEN_DIR = "/var/run/secrets/cocoon"  # noqa: S105 - a mount path
+TOKEN_FILE = "token"  # noqa: S105 - a file name
+TOKEN_AUDIENCE = "cocoon-operator"  # noqa: S105 - an audience
+TSM_ROOT = "/sys/kernel/config/tsm/report"
+OPERATOR_CA_ENV = "COCOON_OPERATOR_CA_PEM"
 READINESS_PATH = "/v2/health/ready"
 LIVENESS_PATH = "/livez"
 
@@ -63,7 +72,10 @@ def sidecar_spec(
     operator_url: str | None = None,
     journal_volume: str = "meter-journal",
     credits_volume: str = "meter-credits",
-    signing_key_volume: str = "workload-key",
+    socket_volume: str = "meter-socket",
+    token_volume: str = "meter-token",  # noqa: S107 - a volume name
+    pod_isolation: bool = False,
+    operator_ca_pem: str | None = None,
     reserve_output_tokens: int = 256,
     reserve_input_tokens: int = 0,
     max_in_flight: int = 256,
@@ -73,9 +85,10 @@ def sidecar_spec(
     """A Kubernetes container dict named "meter" for the pool's pod template.
 
     The caller provides the volumes: the journal (a PVC, so charges survive pod rescheduling;
-    an emptyDir only loses unsettled usage if the pod is deleted), the workload key, and, when no
-    `operator_url` is given (a meter run by hand), a credit file. In a cluster the meter polls
-    the operator for credit and sends it signed usage instead.
+    an emptyDir only loses unsettled usage if the pod is deleted), the agent's socket directory
+    (node isolation), the projected token, and, when no `operator_url` is given (a meter run by
+    hand), a credit file. In a cluster the meter polls the operator for credit and sends it
+    signed usage instead.
     """
     args = [
         "meter",
@@ -90,7 +103,10 @@ def sidecar_spec(
         f"--operator-url={operator_url}"
         if operator_url
         else f"--credits={CREDITS_DIR}/{CREDITS_FILE}",
-        f"--signing-key={SIGNING_KEY_DIR}/{SIGNING_KEY_FILE}",
+        f"--configfs-tsm={TSM_ROOT}"
+        if pod_isolation
+        else f"--evidence-socket={METER_SOCKET_DIR}/{METER_SOCKET_FILE}",
+        *([f"--token-file={TOKEN_DIR}/{TOKEN_FILE}"] if operator_url else []),
         f"--price-per-request={price.per_request}",
         f"--price-per-input-token={price.per_input_token}",
         f"--price-per-output-token={price.per_output_token}",
@@ -104,14 +120,19 @@ def sidecar_spec(
         "name": "meter",
         "image": image,
         "args": args,
-        "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "env": [
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            *([{"name": OPERATOR_CA_ENV, "value": operator_ca_pem}] if operator_ca_pem else []),
+        ],
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": ADMIN_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": {
-            "httpGet": {"path": READINESS_PATH, "port": "http"},
+            "httpGet": {"path": READINESS_PATH, "port": "http", "scheme": "HTTPS"},
             "periodSeconds": 5,
             "failureThreshold": 3,
         },
@@ -127,7 +148,16 @@ def sidecar_spec(
                 if operator_url
                 else [{"name": credits_volume, "mountPath": CREDITS_DIR, "readOnly": True}]
             ),
-            {"name": signing_key_volume, "mountPath": SIGNING_KEY_DIR, "readOnly": True},
+            *(
+                []
+                if pod_isolation
+                else [{"name": socket_volume, "mountPath": METER_SOCKET_DIR}]
+            ),
+            *(
+                [{"name": token_volume, "mountPath": TOKEN_DIR, "readOnly": True}]
+                if operator_url
+                else []
+            ),
         ],
         "resources": resources
         or {

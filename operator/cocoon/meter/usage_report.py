@@ -1,13 +1,14 @@
 """Signed cumulative usage reports: what the PaymentChannel controller trusts to charge.
 
-A report states, for one channel of one pool, the cumulative units and cost this meter has
-journaled, up to journal sequence `journalSequence`. The meter signs it with the node workload
-key that attestation bound to its node, so the controller can check both that an attested meter
-produced it and that nothing altered it.
+A report states, for one channel of one pool, the cumulative units and cost one meter journal
+(`journalId`) holds, up to journal sequence `journalSequence`. The meter signs it with its
+in-memory receipt key, which the operator verified at the meter's registration (endpoint
+evidence plus the pod's bound token), so the controller can check that a registered meter of
+that pool produced it and that nothing altered it.
 
 Signed bytes: `DOMAIN` followed by the canonical JSON of the report (keys sorted, no spaces,
 UTF-8). The envelope on the wire is `{"report": {...}, "signature": "<base64>"}`.
-Cumulative figures only ever grow for a given (meterPublicKey, pool, channel); a controller keeps
+Cumulative figures only ever grow for a given (journalId, pool, channel); a controller keeps
 the report with the highest journalSequence.
 """
 
@@ -39,6 +40,7 @@ class UsageUnits(ApiModel):
 class UsageReport(ApiModel):
     format: str = Field(default=FORMAT, pattern=f"^{FORMAT}$")
     meter_public_key: str = Field(pattern=r"^[0-9a-f]{64}$", description="Ed25519, hex.")
+    journal_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="The meter journal's id.")
     pool: str = Field(description="namespace/name of the InferencePool.")
     channel: str = Field(description="namespace/name of the PaymentChannel.")
     units: UsageUnits
@@ -78,7 +80,7 @@ def verify(
 ) -> UsageReport:
     """The report, if its signature holds under its own key and that key is the trusted one.
 
-    Pass `trusted_public_key` (32 raw bytes, from the node's attestation) in production;
+    Pass `trusted_public_key` (32 raw bytes, from the meter's registration) in production;
     without it only integrity is checked.
     """
     try:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from cocoon.api.inferencepool import InferencePoolSpec
-from cocoon.keys import WORKLOAD_KEY_DIR
 from cocoon.meter import sidecar
 from cocoon.placement.labels import (
     ATTESTED_LABEL,
@@ -33,8 +32,9 @@ class Settings:
 
     meter_image: str = "ghcr.io/cocoon-k8s/cocoon:0.1.0"
     meter_pull_policy: str = "IfNotPresent"
-    workload_key_dir: str = WORKLOAD_KEY_DIR
-    operator_url: str = "http://cocoon-operator.cocoon-system.svc:8443"
+    meter_socket_dir: str = "/var/run/cocoon/meter"
+    operator_url: str = "https://cocoon-operator.cocoon-system.svc:8443"
+    operator_ca_pem: str | None = None
     meter_resources: dict[str, Any] | None = None
     cluster_domain: str = "cluster.local"
 
@@ -76,7 +76,7 @@ def owner_reference(pool: PoolRef) -> Obj:
 
 def url(pool: PoolRef, settings: Settings) -> str:
     host = f"{pool.name}.{pool.namespace}.svc.{settings.cluster_domain}"
-    return f"http://{host}:{sidecar.HTTP_PORT}"
+    return f"https://{host}:{sidecar.HTTP_PORT}"
 
 
 def node_affinity(spec: InferencePoolSpec) -> Obj:
@@ -183,7 +183,8 @@ def meter_container(spec: InferencePoolSpec, pool: PoolRef, settings: Settings) 
         models=[spec.model.name],
         operator_url=settings.operator_url,
         journal_volume="meter-journal",
-        signing_key_volume="workload-key",
+        pod_isolation=bool(spec.runtime_class_name),
+        operator_ca_pem=settings.operator_ca_pem,
         reserve_output_tokens=spec.meter.max_output_tokens,
         max_in_flight=spec.meter.max_in_flight,
         limits=spec.meter.limits.meter_limits(),
@@ -212,11 +213,29 @@ def deployment(
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.triton.shm_size}},
             {"name": "meter-journal", "emptyDir": {}},
             {
-                "name": "workload-key",
-                "hostPath": {"path": settings.workload_key_dir, "type": "Directory"},
+                "name": "meter-token",
+                "projected": {
+                    "sources": [
+                        {
+                            "serviceAccountToken": {
+                                "path": sidecar.TOKEN_FILE,
+                                "audience": sidecar.TOKEN_AUDIENCE,
+                                "expirationSeconds": 3600,
+                            }
+                        }
+                    ]
+                },
             },
         ],
     }
+    if not spec.runtime_class_name:
+        # node isolation: the agent's evidence socket (evidence only, never a key)
+        pod_spec["volumes"].append(
+            {
+                "name": "meter-socket",
+                "hostPath": {"path": settings.meter_socket_dir, "type": "Directory"},
+            }
+        )
     if spec.runtime_class_name:
         pod_spec["runtimeClassName"] = spec.runtime_class_name
     return {

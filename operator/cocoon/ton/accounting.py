@@ -34,9 +34,9 @@ DEPLOY_WAIT_S = 5
 
 @dataclass(frozen=True)
 class MeterUsage:
-    """The highest cumulative report accepted from one meter for one channel."""
+    """The highest cumulative report accepted from one meter journal for one channel."""
 
-    public_key: str
+    instance: str
     pool: str
     journal_sequence: int
     cost: int
@@ -67,8 +67,8 @@ def merge_report(meters: list[MeterUsage], report: MeterUsage) -> list[MeterUsag
     Reports are cumulative, so only the highest journal sequence counts; an older or repeated
     one is a no-op, and one that contradicts what was accepted is refused.
     """
-    key = (report.public_key, report.pool)
-    current = next((m for m in meters if (m.public_key, m.pool) == key), None)
+    key = (report.instance, report.pool)
+    current = next((m for m in meters if (m.instance, m.pool) == key), None)
     if current is None:
         if len(meters) >= MAX_METERS:
             raise ReportRejected(
@@ -91,7 +91,7 @@ def merge_report(meters: list[MeterUsage], report: MeterUsage) -> list[MeterUsag
             RejectReason.COST_DECREASED,
             f"cumulative cost fell from {current.cost} to {report.cost} at a later sequence",
         )
-    return [report if (m.public_key, m.pool) == key else m for m in meters]
+    return [report if (m.instance, m.pool) == key else m for m in meters]
 
 
 def total_owed(meters: Iterable[MeterUsage]) -> int:
