@@ -27,7 +27,7 @@ from cocoon.devstack.process import free_port
 from cocoon.kube import ATTESTED_NODES, INFERENCE_POOLS, PAYMENT_CHANNELS
 from cocoon.meter import usage_report
 
-from .conftest import NS, POOL, attested_node, channel_body
+from .conftest import NS, POOL, attested_node, channel_body, journal_of, meter_record
 from .fakekube import FakeKube
 
 SECRET = "zebracanary7731-token"
@@ -39,7 +39,10 @@ def operator_api() -> Iterator[int]:
     """The operator's API server (httpapi.make_app/make_runner) on its own loop and thread."""
     kube = FakeKube()
     kube.put(ATTESTED_NODES, attested_node("gpu-0", METER_KEY))
-    kube.put(INFERENCE_POOLS, {"metadata": {"name": POOL, "namespace": NS}, "spec": {}})
+    kube.put(INFERENCE_POOLS, {
+        "metadata": {"name": POOL, "namespace": NS}, "spec": {},
+        "status": {"meters": [meter_record(METER_KEY)]},
+    })
     kube.put(PAYMENT_CHANNELS, channel_body("ch", {"poolName": POOL}))
     memo = kopf.Memo()
     memo.kube = kube
@@ -92,6 +95,7 @@ def _raw(port: int, data: bytes) -> tuple[int, Any]:
 def _report(**overrides: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "meter_public_key": keys.public_bytes(METER_KEY).hex(), "pool": f"{NS}/{POOL}",
+        "journal_id": journal_of(METER_KEY),
         "channel": f"{NS}/ch",
         "units": usage_report.UsageUnits(requests=1, input_tokens=0, output_tokens=1),
         "cost_nanoton": "10", "journal_sequence": 1, "issued_at": datetime.now(UTC),
