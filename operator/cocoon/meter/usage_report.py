@@ -23,18 +23,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import Field
 
 from cocoon import keys
-from cocoon.api.common import INT64_MAX, ApiModel, Nanoton
+from cocoon.api.common import MAX_COUNT, ApiModel, Nanoton
 
 FORMAT = "cocoon.dev/usage-report/v1"
 DOMAIN = b"cocoon.dev/usage-report/v1\n"
 
 
 class UsageUnits(ApiModel):
-    requests: int = Field(ge=0, le=INT64_MAX, description="Calls charged.")
+    requests: int = Field(ge=0, le=MAX_COUNT, description="Calls charged.")
     input_tokens: int = Field(
-        ge=0, le=INT64_MAX, description="Prompt tokens reported by the model."
+        ge=0, le=MAX_COUNT, description="Prompt tokens reported by the model."
     )
-    output_tokens: int = Field(ge=0, le=INT64_MAX, description="Generated tokens.")
+    output_tokens: int = Field(ge=0, le=MAX_COUNT, description="Generated tokens.")
 
 
 class UsageReport(ApiModel):
@@ -45,7 +45,7 @@ class UsageReport(ApiModel):
     channel: str = Field(description="namespace/name of the PaymentChannel.")
     units: UsageUnits
     cost_nanoton: Nanoton
-    journal_sequence: int = Field(ge=0, le=INT64_MAX)
+    journal_sequence: int = Field(ge=0, le=MAX_COUNT)
     issued_at: datetime
 
 
