@@ -26,11 +26,10 @@ def test_fake_nodes_renew_a_lease_and_stay_ready(cluster: LocalCluster, fake_nod
         return (found or {}).get("spec")
 
     first = eventually(lease, what=f"Lease kube-node-lease/{fake_node}")
-    assert first["holderIdentity"] == fake_node
     assert int(first["leaseDurationSeconds"]) == NODE_LEASE_SECONDS
     renewed = eventually(
         lambda: (spec := lease()) and spec["renewTime"] > first["renewTime"] and spec,
         timeout=NODE_LEASE_SECONDS, what="a renewed Lease",
     )
-    assert renewed["holderIdentity"] == fake_node
+    assert renewed["holderIdentity"] == first["holderIdentity"]  # kwok's own identity
     assert condition(get(cluster, "node", fake_node), "Ready").get("status") == "True"

@@ -107,9 +107,12 @@ def _report(**overrides: Any) -> dict[str, Any]:
         return usage_report.sign(report, METER_KEY).to_api()
 
 
-def test_out_of_range_journal_sequence_is_a_json_400_not_a_500(operator_api: int) -> None:
+@pytest.mark.parametrize("sequence", [2**53, 2**63])
+def test_out_of_range_journal_sequence_is_a_json_400_not_a_500(
+    operator_api: int, sequence: int
+) -> None:
     status, answer = _post(operator_api, usage_api.REPORTS_PATH,
-                           json.dumps(_report(journal_sequence=2**63)).encode())
+                           json.dumps(_report(journal_sequence=sequence)).encode())
     assert status == 400, answer
     assert answer["error"]["reason"] == "Malformed"
     assert "journalSequence" in answer["error"]["message"]

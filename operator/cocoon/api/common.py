@@ -33,11 +33,10 @@ class ApiModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-# Kubernetes stores integers as int64: a larger one in a status is a 422 from the API server.
-INT64_MAX = (1 << 63) - 1
-# The largest integer a CRD schema can bound: the API server compares `maximum` as a float64,
-# and 2^63 - 1 rounds past the int64 range (it then reads as -2^63 and refuses everything).
-SAFE_INT_MAX = (1 << 53) - 1
+# The largest count a status may hold: Kubernetes stores int64 but checks a schema's
+# `maximum` as float64 (2^63 - 1 rounds to 2^63 and wraps to -2^63), so the bound is the
+# largest integer float64 holds exactly. A larger one would be a 422 from the API server.
+MAX_COUNT = (1 << 53) - 1
 
 Nanoton = Annotated[
     str,

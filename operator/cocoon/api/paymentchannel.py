@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field, model_validator
 
-from cocoon.api.common import SAFE_INT_MAX, ApiModel, ConditionList, Nanoton
+from cocoon.api.common import MAX_COUNT, ApiModel, ConditionList, Nanoton
 from cocoon.api.inferencepool import DNS_LABEL, TON_ADDRESS
 
 
@@ -162,7 +162,7 @@ class MeterUsage(ApiModel):
         description="namespace/name of the InferencePool the meter serves.", max_length=253
     )
     journal_sequence: int = Field(
-        ge=0, le=SAFE_INT_MAX, description="Journal sequence the report covers."
+        ge=0, le=MAX_COUNT, description="Journal sequence the report covers."
     )
     cost_nanoton: Nanoton = Field(description="Cumulative cost this meter charged, nanoton.")
     reported_at: datetime | None = Field(default=None, description="When it was accepted.")

@@ -23,24 +23,24 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import Field
 
 from cocoon import keys
-from cocoon.api.common import INT64_MAX, SAFE_INT_MAX, ApiModel, Nanoton
+from cocoon.api.common import MAX_COUNT, ApiModel, Nanoton
 
 FORMAT = "cocoon.dev/usage-report/v1"
 DOMAIN = b"cocoon.dev/usage-report/v1\n"
 
 
 class UsageUnits(ApiModel):
-    requests: int = Field(ge=0, le=INT64_MAX, description="Calls charged.")
+    requests: int = Field(ge=0, le=MAX_COUNT, description="Calls charged.")
     input_tokens: int = Field(
-        ge=0, le=INT64_MAX, description="Prompt tokens reported by the model."
+        ge=0, le=MAX_COUNT, description="Prompt tokens reported by the model."
     )
-    output_tokens: int = Field(ge=0, le=INT64_MAX, description="Generated tokens.")
+    output_tokens: int = Field(ge=0, le=MAX_COUNT, description="Generated tokens.")
     cached_input_tokens: int = Field(
-        default=0, ge=0, le=INT64_MAX,
+        default=0, ge=0, le=MAX_COUNT,
         description="Of inputTokens, those served from a prompt cache.",
     )
     reasoning_tokens: int = Field(
-        default=0, ge=0, le=INT64_MAX,
+        default=0, ge=0, le=MAX_COUNT,
         description="Of outputTokens, those spent on hidden reasoning.",
     )
 
@@ -53,7 +53,7 @@ class UsageReport(ApiModel):
     channel: str = Field(description="namespace/name of the PaymentChannel.")
     units: UsageUnits
     cost_nanoton: Nanoton
-    journal_sequence: int = Field(ge=0, le=SAFE_INT_MAX)  # what channel status can hold
+    journal_sequence: int = Field(ge=0, le=MAX_COUNT)
     issued_at: datetime
 
 
