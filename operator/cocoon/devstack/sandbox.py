@@ -150,7 +150,8 @@ class Sandbox:
                 self.holder.kill()
             self.holder.wait(5)
         leftovers += [f"pid {p}" for p in self.pids()]
-        for controller in v1_controllers():
+        # runc also mirrors its cgroups into the unified (v2) hierarchy on a hybrid host
+        for controller in [*v1_controllers(), CGROUP_ROOT / "unified"]:
             top = controller / self.name
             if not top.is_dir():
                 continue
