@@ -89,7 +89,8 @@ def _pod_and_policy(story: Story) -> tuple[str, dict[str, Any]]:
 
 
 def _token(story: Story) -> str:
-    secret = story.get("secret", "main-credential", "-n", NAMESPACE)
+    """The credential of channel `small`, still open (the story closes `main`)."""
+    secret = story.get("secret", "small-credential", "-n", NAMESPACE)
     return base64.b64decode(secret["data"]["token"]).decode()
 
 
