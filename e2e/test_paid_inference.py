@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,9 +17,10 @@ from typing import Any
 import httpx2
 import pytest
 import yaml
+from cryptography import x509
 
-from cocoon.agent.simulated import SimulatedTee
 from cocoon.api.attestationpolicy import AttestationPolicySpec
+from cocoon.attestation import endpoint
 from cocoon.attestation.policy import Policy
 from cocoon.client import (
     AsyncVerifiedTransport,
@@ -144,9 +146,14 @@ async def test_a_man_in_the_middle_is_refused_before_the_prompt_leaves(
 ) -> None:
     story, _ = told
     url, spec = _pod_and_policy(story)
+    # the proxy has its own key and replays the genuine meter's own evidence (it has no TEE)
+    genuine = x509.load_pem_x509_certificate(
+        ssl.get_server_certificate(("127.0.0.1", int(url.rsplit(":", 1)[1]))).encode()
+    )
+    stolen = endpoint.evidence_in_certificate(genuine)
+    assert stolen is not None
     impostor = MeterIdentity.generate()
-    impostor.issue_certificate(lambda data: SimulatedTee.load(
-        story.workdir / "simulated-tee").bound_evidence(data, gpus=1))
+    impostor.certificate_for(stolen)
     mitm = Mitm(int(url.rsplit(":", 1)[1]), impostor.server_context())
     await mitm.start()
     verifier = Verifier(Policy.from_spec(AttestationPolicySpec.model_validate(spec)))
