@@ -25,10 +25,10 @@ from e2e.test_paymentchannel import (
     CLAIM_FEES,
     TON,
     _payouts,
-    attested_meter,
     balance,
     channel_status,
     payer_and_channel,
+    registered_meter,
     report,
 )
 
@@ -98,23 +98,31 @@ def test_leader_killed_while_usage_is_settled(
         timeout=90,
         what="the channel open",
     )
-    meter = attested_meter(cluster)
+    meter = registered_meter(cluster, namespace)
     meter_hex = keys.public_bytes(meter).hex()
 
     # the standby serves the API too: a report to it is accepted and its credit is visible
     # (below the claim threshold: the only claim is the one made across the failover)
     code, answer = http_json(
-        "POST", f"{standby.api_url}/usage/v1/reports", report(meter, namespace, TON // 20, 1)
+        "POST",
+        f"{standby.api_url}/usage/v1/reports",
+        report(meter, namespace, TON // 20, 1),
+        context=standby.tls,
     )
     assert code == 200, answer
     code, document = http_json(
-        "GET", f"{standby.api_url}/usage/v1/credit/{namespace}/pool?meter={meter_hex}"
+        "GET",
+        f"{standby.api_url}/usage/v1/credit/{namespace}/pool?meter={meter_hex}",
+        context=standby.tls,
     )
     assert code == 200, document
 
     # usage reaches the leader, which starts settling it; kill -9 the leader right then
     code, answer = http_json(
-        "POST", f"{operator.api_url}/usage/v1/reports", report(meter, namespace, TON // 4, 2)
+        "POST",
+        f"{operator.api_url}/usage/v1/reports",
+        report(meter, namespace, TON // 4, 2),
+        context=operator.tls,
     )
     assert code == 200, answer
     operator.kill()
@@ -122,7 +130,10 @@ def test_leader_killed_while_usage_is_settled(
 
     # the meter re-sends its cumulative report to whichever replica answers: the standby
     code, answer = http_json(
-        "POST", f"{standby.api_url}/usage/v1/reports", report(meter, namespace, TON // 4, 2)
+        "POST",
+        f"{standby.api_url}/usage/v1/reports",
+        report(meter, namespace, TON // 4, 2),
+        context=standby.tls,
     )
     assert code == 200, answer
     eventually(

@@ -156,7 +156,7 @@ def test_rendered_shapes(cluster: LocalCluster) -> None:
     assert env["COCOON_PAYOUT_ADDRESS"] == PAYOUT
     assert env["COCOON_METER_IMAGE"] == "ghcr.io/cocoon-k8s/cocoon:0.1.0"
     assert env["COCOON_API_PORT"] == "8443"
-    assert env["COCOON_OPERATOR_URL"] == f"http://{RELEASE}-operator.{NAMESPACE}.svc:8443"
+    assert env["COCOON_OPERATOR_URL"] == f"https://{RELEASE}-operator.{NAMESPACE}.svc:8443"
     assert env["COCOON_LEASE_NAME"] == f"{RELEASE}-operator"
 
     agent = find(docs, "DaemonSet", f"{RELEASE}-agent")["spec"]["template"]["spec"]
