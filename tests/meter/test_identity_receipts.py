@@ -27,7 +27,8 @@ def policy(sim: SimulatedTee) -> Policy:
 
 
 def source(sim: SimulatedTee, **kw: object):  # type: ignore[no-untyped-def]
-    return lambda data: sim.bound_evidence(data, gpus=1, **kw)
+    kw.setdefault("gpus", 1)
+    return lambda data: sim.bound_evidence(data, **kw)
 
 
 def test_genuine_endpoint_evidence_verifies(sim: SimulatedTee, policy: Policy) -> None:
@@ -109,3 +110,22 @@ def test_receipt_roundtrip_and_one_bit_flip() -> None:
         receipts.verify(flipped)
     with pytest.raises(receipts.ReceiptError, match="other than"):
         receipts.verify(signed, trusted_public_key=bytes(32))
+
+
+def test_one_gpu_sent_twice_does_not_pass_for_two(sim: SimulatedTee) -> None:
+    """A meter's evidence is held to distinct GPUs, as a node's is."""
+    policy = Policy.from_spec(sim.policy_spec(gpu={"required": True, "minCount": 2}))
+    ident = MeterIdentity.generate()
+    nonce = bytes(32)
+
+    def twice(data: bytes):  # type: ignore[no-untyped-def]
+        one = sim.bound_evidence(data, gpus=1)
+        return type(one)(one.cpu, one.gpus * 2)
+
+    doc = ident.evidence(nonce, twice, now=NOW)
+    verdict = endpoint.appraise(doc, policy, now=int(NOW.timestamp()), nonce=nonce,
+                                tls_spki_sha256=ident.keys.tls_spki_sha256)
+    assert verdict.reason == "DuplicateGpu", verdict.message
+    honest = ident.evidence(nonce, source(sim, gpus=2), now=NOW)
+    assert endpoint.appraise(honest, policy, now=int(NOW.timestamp()), nonce=nonce,
+                             tls_spki_sha256=ident.keys.tls_spki_sha256).verified

@@ -8,6 +8,8 @@ GPU checks live in `gpu_appraisal` (re-exported here).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from cocoon.attestation import binding, snp, tdx
 from cocoon.attestation.checks import Check, Expectations, at, result, run_checks
 from cocoon.attestation.encoding import load_certificates
@@ -293,6 +295,23 @@ def appraise_node(
     except ValueError as exc:
         report_data = b""
         node_failures.append(Failure("BadChallenge", str(exc)))
+    return appraise_evidence(
+        evidence, policy, now=now, report_data=report_data, failures=node_failures
+    )
+
+
+def appraise_evidence(
+    evidence: NodeEvidence,
+    policy: Policy,
+    *,
+    now: int,
+    report_data: bytes,
+    failures: Sequence[Failure] = (),
+) -> Verdict:
+    """CPU and GPUs made for `report_data` (each GPU's SPDM nonce is its first 32 bytes), every
+    GPU a distinct device, enough of them; `failures` are the caller's own (freshness, binding).
+    Nodes and meters (`endpoint.appraise`) are appraised by this one function."""
+    node_failures = list(failures)
     devices = [appraise_cpu(evidence.cpu, policy, now=now, report_data=report_data)]
     gpus = appraise_gpus(
         evidence.gpus, policy, now=now, nonce=report_data[: binding.GPU_NONCE_BYTES]
@@ -305,8 +324,8 @@ def appraise_node(
         node_failures.append(
             Failure(
                 "NotEnoughGpus",
-                f"the node attested {len(evidence.gpus)} GPU(s), the policy requires at least "
-                f"{policy.gpu.min_count}: enable confidential computing mode on every GPU",
+                f"the evidence attests {len(evidence.gpus)} GPU(s), the policy requires at "
+                f"least {policy.gpu.min_count}: enable confidential computing mode on every GPU",
             )
         )
     expiry = devices[0].claims.get("collateralExpires")

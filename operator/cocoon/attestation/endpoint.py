@@ -34,7 +34,6 @@ FORMAT = "cocoon.dev/endpoint-evidence/v1"
 DOMAIN = b"cocoon.dev/endpoint-evidence/v1\n"
 KEYS_DOMAIN = b"cocoon.dev/endpoint-keys/v1\n"
 NONCE_BYTES = 32
-GPU_NONCE_BYTES = 32
 # RA-TLS certificate extension holding the endpoint evidence document (JSON, UTF-8). A 2.25 OID
 # (ITU-T X.667: an OID derived from a UUID) needs no registration.
 EVIDENCE_EXTENSION = x509.ObjectIdentifier("2.25.238349829164911307468711640582436425001")
@@ -152,23 +151,10 @@ def appraise(
         evidence = NodeEvidence.from_dict(document.evidence)
     except Rejected as exc:
         return combine([], now=now, lifetime=0, node_failures=[*failures, exc.failure])
-    data = report_data(nonce, document.keys)
-    devices = [appraisal.appraise_cpu(evidence.cpu, policy, now=now, report_data=data)]
-    devices += appraisal.appraise_gpus(
-        evidence.gpus, policy, now=now, nonce=data[:GPU_NONCE_BYTES]
+    return appraisal.appraise_evidence(
+        evidence, policy, now=now, report_data=report_data(nonce, document.keys),
+        failures=failures,
     )
-    if policy.gpu.required and len(evidence.gpus) < policy.gpu.min_count:
-        failures.append(Failure(
-            "NotEnoughGpus",
-            f"the endpoint attested {len(evidence.gpus)} GPU(s); the policy requires "
-            f"{policy.gpu.min_count}",
-        ))
-    expiry = devices[0].claims.get("collateralExpires")
-    return combine(
-        devices, now=now, lifetime=policy.verdict_lifetime, node_failures=failures,
-        not_after=expiry if isinstance(expiry, int) else None,
-    )
-
 
 def evidence_in_certificate(certificate: x509.Certificate) -> EndpointEvidence | None:
     """The endpoint evidence an RA-TLS certificate carries, if any."""
