@@ -112,7 +112,7 @@ class Summary:
             ("claimed on chain by the provider (both channels)", ton(self.claimed)),
             ("provider wallet received (claimed less fees)", ton(self.payee_received)),
             ("refunded to the payer at close", ton(self.payer_refund)),
-            ("usage reports refused (unattested key)", str(self.rejected_reports)),
+            ("usage reports refused (key of no registered meter)", str(self.rejected_reports)),
         ]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
@@ -624,7 +624,7 @@ def tell(story: Story, requests: int = 40) -> Summary:
     status, reason = story.refused_unattested_report()
     if status != 403:
         raise RuntimeError(f"a forged usage report was not refused: {status} {reason}")
-    say(f"a usage report signed by an unattested key was refused ({status} {reason})")
+    say(f"a usage report signed by a key no meter registered was refused ({status} {reason})")
 
     small_ok = run_out_and_top_up(story, pod, payer_key, refused)
     small_cost = sum(c.cost for c in small_ok)
