@@ -165,7 +165,7 @@ async def test_every_response_carries_a_receipt_that_sums_to_the_journal(
     assert len(events) == 1
     signed = receipts.SignedReceipt.model_validate_json(events[0].split("data: ", 1)[1])
     held.append(receipts.verify(signed, trusted_public_key=key))
-    delivered = text.split("event: cocoon.usage")[0].encode()
+    delivered = text.split(f"event: {receipts.SSE_EVENT}")[0].encode()  # usage event included
     assert held[-1].response_sha256 == receipts.digest(delivered)
     assert held[-1].request_sha256 == receipts.digest(stream_body)
     total = sum(int(r.cost_nanoton) for r in held)

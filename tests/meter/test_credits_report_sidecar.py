@@ -42,7 +42,8 @@ def test_credit_file_holds_no_credentials(tmp_path):
 
 def _report(key, **overrides):
     fields = dict(
-        meter_public_key=keys.public_bytes(key).hex(), pool="ns/pool", channel="ns/chan",
+        meter_public_key=keys.public_bytes(key).hex(), journal_id="0f" * 16, pool="ns/pool",
+        channel="ns/chan",
         units=UsageUnits(requests=3, input_tokens=4, output_tokens=5),
         cost_nanoton="123456789012345678901", journal_sequence=9,
         issued_at="2026-01-01T00:00:00Z",
