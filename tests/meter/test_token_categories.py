@@ -125,7 +125,8 @@ async def test_a_journal_from_before_categories_is_migrated_with_its_totals(tmp_
 def test_signed_usage_report_carries_categories_and_detects_their_alteration():
     key = keys.generate()
     report = UsageReport(
-        meter_public_key=keys.public_bytes(key).hex(), pool="ns/p", channel="ns/a",
+        meter_public_key=keys.public_bytes(key).hex(), journal_id="0a" * 16, pool="ns/p",
+        channel="ns/a",
         units=UsageUnits(**Units(3, 30, 9, 20, 4).as_dict()), cost_nanoton="5",
         journal_sequence=3, issued_at=datetime.now(UTC).replace(microsecond=0),
     )
@@ -143,6 +144,6 @@ def test_cli_flags_carry_every_price_field():
     price = Price(per_request="1", per_input_token="2", per_output_token="3",
                   per_cached_input_token="0", per_reasoning_token="9", per_tokens=1000000)
     args = parser.parse_args([
-        "serve", "--pool=a/b", "--journal=j", "--credits=c", "--signing-key=k", *price.cli_args(),
+        "serve", "--pool=a/b", "--journal=j", "--credits=c", "--plaintext", *price.cli_args(),
     ])
     assert cli.price_from_args(args) == price
