@@ -18,6 +18,8 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     README,
     README.replace(" ", "   "),
     README.replace(" ", "\n"),
+    README.replace(" ", ""),
+    "line\nof words\n\n" * 4000,  # newlines only between slices: never cut inside a word
     "word " * 5000 + "x" * 20000 + " tail",
     "ünïcödé ✓ " * 3000,
     "",

@@ -32,11 +32,24 @@ def slices(text: str, size: int = SLICE_CHARS) -> list[str]:
         while cut > start and text[cut - 1] == " ":
             cut = text.rfind(" ", start + 1, cut)
         if cut <= start:
-            cut = end
+            cut = _newline_cut(text, start, end)
+        if cut <= start:
+            break  # no boundary that keeps the tokens whole: count the rest in one piece
         pieces.append(text[start:cut])
         start = cut
     pieces.append(text[start:])
     return pieces
+
+
+def _newline_cut(text: str, start: int, end: int) -> int:
+    """The last newline in (start, end) standing alone between two non-blank characters: a
+    pre-tokenizer splits there whatever follows, so the counts of the pieces add up."""
+    cut = text.rfind("\n", start + 1, end)
+    while cut > start and (
+        text[cut - 1].isspace() or cut + 1 >= len(text) or text[cut + 1].isspace()
+    ):
+        cut = text.rfind("\n", start + 1, cut)
+    return cut
 
 
 class PromptCounter:
