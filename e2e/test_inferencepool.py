@@ -404,5 +404,5 @@ def test_invalid_spec_that_passes_the_schema_is_reported(
     )
     volume = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if v["name"] == "models")
     assert volume["configMap"]["items"] == [
-        {"key": "add__config.pbtxt", "path": "add/config.pbtxt"}
+        {"key": "add__config.pbtxt", "path": "repository/add/config.pbtxt"}
     ]
