@@ -66,34 +66,94 @@ def _capture(request: httpx2.Request, response: httpx2.Response, body: bytes,
                           required=metered, on_refusal=verifier.refused)
 
 
+DRAIN_BYTES = 1 << 20
+
+
 class _ReceiptStream(httpx2.SyncByteStream):
+    """Feeds the receipt capture. A reader that stops early (the OpenAI SDK stops at
+    `data: [DONE]`, and the receipt follows it) still gets the receipt checked: closing reads
+    the rest of the stream, at most DRAIN_BYTES, and a metered answer without a receipt is
+    refused there."""
+
     def __init__(self, inner: httpx2.SyncByteStream, capture: ReceiptCapture) -> None:
         self._inner = inner
         self._capture = capture
+        self._chunks: Iterator[bytes] | None = None
+        self._finished = False
 
     def __iter__(self) -> Iterator[bytes]:
-        for chunk in self._inner:
-            self._capture.feed(chunk)
+        self._chunks = iter(self._inner)
+        for chunk in self._chunks:
+            self._feed(chunk)
             yield chunk
-        self._capture.finish()
+        self._finish()
+
+    def _feed(self, chunk: bytes) -> None:
+        try:
+            self._capture.feed(chunk)
+        except BaseException:
+            self._finished = True  # refused already: closing must not judge it twice
+            raise
+
+    def _finish(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._capture.finish()
 
     def close(self) -> None:
-        self._inner.close()
+        try:
+            if self._chunks is not None and not self._finished:
+                drained = 0
+                for chunk in self._chunks:
+                    self._feed(chunk)
+                    drained += len(chunk)
+                    if drained > DRAIN_BYTES:
+                        break
+                self._finish()
+        finally:
+            self._inner.close()
 
 
 class _AsyncReceiptStream(httpx2.AsyncByteStream):
+    """The async twin of `_ReceiptStream`."""
+
     def __init__(self, inner: httpx2.AsyncByteStream, capture: ReceiptCapture) -> None:
         self._inner = inner
         self._capture = capture
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._finished = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            self._capture.feed(chunk)
+        self._chunks = self._inner.__aiter__()
+        async for chunk in self._chunks:
+            self._feed(chunk)
             yield chunk
-        self._capture.finish()
+        self._finish()
+
+    def _feed(self, chunk: bytes) -> None:
+        try:
+            self._capture.feed(chunk)
+        except BaseException:
+            self._finished = True
+            raise
+
+    def _finish(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._capture.finish()
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        try:
+            if self._chunks is not None and not self._finished:
+                drained = 0
+                async for chunk in self._chunks:
+                    self._feed(chunk)
+                    drained += len(chunk)
+                    if drained > DRAIN_BYTES:
+                        break
+                self._finish()
+        finally:
+            await self._inner.aclose()
 
 
 class VerifiedTransport(httpx2.HTTPTransport):
