@@ -20,6 +20,7 @@ from aiohttp import web
 
 from cocoon import keys
 from cocoon.agent.simulated import DEFAULT_MEASUREMENT, SimulatedTee
+from cocoon.attestation.evidence import NodeEvidence
 from cocoon.meter import receipts
 from cocoon.meter.identity import MeterIdentity, Placement
 
@@ -57,13 +58,12 @@ class FakeMeter:
     seen: list[Seen] = field(default_factory=list)
     charged: dict[str, int] = field(default_factory=dict)
 
-    def source(self, data: bytes) -> object:
+    def source(self, data: bytes) -> NodeEvidence:
         return self.sim.bound_evidence(data, gpus=1, measurement=self.knobs.measurement)
 
     def context(self) -> ssl.SSLContext:
         self.identity.issue_certificate(
-            self.source,  # type: ignore[arg-type]
-            now=datetime.now(UTC) - self.knobs.certificate_age)
+            self.source, now=datetime.now(UTC) - self.knobs.certificate_age)
         return self.identity.server_context()
 
     def app(self) -> web.Application:
@@ -85,8 +85,7 @@ class FakeMeter:
 
     async def attestation(self, request: web.Request) -> web.Response:
         nonce = bytes.fromhex(request.query["nonce"])
-        doc = self.identity.evidence(
-            self.knobs.stale_nonce or nonce, self.source)  # type: ignore[arg-type]
+        doc = self.identity.evidence(self.knobs.stale_nonce or nonce, self.source)
         headers = {"Connection": "close"} if self.knobs.close_after_attestation else {}
         return web.Response(body=doc.model_dump_json(by_alias=True),
                             content_type="application/json", headers=headers)

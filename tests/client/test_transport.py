@@ -79,7 +79,7 @@ def test_mitm_with_its_own_certificate_is_refused_before_the_request(
     port = int(url.rsplit(":", 1)[1])
     impostor = MeterIdentity.generate()
     # its certificate even carries the genuine meter's evidence (made for another key)
-    genuine = meter.identity.evidence(bytes(32), meter.source)  # type: ignore[arg-type]
+    genuine = meter.identity.evidence(bytes(32), meter.source)
     impostor.issue_certificate(lambda _d: NodeEvidence.from_dict(genuine.evidence))
     mitm = Mitm(port, impostor.server_context())
     loop_thread.run(mitm.start())

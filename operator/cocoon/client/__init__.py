@@ -5,6 +5,8 @@
 `openai.OpenAI(http_client=...)`); `ReceiptStore` keeps what every response was charged.
 """
 
+from typing import TYPE_CHECKING
+
 from cocoon.client.errors import (
     EndpointRefused,
     EvidenceTooOld,
@@ -17,8 +19,20 @@ from cocoon.client.errors import (
     Refused,
 )
 from cocoon.client.store import ReceiptStore
-from cocoon.client.transport import AsyncVerifiedTransport, VerifiedTransport
 from cocoon.client.verify import PinnedEndpoint, Verifier
+
+if TYPE_CHECKING:
+    from cocoon.client.transport import AsyncVerifiedTransport, VerifiedTransport
+
+
+def __getattr__(name: str) -> object:
+    """The transports import httpx on first use, so every `cocoon` command (the CLI registers
+    `call` and `client`) does not pay for it at start."""
+    if name in {"VerifiedTransport", "AsyncVerifiedTransport"}:
+        from cocoon.client import transport
+
+        return getattr(transport, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "AsyncVerifiedTransport",

@@ -12,18 +12,17 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import httpx2
-
 from cocoon.client import policy as client_policy
-from cocoon.client.capture import ReceiptCapture
 from cocoon.client.errors import EndpointRefused, ReceiptRefused
-from cocoon.client.network import UNREACHABLE, attest
 from cocoon.client.store import ReceiptStore, default_path
-from cocoon.client.transport import RECEIPT, VerifiedTransport
 from cocoon.client.verify import PinnedEndpoint, Verifier
 from cocoon.meter.receipts import Receipt
+
+if TYPE_CHECKING:
+    import httpx2
 
 CREDENTIAL_ENV = "COCOON_CREDENTIAL"
 ENDPOINTS = ("generate", "generate_stream", "infer")
@@ -50,6 +49,12 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import httpx2
+
+    from cocoon.client.capture import ReceiptCapture
+    from cocoon.client.network import UNREACHABLE, attest
+    from cocoon.client.transport import RECEIPT, VerifiedTransport
+
     credential = args.credential or os.environ.get(CREDENTIAL_ENV)
     if not credential:
         return _usage(f"no credential: pass --credential or set ${CREDENTIAL_ENV}")

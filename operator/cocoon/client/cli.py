@@ -20,7 +20,6 @@ from cocoon.attestation.policy import Policy, PolicyError
 from cocoon.client import pinning
 from cocoon.client.call import describe
 from cocoon.client.errors import EndpointRefused
-from cocoon.client.network import UNREACHABLE, attest
 from cocoon.client.store import ReceiptStore, default_path
 from cocoon.client.verify import Verifier
 
@@ -57,6 +56,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _policy_init(args: argparse.Namespace) -> int:
+    from cocoon.client.network import UNREACHABLE, attest
+
     parts = urlsplit(args.url)
     if parts.scheme != "https" or not parts.hostname:
         return _fail(2, f"{args.url}: the URL must be https://HOST[:PORT]")
