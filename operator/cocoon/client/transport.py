@@ -69,89 +69,80 @@ def _capture(request: httpx2.Request, response: httpx2.Response, body: bytes,
 DRAIN_BYTES = 1 << 20
 
 
-class _ReceiptStream(httpx2.SyncByteStream):
-    """Feeds the receipt capture. A reader that stops early (the OpenAI SDK stops at
-    `data: [DONE]`, and the receipt follows it) still gets the receipt checked: closing reads
-    the rest of the stream, at most DRAIN_BYTES, and a metered answer without a receipt is
-    refused there."""
+class _Tap:
+    """Feeds the receipt capture, once to its end. A reader that stops early (the OpenAI SDK
+    stops at `data: [DONE]`, and the receipt follows it) still gets the receipt checked: closing
+    reads the rest of the stream, at most DRAIN_BYTES, and a metered answer without a receipt
+    is refused there. A capture that already refused is not judged twice."""
 
+    def __init__(self, capture: ReceiptCapture) -> None:
+        self._capture = capture
+        self.finished = False
+        self.drained = 0
+
+    def feed(self, chunk: bytes) -> None:
+        try:
+            self._capture.feed(chunk)
+        except BaseException:
+            self.finished = True
+            raise
+
+    def drain(self, chunk: bytes) -> bool:
+        """Feed a chunk read on close; False once DRAIN_BYTES are read."""
+        self.feed(chunk)
+        self.drained += len(chunk)
+        return self.drained <= DRAIN_BYTES
+
+    def finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self._capture.finish()
+
+
+class _ReceiptStream(httpx2.SyncByteStream):
     def __init__(self, inner: httpx2.SyncByteStream, capture: ReceiptCapture) -> None:
         self._inner = inner
-        self._capture = capture
+        self._tap = _Tap(capture)
         self._chunks: Iterator[bytes] | None = None
-        self._finished = False
 
     def __iter__(self) -> Iterator[bytes]:
         self._chunks = iter(self._inner)
         for chunk in self._chunks:
-            self._feed(chunk)
+            self._tap.feed(chunk)
             yield chunk
-        self._finish()
-
-    def _feed(self, chunk: bytes) -> None:
-        try:
-            self._capture.feed(chunk)
-        except BaseException:
-            self._finished = True  # refused already: closing must not judge it twice
-            raise
-
-    def _finish(self) -> None:
-        if not self._finished:
-            self._finished = True
-            self._capture.finish()
+        self._tap.finish()
 
     def close(self) -> None:
         try:
-            if self._chunks is not None and not self._finished:
-                drained = 0
+            if self._chunks is not None and not self._tap.finished:
                 for chunk in self._chunks:
-                    self._feed(chunk)
-                    drained += len(chunk)
-                    if drained > DRAIN_BYTES:
+                    if not self._tap.drain(chunk):
                         break
-                self._finish()
+                self._tap.finish()
         finally:
             self._inner.close()
 
 
 class _AsyncReceiptStream(httpx2.AsyncByteStream):
-    """The async twin of `_ReceiptStream`."""
-
     def __init__(self, inner: httpx2.AsyncByteStream, capture: ReceiptCapture) -> None:
         self._inner = inner
-        self._capture = capture
+        self._tap = _Tap(capture)
         self._chunks: AsyncIterator[bytes] | None = None
-        self._finished = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         self._chunks = self._inner.__aiter__()
         async for chunk in self._chunks:
-            self._feed(chunk)
+            self._tap.feed(chunk)
             yield chunk
-        self._finish()
-
-    def _feed(self, chunk: bytes) -> None:
-        try:
-            self._capture.feed(chunk)
-        except BaseException:
-            self._finished = True
-            raise
-
-    def _finish(self) -> None:
-        if not self._finished:
-            self._finished = True
-            self._capture.finish()
+        self._tap.finish()
 
     async def aclose(self) -> None:
         try:
-            if self._chunks is not None and not self._finished:
-                drained = 0
+            if self._chunks is not None and not self._tap.finished:
                 async for chunk in self._chunks:
-                    self._feed(chunk)
-                    drained += len(chunk)
-                    if drained > DRAIN_BYTES:
+                    if not self._tap.drain(chunk):
                         break
-                self._finish()
+                self._tap.finish()
         finally:
             await self._inner.aclose()
 

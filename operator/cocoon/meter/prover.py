@@ -69,15 +69,14 @@ class Prover:
         return context
 
     def grpc_credentials(self) -> grpc.ServerCredentials:
-        """gRPC's TLS from PEM in memory, re-read at every handshake after a re-issue."""
-        current: list[grpc.ServerCertificateConfiguration] = []
+        """gRPC's TLS from PEM in memory; a re-issued certificate is picked up at the next
+        handshake (gRPC asks `fetch` each time; None keeps the current one)."""
 
         def configuration() -> grpc.ServerCertificateConfiguration:
             return grpc.ssl_server_certificate_configuration(
                 [(self.identity.tls_key_pem(), self.identity.certificate_pem())]
             )
 
-        current.append(configuration())
         fresh: list[grpc.ServerCertificateConfiguration] = []
 
         def reissued() -> None:
@@ -87,7 +86,7 @@ class Prover:
             return fresh.pop() if fresh else None
 
         self._on_reissue.append(reissued)
-        return grpc.dynamic_ssl_server_credentials(current[0], fetch)
+        return grpc.dynamic_ssl_server_credentials(configuration(), fetch)
 
     async def refresh_forever(self) -> None:
         while True:
