@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from cocoon import keys
 from cocoon.agent.simulated import DEFAULT_MEASUREMENT
 from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
 from cocoon.devstack.stack import (
@@ -21,7 +24,10 @@ from cocoon.devstack.stack import (
     simulated_policy,
     simulated_tee,
 )
-from e2e.harness import eventually, get
+from cocoon.ton import emulator
+from cocoon.ton.tvm import Address, raw
+from cocoon.ton.wallet import wallet_address
+from e2e.harness import BlackHole, eventually, get
 
 
 @pytest.fixture(scope="session")
@@ -38,9 +44,47 @@ def cluster() -> Iterator[LocalCluster]:
         local.remove_workdir()
 
 
+BLACK_HOLE_NETWORK = "black-hole"
+
+
 @pytest.fixture(scope="session")
-def operator(cluster: LocalCluster) -> Iterator[Operator]:
-    op = Operator(cluster, operator_kubeconfig(cluster))
+def chain_url() -> Iterator[str]:
+    """One chain emulator for the session: the provider's network `emulator` (the default)."""
+    assert shutil.which("node"), "node is not installed: run `make setup`"
+    with emulator.start() as running:
+        yield running.url
+
+
+@pytest.fixture(scope="session")
+def black_hole() -> Iterator[BlackHole]:
+    """The provider's network `black-hole`: accepts connections, never answers."""
+    hole = BlackHole()
+    yield hole
+    hole.close()
+
+
+@pytest.fixture(scope="session")
+def provider_payee() -> Address:
+    """The provider's payout wallet: every channel in the session pays it."""
+    return wallet_address(keys.public_bytes(keys.generate()))
+
+
+@pytest.fixture(scope="session")
+def provider_env(chain_url: str, black_hole: BlackHole, provider_payee: Address) -> dict[str, str]:
+    """What the chart gives the operator: the payout address and the network catalog."""
+    catalog = {
+        "default": "emulator",
+        "networks": [
+            {"name": "emulator", "kind": "Emulator", "url": chain_url},
+            {"name": BLACK_HOLE_NETWORK, "kind": "Toncenter", "url": black_hole.url},
+        ],
+    }
+    return {"COCOON_PAYOUT_ADDRESS": raw(provider_payee), "COCOON_NETWORKS": json.dumps(catalog)}
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: LocalCluster, provider_env: dict[str, str]) -> Iterator[Operator]:
+    op = Operator(cluster, operator_kubeconfig(cluster), env=provider_env)
     op.start()
     try:
         yield op

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -37,3 +39,34 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
         if cond.get("type") == type_:
             return dict(cond)
     return {}
+
+
+class BlackHole:
+    """A loopback TCP listener that accepts every connection and never sends a byte."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.server.settimeout(0.2)
+        self.held: list[socket.socket] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+        for conn in self.held:
+            conn.close()
+        self.server.close()

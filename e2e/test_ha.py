@@ -6,7 +6,6 @@ changes on the way."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,16 +17,16 @@ from cocoon.devstack.cluster import GpuNode, LocalCluster
 from cocoon.devstack.stack import OPERATOR_NAMESPACE, Operator, operator_kubeconfig
 from cocoon.devstack.story import http_json
 from cocoon.ton import emulator
+from cocoon.ton.tvm import Address
 from cocoon.ton.wallet import wallet_address
 from e2e.conftest import NodeFactory
 from e2e.harness import condition, eventually, get
 from e2e.test_paymentchannel import (
     CLAIM_FEES,
     TON,
-    _payouts,
-    balance,
     channel_status,
     payer_and_channel,
+    payouts,
     registered_meter,
     report,
 )
@@ -35,13 +34,6 @@ from e2e.test_paymentchannel import (
 pytestmark = [pytest.mark.e2e, pytest.mark.chain]
 LEASE = "cocoon-operator"
 TAKEOVER_S = 30  # lease 6 s + retry 1 s + kopf's start, with room for a loaded machine
-
-
-@pytest.fixture(scope="module")
-def chain_url() -> Iterator[str]:
-    assert shutil.which("node"), "node is not installed: run `make setup`"
-    with emulator.start() as running:
-        yield running.url
 
 
 def holder(cluster: LocalCluster) -> str:
@@ -54,7 +46,7 @@ def standby(cluster: LocalCluster, operator: Operator) -> Iterator[Operator]:
     """A second replica that waits for the Lease; afterwards the session's operator leads
     again (the standby stops cleanly and releases the Lease)."""
     eventually(lambda: holder(cluster).startswith(operator.identity_prefix), what="leader")
-    second = Operator(cluster, operator_kubeconfig(cluster), name="standby")
+    second = Operator(cluster, operator_kubeconfig(cluster), name="standby", env=operator.env)
     second.start(lead=False)
     try:
         yield second
@@ -71,6 +63,7 @@ def test_leader_killed_while_usage_is_settled(
     nodes: NodeFactory,
     namespace: str,
     chain_url: str,
+    provider_payee: Address,
 ) -> None:
     # a verified node whose verdict must not flap through the failover
     nodes.add(GpuNode("ha-steady", gpus=1, tee="sev-snp"))
@@ -80,25 +73,25 @@ def test_leader_killed_while_usage_is_settled(
 
     payer_key = keys.generate()
     payer = wallet_address(keys.public_bytes(payer_key))
-    payee = wallet_address(keys.public_bytes(keys.generate()))
     asyncio.run(emulator.faucet(chain_url, payer, 5 * TON))
     cluster.kubectl(
         "create", "rolebinding", "cocoon-operator-secrets", "-n", namespace,
         "--clusterrole=cocoon-operator-secrets",
         f"--serviceaccount={OPERATOR_NAMESPACE}:cocoon-operator",
     )  # fmt: skip
+    meter = registered_meter(cluster, namespace)  # the pool first: its price is pinned
     cluster.apply(
         *payer_and_channel(
-            namespace, payer_key, payee, chain_url,
+            namespace, payer_key,
             claim={"threshold": str(TON // 10), "intervalSeconds": 3600},
         )
     )  # fmt: skip
     eventually(
-        lambda: channel_status(cluster, namespace).get("state") == "Open",
+        lambda: (s := channel_status(cluster, namespace)).get("state") == "Open"
+        and s.get("maxPrice"),
         timeout=90,
         what="the channel open",
     )
-    meter = registered_meter(cluster, namespace)
     meter_hex = keys.public_bytes(meter).hex()
 
     # the standby serves the API too: a report to it is accepted and its credit is visible
@@ -149,9 +142,9 @@ def test_leader_killed_while_usage_is_settled(
         what="the usage claimed by the new leader",
     )
     assert status["owed"] == str(TON // 4)
-    received = balance(chain_url, payee)
-    assert TON // 4 - CLAIM_FEES < received < TON // 4  # paid once, not twice
-    assert asyncio.run(_payouts(chain_url, payee)) == 1
+    received = payouts(chain_url, provider_payee, status["address"])
+    assert len(received) == 1, "paid once, not twice"
+    assert TON // 4 - CLAIM_FEES < received[0] < TON // 4
 
     # the new leader's passes ran over the node (from empty caches) and left its verdict alone
     after: dict[str, Any] = condition(get(cluster, "attestednode", "ha-steady"), "Ready")

@@ -5,9 +5,6 @@ verdict expiry for anyone, and the channels themselves say what is wrong."""
 from __future__ import annotations
 
 import base64
-import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,55 +14,16 @@ from cocoon import keys
 from cocoon.devstack.cluster import GpuNode, LocalCluster
 from cocoon.devstack.stack import OPERATOR_NAMESPACE, Agents, Operator, simulated_policy
 from cocoon.ton import keyfile
-from cocoon.ton.tvm import raw
-from cocoon.ton.wallet import wallet_address
-from e2e.conftest import NodeFactory
-from e2e.harness import condition, eventually, get
+from e2e.conftest import BLACK_HOLE_NETWORK, NodeFactory
+from e2e.harness import BlackHole, condition, eventually, get
 
 pytestmark = pytest.mark.e2e
 CHANNELS = 6  # at ~30 s of client timeout each, one shared loop would be stuck for 3 minutes
 
 
-class BlackHole:
-    """A loopback TCP listener that accepts every connection and never sends a byte."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0), backlog=256)
-        self.server.settimeout(0.2)
-        self.held: list[socket.socket] = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.getsockname()[1]}"
-
-    def _accept(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.server.accept()
-            except TimeoutError:
-                continue
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join()
-        for conn in self.held:
-            conn.close()
-        self.server.close()
-
-
-@pytest.fixture
-def black_hole() -> Iterator[BlackHole]:
-    hole = BlackHole()
-    yield hole
-    hole.close()
-
-
-def dead_channels(cluster: LocalCluster, namespace: str, url: str) -> None:
-    """A tenant's payer key and CHANNELS channels on `url`, Secrets allowed in the namespace."""
+def dead_channels(cluster: LocalCluster, namespace: str) -> None:
+    """A tenant's payer key and CHANNELS channels on the provider's `black-hole` network,
+    Secrets allowed in the namespace."""
     cluster.kubectl(
         "create",
         "rolebinding",
@@ -76,7 +34,6 @@ def dead_channels(cluster: LocalCluster, namespace: str, url: str) -> None:
         f"--serviceaccount={OPERATOR_NAMESPACE}:cocoon-operator",
     )
     payer = keys.generate()
-    payee = wallet_address(keys.public_bytes(keys.generate()))
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -91,9 +48,8 @@ def dead_channels(cluster: LocalCluster, namespace: str, url: str) -> None:
             "spec": {
                 "poolName": "pool",
                 "payer": {"keySecretRef": {"name": "payer"}},
-                "payeeAddress": raw(payee),
                 "deposit": "2000000000",
-                "network": {"kind": "Emulator", "url": url},
+                "network": BLACK_HOLE_NETWORK,
             },
         }
         for i in range(CHANNELS)
@@ -128,7 +84,7 @@ def test_dead_chain_endpoints_do_not_stall_attestation_or_expiry(
         )
         nodes.attest(name)
 
-    dead_channels(cluster, namespace, black_hole.url)
+    dead_channels(cluster, namespace)
     eventually(
         lambda: len(black_hole.held) >= CHANNELS,
         timeout=60,

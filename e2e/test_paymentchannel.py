@@ -8,9 +8,7 @@ import asyncio
 import base64
 import hashlib
 import json
-import shutil
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,14 +28,8 @@ from e2e.harness import condition, eventually, get
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chain]
 TON = 1_000_000_000
+PRICE = {"perOutputToken": "1"}  # a report's cost is its output token count
 CLAIM_FEES = 3_000_000  # the claim's flat gas charge (2.4 mTON) and the payout's forward fee
-
-
-@pytest.fixture(scope="module")
-def chain_url() -> Iterator[str]:
-    assert shutil.which("node"), "node is not installed: run `make setup`"
-    with emulator.start() as running:
-        yield running.url
 
 
 def balance(url: str, address: Address) -> int:
@@ -65,6 +57,7 @@ def registered_meter(cluster: LocalCluster, namespace: str) -> Ed25519PrivateKey
             "spec": {
                 "model": {"name": "add", "repository": {"configMap": {"name": "models"}}},
                 "replicas": 0,
+                "price": PRICE,
             },
         }
     )
@@ -74,6 +67,7 @@ def registered_meter(cluster: LocalCluster, namespace: str) -> Ed25519PrivateKey
         "podUid": "uid-1",
         "node": "gpu",
         "poolGeneration": 1,
+        "price": PRICE,
         "receiptPublicKey": keys.public_bytes(key).hex(),
         "tlsSpkiSha256": "00" * 32,
         "journalId": journal_of(key),
@@ -100,7 +94,7 @@ def report(key: Ed25519PrivateKey, namespace: str, cost: int, seq: int) -> dict[
         journal_id=journal_of(key),
         pool=f"{namespace}/pool",
         channel=f"{namespace}/ch",
-        units=usage_report.UsageUnits(requests=seq, input_tokens=0, output_tokens=seq),
+        units=usage_report.UsageUnits(requests=seq, input_tokens=0, output_tokens=cost),
         cost_nanoton=str(cost),
         journal_sequence=seq,
         issued_at=datetime.now(UTC),
@@ -109,9 +103,10 @@ def report(key: Ed25519PrivateKey, namespace: str, cost: int, seq: int) -> dict[
 
 
 def payer_and_channel(
-    namespace: str, payer_key: Ed25519PrivateKey, payee: Address, chain_url: str, **spec: Any
+    namespace: str, payer_key: Ed25519PrivateKey, **spec: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The payer's key Secret and a managed-signing PaymentChannel `ch` for pool `pool`."""
+    """The payer's key Secret and a managed-signing PaymentChannel `ch` for pool `pool`, on the
+    provider's default network, paying the provider's payout address."""
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -125,19 +120,23 @@ def payer_and_channel(
         "spec": {
             "poolName": "pool",
             "payer": {"keySecretRef": {"name": "payer"}},
-            "payeeAddress": raw(payee),
             "deposit": str(2 * TON),
-            "network": {"kind": "Emulator", "url": chain_url},
             **spec,
         },
     }
     return secret, channel
 
 
-async def _payouts(url: str, payee: Address) -> int:
-    """Transactions on the payee's account: each claim is one incoming payout."""
-    async with ToncenterChain(url) as chain:
-        return len(await chain.transactions(payee, limit=50))
+def payouts(url: str, payee: Address, channel: str) -> list[int]:
+    """What the payee received from this channel, per transaction: each claim is one payout
+    (the payee is the provider's, shared by every channel of the session)."""
+
+    async def read() -> list[int]:
+        async with ToncenterChain(url) as chain:
+            txs = await chain.transactions(payee, limit=100)
+        return [tx.in_value for tx in txs if tx.in_source == Address(channel)]
+
+    return asyncio.run(read())
 
 
 def unattested_count(metrics: str) -> float:
@@ -152,18 +151,19 @@ def channel_status(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
 
 
 def test_paid_inference_channel(
-    cluster: LocalCluster, operator: Operator, namespace: str, chain_url: str
+    cluster: LocalCluster,
+    operator: Operator,
+    namespace: str,
+    chain_url: str,
+    provider_payee: Address,
 ) -> None:
     payer_key = keys.generate()
     payer = wallet_address(keys.public_bytes(payer_key))
-    payee = wallet_address(keys.public_bytes(keys.generate()))
     asyncio.run(emulator.faucet(chain_url, payer, 20 * TON))
     cluster.apply(
         *payer_and_channel(
             namespace,
             payer_key,
-            payee,
-            chain_url,
             creditWindow=str(TON // 2),
             claim={"threshold": str(TON // 5), "intervalSeconds": 3600},
             closeDelaySeconds=60,
@@ -206,7 +206,10 @@ def test_paid_inference_channel(
 
     # a registered meter reports usage; the operator signs a promise and claims it
     meter = registered_meter(cluster, namespace)
-    payee_before = balance(chain_url, payee)
+    eventually(
+        lambda: channel_status(cluster, namespace).get("maxPrice"),
+        what="the pool's price pinned as the channel's maximum",
+    )
     code, answer = http_json(
         "POST",
         f"{operator.api_url}/usage/v1/reports",
@@ -221,7 +224,8 @@ def test_paid_inference_channel(
     )
     assert status["latestPromise"]["cumulative"] == str(TON // 4)
     assert status["lastTransaction"]["kind"] == "claim"
-    received = balance(chain_url, payee) - payee_before
+    assert status["parameters"]["payee"] == raw(provider_payee), "the provider is paid"
+    received = sum(payouts(chain_url, provider_payee, status["address"]))
     assert TON // 4 - CLAIM_FEES < received < TON // 4
 
     # the meter's credit document
@@ -307,13 +311,13 @@ def test_operator_killed_while_usage_is_settled_claims_exactly_once(
     operator: Operator,
     namespace: str,
     chain_url: str,
+    provider_payee: Address,
     kill_after_s: float,
 ) -> None:
     """kill -9 the real operator process at varying points after usage arrives (before, during
     or after the promise and the claim), restart it: the payee is paid once, nothing is lost."""
     payer_key = keys.generate()
     payer = wallet_address(keys.public_bytes(payer_key))
-    payee = wallet_address(keys.public_bytes(keys.generate()))
     asyncio.run(emulator.faucet(chain_url, payer, 5 * TON))
     cluster.kubectl(
         "create",
@@ -324,21 +328,20 @@ def test_operator_killed_while_usage_is_settled_claims_exactly_once(
         "--clusterrole=cocoon-operator-secrets",
         "--serviceaccount=cocoon-system:cocoon-operator",
     )
+    meter = registered_meter(cluster, namespace)  # the pool first: its price is pinned
     cluster.apply(
         *payer_and_channel(
             namespace,
             payer_key,
-            payee,
-            chain_url,
             claim={"threshold": str(TON // 10), "intervalSeconds": 3600},
         )
     )
     eventually(
-        lambda: channel_status(cluster, namespace).get("state") == "Open",
+        lambda: (s := channel_status(cluster, namespace)).get("state") == "Open"
+        and s.get("maxPrice"),
         timeout=90,
         what="the channel open",
     )
-    meter = registered_meter(cluster, namespace)
     code, answer = http_json(
         "POST",
         f"{operator.api_url}/usage/v1/reports",
@@ -363,7 +366,35 @@ def test_operator_killed_while_usage_is_settled_claims_exactly_once(
         what="the usage claimed after the restart",
     )
     assert status["owed"] == str(TON // 4)
-    received = balance(chain_url, payee)
-    assert TON // 4 - CLAIM_FEES < received < TON // 4  # paid once, not twice
-    claims = asyncio.run(_payouts(chain_url, payee))
-    assert claims == 1
+    received = payouts(chain_url, provider_payee, status["address"])
+    assert len(received) == 1, "paid once, not twice"
+    assert TON // 4 - CLAIM_FEES < received[0] < TON // 4
+
+
+def test_a_tenant_cannot_choose_payee_chain_or_a_later_price(
+    cluster: LocalCluster, namespace: str
+) -> None:
+    """Admission on the real API server: no payee field, a network is a name, and the network
+    and maxPrice are fixed at creation."""
+
+    def apply(spec: dict[str, Any]) -> str:
+        channel = payer_and_channel(namespace, keys.generate(), **spec)[1]
+        result = cluster.kubectl(
+            "apply", "--server-side", "--validate=strict", "-f", "-",
+            input=json.dumps(channel), check=False,
+        )
+        return result.stderr if result.returncode else ""
+
+    tenant_payee = raw(wallet_address(keys.public_bytes(keys.generate())))
+    assert "payeeAddress" in apply({"payeeAddress": tenant_payee})
+    assert "network" in apply({"network": {"kind": "Toncenter", "url": "http://tenant-chain"}})
+    assert apply({"network": "emulator", "maxPrice": PRICE}) == ""
+    for patch, field in (
+        ({"network": "other"}, "spec.network is fixed at creation"),
+        ({"maxPrice": {"perOutputToken": "9"}}, "spec.maxPrice is fixed at creation"),
+    ):
+        result = cluster.kubectl(
+            "patch", "paymentchannel.cocoon.dev", "ch", "-n", namespace, "--type=merge",
+            "-p", json.dumps({"spec": patch}), check=False,
+        )
+        assert result.returncode != 0 and field in result.stderr, result.stderr

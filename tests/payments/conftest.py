@@ -29,6 +29,8 @@ from .fakekube import FakeKube
 TON = 1_000_000_000
 NS = "dev"
 POOL = "pool"
+# One nanoton per completion token: a report's cost is its output token count.
+PRICE = {"perOutputToken": "1"}
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +58,7 @@ def meter_record(key: Ed25519PrivateKey, pod: str = "pool-0") -> dict[str, Any]:
     now = datetime.now(UTC)
     return {
         "pod": pod, "podUid": f"uid-{pod}", "node": "gpu-0", "poolGeneration": 1,
+        "price": PRICE,
         "receiptPublicKey": keys.public_bytes(key).hex(), "tlsSpkiSha256": "00" * 32,
         "journalId": journal_of(key), "verifiedAt": now.isoformat(),
         "expiresAt": (now + timedelta(hours=1)).isoformat(),
@@ -86,10 +89,10 @@ class Env:
         self.kube = FakeKube()
         self.memo = kopf.Memo()
         self.memo.kube = self.kube
-        self.memo.payments = paymentchannel.Payments(default_chain_url=url)
         self.payer_key = keys.generate()
         self.payer = wallet_address(keys.public_bytes(self.payer_key))
         self.payee = wallet_address(keys.public_bytes(keys.generate()))
+        self.memo.payments = paymentchannel.Payments.for_url(url, raw(self.payee))
         self.meter_key = keys.generate()
         self.changed: list[tuple[str, str]] = []
         self.kube.put(
@@ -105,7 +108,7 @@ class Env:
             INFERENCE_POOLS,
             {
                 "metadata": {"name": POOL, "namespace": NS},
-                "spec": {"payoutAddress": raw(self.payee)},
+                "spec": {"price": PRICE},
                 "status": {"meters": [meter_record(self.meter_key)]},
             },
         )
@@ -115,7 +118,7 @@ class Env:
         """A new operator process: nothing in memory survives, only what was persisted."""
         self.memo = kopf.Memo()
         self.memo.kube = self.kube
-        self.memo.payments = paymentchannel.Payments(default_chain_url=self.url)
+        self.memo.payments = paymentchannel.Payments.for_url(self.url, raw(self.payee))
 
     def add_channel(self, name: str = "ch", **spec: Any) -> None:
         base = {

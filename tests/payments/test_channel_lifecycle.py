@@ -21,7 +21,7 @@ from cocoon.controllers import paymentchannel, usage_api
 from cocoon.controllers.paymentchannel import ABANDON_ANNOTATION, Blocked
 from cocoon.kube import ATTESTED_NODES, INFERENCE_POOLS, PAYMENT_CHANNELS, SECRETS
 from cocoon.meter import usage_report
-from cocoon.ton import emulator
+from cocoon.ton import emulator, networks
 from cocoon.ton.accounting import CLAIM_GAS_CHARGE, Step
 from cocoon.ton.channel import State
 from cocoon.ton.tvm import raw
@@ -41,7 +41,7 @@ def signed_report(
         journal_id=journal or journal_of(key),
         pool=pool,
         channel=channel,
-        units=usage_report.UsageUnits(requests=seq, input_tokens=0, output_tokens=seq),
+        units=usage_report.UsageUnits(requests=seq, input_tokens=0, output_tokens=cost),
         cost_nanoton=str(cost),
         journal_sequence=seq,
         issued_at=datetime.now(UTC),
@@ -244,7 +244,12 @@ async def test_never_deployed_channels_release_at_once(env: Env) -> None:
 
 
 async def test_an_unreachable_chain_blocks_until_abandoned(env: Env) -> None:
-    env.add_channel(network={"kind": "Toncenter", "url": "http://127.0.0.1:9"})
+    env.memo.payments.catalog = networks.Catalog(
+        default="default",
+        networks=[*env.memo.payments.catalog.networks, networks.Network(
+            name="dead", url="http://127.0.0.1:9")],
+    )
+    env.add_channel(network="dead")
     env.kube.objects[(PAYMENT_CHANNELS.plural, NS, "ch")]["status"] = {
         "channelId": "0" * 31 + "1",
         "parameters": {
@@ -253,6 +258,7 @@ async def test_an_unreachable_chain_blocks_until_abandoned(env: Env) -> None:
             "payee": raw(env.payee),
             "closeDelaySeconds": 60,
         },
+        "network": "dead",
     }
     with pytest.raises(Blocked):
         await env.reconcile()

@@ -27,7 +27,7 @@ from cocoon.devstack.process import free_port
 from cocoon.kube import INFERENCE_POOLS, PAYMENT_CHANNELS
 from cocoon.meter import usage_report
 
-from .conftest import NS, POOL, channel_body, journal_of, meter_record
+from .conftest import NS, POOL, PRICE, channel_body, journal_of, meter_record
 from .fakekube import FakeKube
 
 SECRET = "zebracanary7731-token"
@@ -42,7 +42,8 @@ def operator_api() -> Iterator[int]:
         "metadata": {"name": POOL, "namespace": NS}, "spec": {},
         "status": {"meters": [meter_record(METER_KEY)]},
     })
-    kube.put(PAYMENT_CHANNELS, channel_body("ch", {"poolName": POOL}))
+    kube.put(PAYMENT_CHANNELS, channel_body("ch", {"poolName": POOL}) | {
+        "status": {"maxPrice": PRICE}})
     memo = kopf.Memo()
     memo.kube = kube
     port = free_port()
@@ -96,7 +97,7 @@ def _report(**overrides: Any) -> dict[str, Any]:
         "meter_public_key": keys.public_bytes(METER_KEY).hex(), "pool": f"{NS}/{POOL}",
         "journal_id": journal_of(METER_KEY),
         "channel": f"{NS}/ch",
-        "units": usage_report.UsageUnits(requests=1, input_tokens=0, output_tokens=1),
+        "units": usage_report.UsageUnits(requests=1, input_tokens=0, output_tokens=10),
         "cost_nanoton": "10", "journal_sequence": 1, "issued_at": datetime.now(UTC),
         "format": usage_report.FORMAT,
     }

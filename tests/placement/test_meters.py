@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from cocoon.attestation.endpoint import EndpointEvidence
+from cocoon.meter.pricing import Price
 from cocoon.placement import meters
 
 KEY = meters.challenge_key(b"operator signing key")
@@ -90,13 +91,15 @@ def test_placement(body: dict[str, Any] | None, document: EndpointEvidence, reas
 
 def test_records_one_per_pod_none_expired() -> None:
     now = datetime.fromtimestamp(NOW, UTC)
-    first = meters.record(WHO, doc(), "a" * 32, generation=1, now=now, lifetime=timedelta(60))
+    first = meters.record(
+        WHO, doc(), "a" * 32, price=Price(), generation=1, now=now, lifetime=timedelta(60)
+    )
     restarted = meters.record(
         WHO, doc().model_copy(update={"receipt_public_key": "33" * 32}), "a" * 32,
-        generation=1, now=now, lifetime=timedelta(60),
+        price=Price(), generation=1, now=now, lifetime=timedelta(60),
     )
     other = meters.record(meters.PodIdentity("team", "chat-def", "uid-9", "gpu-2"), doc(),
-                          "b" * 32, generation=1, now=now - timedelta(days=90),
+                          "b" * 32, price=Price(), generation=1, now=now - timedelta(days=90),
                           lifetime=timedelta(1))
     records = meters.merged([first, other], restarted, now)
     assert [r.receipt_public_key for r in records] == ["33" * 32]  # replaced; expired dropped

@@ -61,3 +61,15 @@ runAsGroup: 65532
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The operator's network catalog (COCOON_NETWORKS): the provider's networks, plus the
+in-cluster chain emulator as `emulator` when simulated. */}}
+{{- define "cocoon.networks" -}}
+{{- $nets := list }}
+{{- range .Values.networks.list }}{{ $nets = append $nets . }}{{ end }}
+{{- if .Values.simulated }}
+{{- $url := printf "http://%s-chain-emulator.%s.svc:%d" .Release.Name .Release.Namespace (int .Values.chainEmulator.port) }}
+{{- $nets = append $nets (dict "name" "emulator" "kind" "Emulator" "url" $url) }}
+{{- end }}
+{{- dict "default" .Values.networks.default "networks" $nets | toJson }}
+{{- end }}

@@ -232,12 +232,6 @@ class InferencePoolSpec(ApiModel):
         "the provider out of the pod.",
     )
     price: Price = Field(default_factory=Price, description="What callers pay, per unit.")
-    payout_address: str | None = Field(
-        default=None,
-        pattern=TON_ADDRESS,
-        description="The provider's TON address that channels for this pool pay; defaults to "
-        "the operator's payout address.",
-    )
     triton: TritonSpec = Field(default_factory=TritonSpec, description="Triton container settings.")
     meter: MeterSpec = Field(default_factory=MeterSpec, description="Meter sidecar settings.")
 
@@ -271,6 +265,10 @@ class MeterRecord(ApiModel):
         "journal, so a restarted container continues its totals.",
     )
     pool_generation: int = Field(ge=0, description="The pool's generation at registration.")
+    price: Price = Field(
+        description="The price this instance charges, read from its pod's meter arguments at "
+        "registration (a pod's arguments never change): its usage is recomputed at this price."
+    )
     verified_at: datetime = Field(description="When the evidence was appraised.")
     expires_at: datetime = Field(description="When the record lapses unless renewed.")
 

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from cocoon.api.common import MAX_COUNT, ApiModel, ConditionList, Nanoton
 from cocoon.api.inferencepool import DNS_LABEL, TON_ADDRESS
+from cocoon.meter.pricing import Price
 
 
 class SigningMode(StrEnum):
@@ -72,41 +73,27 @@ class ClaimPolicy(ApiModel):
     )
 
 
-class NetworkKind(StrEnum):
-    EMULATOR = "Emulator"
-    TONCENTER = "Toncenter"
-    LITESERVER = "Liteserver"
-
-
-class NetworkSpec(ApiModel):
-    """Which chain the channel lives on."""
-
-    kind: NetworkKind = Field(default=NetworkKind.EMULATOR, description="How to reach the chain.")
-    url: str = Field(
-        default="", description="Emulator or toncenter v2 base URL (Emulator, Toncenter)."
-    )
-    config_map_name: str = Field(
-        default="",
-        description="ConfigMap with the liteserver global config under key global.config.json "
-        "(Liteserver); never downloaded at run time.",
-    )
-    api_key_secret_ref: SecretKeyRef | None = Field(
-        default=None, description="toncenter API key (Toncenter)."
-    )
-
-
 class PaymentChannelSpec(ApiModel):
-    """Desired state of a PaymentChannel."""
+    """Desired state of a PaymentChannel.
+
+    The payee and the chain are not the tenant's to choose: the payee is the provider's payout
+    address and the network one the provider's operator offers by name."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.maxPrice) == has(oldSelf.maxPrice)",
+                    "message": "spec.maxPrice is fixed at creation",
+                }
+            ]
+        }
+    }
 
     pool_name: str = Field(
         description="The InferencePool (same namespace) this channel pays for.", pattern=DNS_LABEL
     )
     payer: PayerSpec = Field(description="The payer's key and signing mode.")
-    payee_address: str | None = Field(
-        default=None,
-        pattern=TON_ADDRESS,
-        description="Provider payout address; defaults to the pool's payout address.",
-    )
     deposit: Nanoton = Field(description="Amount to keep deposited in the channel, in nanoton.")
     credit_window: Nanoton = Field(
         default="1000000000",
@@ -118,7 +105,30 @@ class PaymentChannelSpec(ApiModel):
         ge=60,
         description="After the payer starts a close, how long the payee may still claim.",
     )
-    network: NetworkSpec = Field(default_factory=NetworkSpec, description="The chain.")
+    network: str = Field(
+        default="",
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        max_length=63,
+        description="One of the TON networks the provider offers, by name (the operator's "
+        "network catalog, set in its Helm values); empty: the provider's default. A tenant "
+        "names a network, never an endpoint. Fixed at creation.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "spec.network is fixed at creation"}
+            ]
+        },
+    )
+    max_price: Price | None = Field(
+        default=None,
+        description="The most this channel pays per unit of each category; a pool priced above "
+        "it in any category does not serve the channel. Unset: the pool's price when the "
+        "channel is created is pinned in status.maxPrice. Fixed at creation.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "spec.maxPrice is fixed at creation"}
+            ]
+        },
+    )
 
 
 class ChannelState(StrEnum):
@@ -204,6 +214,15 @@ class PaymentChannelStatus(ApiModel):
         default=None,
         description="The parameters the address commits to; persisted before the deploy, so a "
         "crash can never deploy a second channel under another id.",
+    )
+    network: str = Field(
+        default="", max_length=63, description="The provider network the channel lives on, "
+        "pinned when its id is chosen."
+    )
+    max_price: Price | None = Field(
+        default=None,
+        description="The maximum price in force: spec.maxPrice, or the pool's price pinned "
+        "when the channel was prepared.",
     )
     latest_promise: SignedPromise | None = Field(
         default=None, description="The latest promise signed (Managed) or accepted (Client)."

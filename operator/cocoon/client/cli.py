@@ -2,6 +2,8 @@
 
     cocoon client policy init --url https://meter:8443 -o policy.yaml [--root AmdArk=ark.pem]
     cocoon client receipts list|verify [--receipts FILE] [--channel NS/NAME]
+    kubectl get pch NAME -o json | cocoon client promise --status - --key payer.json \
+        --operator-url https://cocoon-operator.cocoon-system.svc:8443 [--operator-ca ca.pem]
 """
 
 from __future__ import annotations
@@ -53,6 +55,22 @@ def register(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--channel", default=None, help="only this channel (namespace/name)")
         p.add_argument("--json", action="store_true")
         p.set_defaults(handler=handler)
+
+    pro = sub.add_parser(
+        "promise",
+        help="Client signing: promise the channel exactly what your verified receipts add up to",
+    )
+    pro.add_argument("--status", type=Path, required=True,
+                     help="the PaymentChannel as JSON (kubectl get pch NAME -o json), - for stdin")
+    pro.add_argument("--key", type=Path, required=True,
+                     help="the payer key file (cocoon ton keygen) whose public key the channel has")
+    pro.add_argument("--operator-url", required=True, help="the operator's API base URL")
+    pro.add_argument("--operator-ca", type=Path, default=None,
+                     help="CA bundle of the operator's API (ConfigMap <release>-api-ca)")
+    pro.add_argument("--receipts", type=Path, default=None,
+                     help=f"receipt store (default: {default_path()})")
+    pro.add_argument("--dry-run", action="store_true", help="print the amount, sign nothing")
+    pro.set_defaults(handler=_promise)
 
 
 def _policy_init(args: argparse.Namespace) -> int:
@@ -130,6 +148,48 @@ def _receipts_verify(args: argparse.Namespace) -> int:
             print(f"PROBLEM {problem}")
         print(f"{report.checked} receipt(s) checked: " + ("ok" if report.ok else "FAILED"))
     return 0 if report.ok else 1
+
+
+def _promise(args: argparse.Namespace) -> int:
+    import ssl
+
+    from cocoon.client import promises
+    from cocoon.ton import keyfile
+
+    try:
+        text = sys.stdin.read() if str(args.status) == "-" else args.status.read_text()
+        terms = promises.ChannelTerms.from_channel(json.loads(text))
+    except (OSError, ValueError, KeyError) as exc:
+        return _fail(2, f"--status: expected a PaymentChannel as JSON: {exc}")
+    except promises.PromiseError as exc:
+        return _fail(2, str(exc))
+    store = ReceiptStore(args.receipts)
+    try:
+        report = store.verify(terms.ref)
+    finally:
+        store.close()
+    try:
+        amount = promises.next_promise(report, terms)
+    except promises.PromiseError as exc:
+        return _fail(1, str(exc))
+    if amount is None:
+        print(f"{terms.ref}: receipts total {report.channel_cost(terms.ref)} nanoton; already "
+              f"promised {terms.promised}: nothing to sign")
+        return 0
+    if args.dry_run:
+        print(f"{terms.ref}: would promise {amount} nanoton (receipts)")
+        return 0
+    try:
+        key = keyfile.load(args.key)
+        promise = promises.sign(key, terms, amount)
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(args.operator_ca)) if args.operator_ca else True
+        )
+        promises.submit(args.operator_url, terms, promise, verify)
+    except (OSError, ValueError, keyfile.KeyFileError, promises.PromiseError) as exc:
+        return _fail(1, str(exc))
+    print(f"{terms.ref}: promised {amount} nanoton, the total of your verified receipts")
+    return 0
 
 
 def _fail(code: int, text: str) -> int:

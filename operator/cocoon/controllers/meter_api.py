@@ -31,6 +31,7 @@ from cocoon.attestation.policy import PolicyError
 from cocoon.controllers import httpapi
 from cocoon.controllers.attestednode import load_policy
 from cocoon.kube import ATTESTED_NODES, INFERENCE_POOLS, PODS, Kube, NotFound
+from cocoon.meter.pricing import Price
 from cocoon.placement import meters
 from cocoon.placement.labels import POOL_LABEL
 
@@ -110,6 +111,14 @@ async def register(request: web.Request, memo: kopf.Memo) -> web.Response:
     if refusal is not None:
         return _refuse(403, refusal.reason, refusal.message)
     assert pod is not None
+    price = meters.meter_price(pod)
+    if price is None:
+        return _refuse(
+            403,
+            "NoMeterPrice",
+            f"pod {who.namespace}/{who.pod} has no meter container with price arguments; "
+            "only pods the operator rendered serve a pool",
+        )
     node = await kube.get_or_none(ATTESTED_NODES, who.node)
     if node is None:
         return _refuse(403, "NodeNotAttested", f"node {who.node} has no AttestedNode")
@@ -135,7 +144,7 @@ async def register(request: web.Request, memo: kopf.Memo) -> web.Response:
     )
     pool_name = pod["metadata"]["labels"][POOL_LABEL]
     written = await _write_record(
-        kube, who.namespace, pool_name, who, registration, lifetime=lifetime
+        kube, who.namespace, pool_name, who, registration, price=price, lifetime=lifetime
     )
     if written is None:
         return _refuse(404, "UnknownPool", f"InferencePool {who.namespace}/{pool_name} is gone")
@@ -167,6 +176,7 @@ async def _write_record(
     who: meters.PodIdentity,
     registration: Registration,
     *,
+    price: Price,
     lifetime: timedelta,
 ) -> MeterRecord | None:
     for _ in range(WRITE_ATTEMPTS):
@@ -179,6 +189,7 @@ async def _write_record(
             who,
             registration.evidence,
             registration.journal_id,
+            price=price,
             generation=int(body["metadata"].get("generation") or 0),
             now=now,
             lifetime=lifetime,

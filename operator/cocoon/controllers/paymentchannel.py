@@ -11,11 +11,9 @@ Deletion closes the channel through kopf's finalizer; the annotation
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import os
-import secrets
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,7 +23,6 @@ from typing import Any
 import kopf
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import Counter
 from pydantic import ValidationError
 
@@ -34,17 +31,17 @@ from cocoon.api.common import ConditionStatus
 from cocoon.api.paymentchannel import (
     ChannelParameters,
     ChannelState,
-    NetworkKind,
     PaymentChannelSpec,
     PaymentChannelStatus,
     SigningMode,
     Transaction,
 )
-from cocoon.controllers import loops, usage_api
+from cocoon.controllers import channel_secrets, loops, usage_api
 from cocoon.controllers import status as status_writer
-from cocoon.kube import CONFIGMAPS, INFERENCE_POOLS, PAYMENT_CHANNELS, SECRETS, Forbidden, Kube, Obj
-from cocoon.meter.credits import credential_hash
-from cocoon.ton import accounting, connect, keyfile, promises
+from cocoon.controllers.channel_secrets import RETRY_S, Blocked, secret_value
+from cocoon.kube import CONFIGMAPS, INFERENCE_POOLS, PAYMENT_CHANNELS, Kube, Obj
+from cocoon.meter.pricing import Price
+from cocoon.ton import accounting, connect, keyfile, networks, promises
 from cocoon.ton.accounting import Action, Step
 from cocoon.ton.chain import Chain, ChainError, TxInfo
 from cocoon.ton.channel import ChannelConfig, State, new_channel_id
@@ -56,10 +53,7 @@ from cocoon.ton.wallet import InsufficientFunds, Wallet, wallet_address
 logger = logging.getLogger(__name__)
 
 ABANDON_ANNOTATION = "cocoon.dev/abandon-channel"
-CHANNEL_LABEL = "cocoon.dev/payment-channel"
-CREDENTIAL_KEY = "token"
 MAX_STEPS = 12
-RETRY_S = 30
 CLOSE_POLL_S = float(os.environ.get("COCOON_CHANNEL_POLL_SECONDS", "10"))
 _STATES = {
     State.OPEN: ChannelState.OPEN,
@@ -80,8 +74,8 @@ CHAIN_OPERATIONS = Counter(
 class Payments:
     """Process-wide state of the payments area (kept in kopf's memo)."""
 
-    default_chain_url: str = ""
-    payout_address: str = ""
+    catalog: networks.Catalog = field(default_factory=networks.Catalog)
+    payout_address: str = ""  # raw form, checksum checked at start
     locks: defaultdict[tuple[str, str], asyncio.Lock] = field(
         default_factory=lambda: defaultdict(asyncio.Lock)
     )
@@ -90,10 +84,16 @@ class Payments:
 
     @classmethod
     def from_env(cls) -> Payments:
+        """The provider's settings; raises `networks.ProviderConfigError` when unusable, so a
+        bad payout address stops the operator at start instead of failing every channel."""
         return cls(
-            default_chain_url=os.environ.get("COCOON_CHAIN_URL", ""),
-            payout_address=os.environ.get("COCOON_PAYOUT_ADDRESS", ""),
+            catalog=networks.catalog_from_env(os.environ),
+            payout_address=networks.payout_from_env(os.environ),
         )
+
+    @classmethod
+    def for_url(cls, url: str, payout_address: str = "") -> Payments:
+        return cls(catalog=networks.Catalog.single(url), payout_address=payout_address)
 
 
 def payments(memo: kopf.Memo) -> Payments:
@@ -103,66 +103,44 @@ def payments(memo: kopf.Memo) -> Payments:
     return state
 
 
-class Blocked(Exception):
-    """Reconciling cannot go on until a human acts; carries the condition to show."""
-
-    def __init__(self, reason: str, message: str, retry_s: float = RETRY_S) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.retry_s = retry_s
-
-
 # -- reading ------------------------------------------------------------------------------------
 
 
-def secrets_denied(namespace: str) -> Blocked:
-    """Secrets are opt-in per namespace: the message is the one command that opts in."""
-    operator_ns = os.environ.get("COCOON_NAMESPACE", "cocoon-system")
-    account = os.environ.get("COCOON_SERVICE_ACCOUNT", "cocoon-operator")
-    role = os.environ.get("COCOON_SECRETS_CLUSTERROLE", "cocoon-operator-secrets")
-    return Blocked(
-        "SecretsAccessDenied",
-        f"The operator may not read or create Secrets in {namespace} (it has no cluster-wide "
-        f"Secret access). Allow it here: kubectl create rolebinding cocoon-operator-secrets "
-        f"-n {namespace} --clusterrole={role} --serviceaccount={operator_ns}:{account}",
-    )
+def _network(state: Payments, name: str) -> networks.Network:
+    network = state.catalog.find(name)
+    if network is None:
+        offered = ", ".join(state.catalog.names()) or "none"
+        raise Blocked(
+            "NetworkUnknown",
+            f"spec.network {name or '(default)'!r} is not a network this provider offers "
+            f"(offered: {offered}); create the channel again naming one of them.",
+        )
+    return network
 
 
-async def _secret(kube: Kube, namespace: str, name: str) -> Obj | None:
-    try:
-        return await kube.get_or_none(SECRETS, name, namespace)
-    except Forbidden as exc:
-        raise secrets_denied(namespace) from exc
-
-
-async def _secret_value(kube: Kube, namespace: str, name: str, key: str) -> str | None:
-    secret = await _secret(kube, namespace, name)
-    value = ((secret or {}).get("data") or {}).get(key)
-    return base64.b64decode(value).decode() if value else None
-
-
-async def _open_chain(kube: Kube, namespace: str, spec: PaymentChannelSpec, default: str) -> Chain:
-    network = spec.network
+async def _open_chain(kube: Kube, network: networks.Network) -> Chain:
+    """The provider's chain: its Secrets and ConfigMaps live in the operator's namespace, and
+    nothing a tenant wrote is ever an endpoint."""
+    home = os.environ.get("COCOON_NAMESPACE", "cocoon-system")
     api_key = None
     if network.api_key_secret_ref is not None:
         ref = network.api_key_secret_ref
-        api_key = await _secret_value(kube, namespace, ref.name, ref.key)
+        api_key = await secret_value(kube, home, ref.name, ref.key)
     config = None
-    if network.kind is NetworkKind.LITESERVER and network.config_map_name:
-        cm = await kube.get_or_none(CONFIGMAPS, network.config_map_name, namespace)
+    if network.kind is networks.NetworkKind.LITESERVER:
+        cm = await kube.get_or_none(CONFIGMAPS, network.config_map_name, home)
         config = ((cm or {}).get("data") or {}).get(connect.GLOBAL_CONFIG_KEY)
-    return await connect.open_chain(
-        network, default_url=default, api_key=api_key, global_config=config
-    )
+    return await connect.open_chain(network, api_key=api_key, global_config=config)
 
 
-async def _load_payer_key(
+async def _load_wallet_key(
     kube: Kube, namespace: str, spec: PaymentChannelSpec, params: ChannelParameters | None
 ) -> Ed25519PrivateKey:
+    """The payer's wallet key (Managed): it only funds the channel; promises are signed with
+    the channel's own promise key."""
     ref = spec.payer.key_secret_ref
     assert ref is not None  # the spec validator requires it for Managed signing
-    text = await _secret_value(kube, namespace, ref.name, ref.key)
+    text = await secret_value(kube, namespace, ref.name, ref.key)
     if text is None:
         raise Blocked(
             "PayerKeyMissing",
@@ -174,7 +152,7 @@ async def _load_payer_key(
         key = connect.payer_key(text)
     except keyfile.KeyFileError as exc:
         raise Blocked("PayerKeyInvalid", f"Secret {namespace}/{ref.name}: {exc}.") from exc
-    if params is not None and keys.public_bytes(key).hex() != params.payer_public_key:
+    if params is not None and raw(wallet_address(keys.public_bytes(key))) != params.payer:
         raise Blocked(
             "PayerKeyChanged",
             f"Secret {namespace}/{ref.name} now holds another key "
@@ -183,18 +161,14 @@ async def _load_payer_key(
     return key
 
 
-async def _payee(kube: Kube, namespace: str, spec: PaymentChannelSpec, default: str) -> str:
-    if spec.payee_address:
-        return spec.payee_address
-    pool = await kube.get_or_none(INFERENCE_POOLS, spec.pool_name, namespace)
-    address = ((pool or {}).get("spec") or {}).get("payoutAddress") or default
-    if not address:
+def _payee(state: Payments) -> str:
+    if not state.payout_address:
         raise Blocked(
             "PayeeUnknown",
-            f"no payee: set spec.payeeAddress, the pool "
-            f"{spec.pool_name}'s spec.payoutAddress or the operator's payout address.",
+            "The provider has not set its payout address, so no channel can be prepared: "
+            "helm upgrade ... --set payout.address=<TON address>.",
         )
-    return str(address)
+    return state.payout_address
 
 
 def _config(status: PaymentChannelStatus) -> ChannelConfig | None:
@@ -286,16 +260,18 @@ def _tx(kind: str, tx: TxInfo) -> Obj:
 async def _prepare(ref: Ref, obs: Observed, state: Payments) -> None:
     """Choose the channel id and persist what its address commits to, before any deploy."""
     kube, namespace = ref.kube, ref.namespace
+    payee = _payee(state)
+    network = _network(state, obs.spec.network).name
     if obs.spec.payer.signing is SigningMode.MANAGED:
-        public = keys.public_bytes(await _load_payer_key(kube, namespace, obs.spec, None))
+        wallet = keys.public_bytes(await _load_wallet_key(kube, namespace, obs.spec, None))
+        public = keys.public_bytes(await channel_secrets.ensure_promise_key(kube, obs.body))
     else:
         assert obs.spec.payer.public_key is not None
-        public = bytes.fromhex(obs.spec.payer.public_key)
-    payee = await _payee(kube, namespace, obs.spec, state.payout_address)
+        public = wallet = bytes.fromhex(obs.spec.payer.public_key)
     params = ChannelParameters(
         payer_public_key=public.hex(),
-        payer=raw(wallet_address(public)),
-        payee=raw(Address(payee)),
+        payer=raw(wallet_address(wallet)),
+        payee=payee,
         close_delay_seconds=obs.spec.close_delay_seconds,
     )
     channel_id = new_channel_id()
@@ -307,12 +283,34 @@ async def _prepare(ref: Ref, obs: Observed, state: Payments) -> None:
             "channelId": f"{channel_id:032x}",
             "address": user_friendly(config.address()),
             "parameters": params.to_api(),
+            "network": network,
         }
     )
 
 
+async def pin_max_price(kube: Kube, body: Obj, spec: PaymentChannelSpec) -> None:
+    """Pin the most the channel pays per unit, once: spec.maxPrice, else the pool's price the
+    first time the pool is seen. Until then meters give the channel no credit."""
+    if (body.get("status") or {}).get("maxPrice"):
+        return
+    meta = body["metadata"]
+    price = spec.max_price
+    if price is None:
+        pool = await kube.get_or_none(INFERENCE_POOLS, spec.pool_name, meta["namespace"])
+        if pool is None:
+            return
+        price = Price.model_validate((pool.get("spec") or {}).get("price") or {})
+    await kube.patch(
+        PAYMENT_CHANNELS,
+        meta["name"],
+        {"status": {"maxPrice": price.to_api()}},
+        meta["namespace"],
+        subresource="status",
+    )
+
+
 async def _perform(
-    ref: Ref, obs: Observed, action: Action, key: Callable[[], Awaitable[Ed25519PrivateKey]]
+    ref: Ref, obs: Observed, action: Action, key: Callable[[Step], Awaitable[Ed25519PrivateKey]]
 ) -> None:
     channel = obs.channel
     assert channel is not None
@@ -322,7 +320,7 @@ async def _perform(
         deposited = obs.view.chain.deposited if obs.view.chain else 0
         check_promise(previous, action.amount, deposited)
         signed = promises.sign(
-            await key(), channel.address, channel.config.channel_id, action.amount
+            await key(step), channel.address, channel.config.channel_id, action.amount
         )
         # persisted before anything uses it: a crash after this re-claims the same promise
         await ref.patch_status(
@@ -350,7 +348,7 @@ async def _perform(
         await ref.patch_status(fields)
         return
     if step in (Step.DEPLOY, Step.TOP_UP):
-        wallet = Wallet(channel.chain, await key())
+        wallet = Wallet(channel.chain, await key(step))
         if step is Step.DEPLOY:
             tx = await channel.deploy(wallet, action.amount)
         else:
@@ -360,7 +358,7 @@ async def _perform(
         )
         return
     if step is Step.START_CLOSE:
-        tx = await channel.start_close(await key())
+        tx = await channel.start_close(await key(step))
         await ref.patch_status({"lastTransaction": _tx("close", tx)})
         return
     if step is Step.WITHDRAW:
@@ -371,15 +369,21 @@ async def _perform(
 
 
 async def _run_steps(ref: Ref, chain: Chain, deleting: bool, state: Payments) -> Observed:
-    cached: list[Ed25519PrivateKey] = []
     obs = await _observe(ref.kube, chain, ref.namespace, ref.name, deleting)
 
-    async def key() -> Ed25519PrivateKey:
-        if not cached:
-            cached.append(
-                await _load_payer_key(ref.kube, ref.namespace, obs.spec, obs.status.parameters)
+    async def key(step: Step) -> Ed25519PrivateKey:
+        """The wallet key funds; the channel's promise key signs promises and the close."""
+        if step in (Step.DEPLOY, Step.TOP_UP):
+            return await _load_wallet_key(ref.kube, ref.namespace, obs.spec, obs.status.parameters)
+        key = await channel_secrets.load_promise_key(ref.kube, ref.namespace, ref.name)
+        assert obs.status.parameters is not None
+        if keys.public_bytes(key).hex() != obs.status.parameters.payer_public_key:
+            raise Blocked(
+                "PromiseKeyChanged",
+                f"Secret {ref.namespace}/{channel_secrets.promise_key_secret_name(ref.name)} "
+                "holds another key than the one this channel was deployed with; restore it.",
             )
-        return cached[0]
+        return key
 
     for _ in range(MAX_STEPS):
         action = accounting.next_action(obs.view)
@@ -399,56 +403,6 @@ async def _run_steps(ref: Ref, chain: Chain, deleting: bool, state: Payments) ->
             CHAIN_OPERATIONS.labels(action.step.value, "ok").inc()
         obs = await _observe(ref.kube, chain, ref.namespace, ref.name, deleting)
     return obs
-
-
-# -- the credential -----------------------------------------------------------------------------
-
-
-def credential_secret_name(channel: str) -> str:
-    return f"{channel}-credential"
-
-
-async def ensure_credential(kube: Kube, body: Obj) -> tuple[str, str]:
-    """Create the caller credential Secret once; its token never leaves the Secret.
-
-    Returns the Secret's name and the token's SHA-256, which is all meters ever learn."""
-    meta = body["metadata"]
-    name = credential_secret_name(meta["name"])
-    existing = await _secret(kube, meta["namespace"], name)
-    if existing is not None:
-        token = base64.b64decode((existing.get("data") or {}).get(CREDENTIAL_KEY, ""))
-        return name, credential_hash(token.decode())
-    token = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=")
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": name,
-            "namespace": meta["namespace"],
-            "labels": {CHANNEL_LABEL: meta["name"], "app.kubernetes.io/part-of": "cocoon"},
-            "ownerReferences": [
-                {
-                    "apiVersion": body["apiVersion"],
-                    "kind": body["kind"],
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "data": {CREDENTIAL_KEY: base64.b64encode(token).decode()},
-    }
-    try:
-        await kube.create(SECRETS, secret)
-    except Forbidden as exc:
-        raise secrets_denied(meta["namespace"]) from exc
-    except ApiException as exc:
-        if exc.status != 409:  # created concurrently: keep theirs
-            raise
-        return await ensure_credential(kube, body)
-    return name, credential_hash(token.decode())
 
 
 # -- status -------------------------------------------------------------------------------------
@@ -568,8 +522,13 @@ async def reconcile(
         if deleting and not (body.get("status") or {}).get("parameters"):
             return Action(Step.RELEASE, "NeverDeployed")  # nothing on chain: no chain needed
         try:
-            credential = ("", "") if deleting else await ensure_credential(kube, body)
-            async with await _open_chain(kube, namespace, spec, state.default_chain_url) as chain:
+            credential = (
+                ("", "") if deleting else await channel_secrets.ensure_credential(kube, body)
+            )
+            if not deleting:
+                await pin_max_price(kube, body, spec)
+            pinned = (body.get("status") or {}).get("network") or spec.network
+            async with await _open_chain(kube, _network(state, pinned)) as chain:
                 obs = await _run_steps(Ref(kube, namespace, name), chain, deleting, state)
         except Blocked as exc:
             await _write_blocked(kube, namespace, name, exc, deleting)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 from functools import partial
 from typing import Any
 
@@ -31,6 +32,7 @@ from cocoon.controllers import (
 )
 from cocoon.controllers import settings as operator_settings
 from cocoon.kube import Kube
+from cocoon.ton import networks
 
 CONTROLLERS = (inferencepool, attestednode, paymentchannel)
 LOST_LEADERSHIP = 3  # exit status: the Deployment restarts the pod as a follower
@@ -150,6 +152,11 @@ def _run(args: argparse.Namespace) -> int:
     # the client logs whole response bodies at DEBUG, Secrets included: never let it
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     configure()
+    try:  # the provider's TON settings are checked before anything starts
+        paymentchannel.Payments.from_env()
+    except networks.ProviderConfigError as exc:
+        print(f"cocoon operator: {exc}", file=sys.stderr)
+        return 2
     return asyncio.run(serve(args))
 
 

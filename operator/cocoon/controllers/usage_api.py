@@ -39,7 +39,8 @@ from cocoon.api.paymentchannel import (
 from cocoon.controllers import httpapi, meter_api
 from cocoon.kube import PAYMENT_CHANNELS, Kube, Obj
 from cocoon.meter import usage_report
-from cocoon.ton import accounting, promises
+from cocoon.meter.pricing import Price
+from cocoon.ton import accounting, price_bounds, promises
 from cocoon.ton.accounting import RejectReason, ReportRejected
 from cocoon.ton.settlement import PromiseError, check_promise
 from cocoon.ton.tvm import Address
@@ -153,6 +154,15 @@ async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -
             403,
             f"channel {report.channel} pays for pool {pool}, not {report.pool}.",
         )
+    refusal = _price_refusal(report, record.price, body)
+    if refusal is not None:
+        REJECTED.labels(reason=refusal[0].value).inc()
+        log.warning(
+            "usage report refused",
+            extra={"fields": {"reason": refusal[0].value, "channel": report.channel,
+                              "meter": report.meter_public_key}},
+        )
+        return _reject(*refusal)
     usage = accounting.MeterUsage(
         report.journal_id, report.pool, report.journal_sequence, int(report.cost_nanoton)
     )
@@ -186,6 +196,37 @@ async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -
     return web.json_response({"accepted": True, "owed": status.get("owed", "0")})
 
 
+def max_price(body: Obj) -> Price | None:
+    """The channel's maximum price in force: spec.maxPrice, else the pool price pinned in
+    status when the channel was prepared (None before that: nothing is served yet)."""
+    pinned = ((body.get("spec") or {}).get("maxPrice")
+              or (body.get("status") or {}).get("maxPrice"))
+    return Price.model_validate(pinned) if pinned else None
+
+
+def _price_refusal(
+    report: usage_report.UsageReport, price: Price, body: Obj
+) -> tuple[RejectReason, int, str] | None:
+    """A report is charged at its meter's registered price, within the channel's maxPrice."""
+    ceiling = max_price(body)
+    if ceiling is None:
+        return RejectReason.PRICE_ABOVE_MAX, 409, (
+            f"channel {report.channel} has no maximum price pinned yet; it serves nothing."
+        )
+    over = price_bounds.above_max(price, ceiling)
+    if over:
+        return RejectReason.PRICE_ABOVE_MAX, 409, (
+            f"this meter's price exceeds channel {report.channel}'s maxPrice for "
+            f"{', '.join(over)}; the channel must not be served by it."
+        )
+    wrong = price_bounds.cost_refusal(
+        price_bounds.units_of(report.units), int(report.cost_nanoton), price
+    )
+    if wrong is not None:
+        return RejectReason.MISPRICED, 403, f"{wrong}; report what the journal holds."
+    return None
+
+
 def _usage(m: MeterUsage) -> accounting.MeterUsage:
     return accounting.MeterUsage(m.instance, m.pool, m.journal_sequence, int(m.cost_nanoton))
 
@@ -214,11 +255,14 @@ def _api(m: accounting.MeterUsage, stamp: str | None, status: Obj, signer: str) 
     return entry
 
 
-async def credit_document(kube: Kube, namespace: str, pool: str, meter: str, live: set[str]) -> Obj:
+async def credit_document(
+    kube: Kube, namespace: str, pool: str, meter: str, live: set[str], *, price: Price
+) -> Obj:
     """Every Open channel of the pool with its credential hash and this meter's limit.
 
     `meter` and `live` are journal ids: the asking meter's and those of the pool's live
-    registered meters, which share the channel's remaining credit."""
+    registered meters, which share the channel's remaining credit. A channel whose maxPrice is
+    below the meter's `price` gets no credit and a refusal the meter shows its callers."""
     entries = []
     for item in await kube.list(PAYMENT_CHANNELS, namespace):
         spec_data = item.get("spec") or {}
@@ -237,13 +281,21 @@ async def credit_document(kube: Kube, namespace: str, pool: str, meter: str, liv
             int(status.deposited), promised, int(spec.credit_window), int(status.owed)
         )
         limit = accounting.meter_limit(costs, set(costs) & live, meter, remaining)
-        entries.append(
-            {
-                "channel": f"{namespace}/{item['metadata']['name']}",
-                "credentialSha256": status.credential_sha256,
-                "creditLimitNanoton": str(limit),
-            }
-        )
+        entry: Obj = {
+            "channel": f"{namespace}/{item['metadata']['name']}",
+            "credentialSha256": status.credential_sha256,
+            "creditLimitNanoton": str(limit),
+        }
+        ceiling = spec.max_price or status.max_price
+        over = price_bounds.above_max(price, ceiling) if ceiling is not None else ["all"]
+        if over:
+            entry["creditLimitNanoton"] = str(costs.get(meter, 0))
+            entry["refusal"] = (
+                f"the pool's price exceeds your PaymentChannel's maxPrice ({', '.join(over)}); "
+                "nothing was charged. Create a channel whose maxPrice covers the pool's price "
+                "(kubectl get cip -o wide shows it) or use another pool."
+            )
+        entries.append(entry)
     return {"channels": entries}
 
 
@@ -260,7 +312,7 @@ async def get_credit(request: web.Request, kube: Kube) -> web.Response:
             f"pass ?meter=<receipt public key, hex> of a registered meter of {namespace}/{pool}.",
         )
     document = await credit_document(
-        kube, namespace, pool, meter.journal_id, {r.journal_id for r in records}
+        kube, namespace, pool, meter.journal_id, {r.journal_id for r in records}, price=meter.price
     )
     return web.json_response(document)
 

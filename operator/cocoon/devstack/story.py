@@ -190,6 +190,8 @@ class Story:
         self.http: httpx2.Client | None = None
         self.receipts: ReceiptStore | None = None
         self.verifier: Verifier | None = None
+        # the provider's payout wallet: the operator's payout address, never a tenant's choice
+        self.payee = wallet_address(keys.public_bytes(keys.generate()))
 
     # -- the stack -----------------------------------------------------------------------------
 
@@ -207,7 +209,7 @@ class Story:
         self.operator = Operator(
             self.cluster,
             operator_kubeconfig(self.cluster),
-            env={"COCOON_CHAIN_URL": self.chain.url},
+            env={"COCOON_CHAIN_URL": self.chain.url, "COCOON_PAYOUT_ADDRESS": raw(self.payee)},
         )
         self.operator.start()
         simulated = simulated_tee(self.workdir / "simulated-tee")
@@ -275,11 +277,10 @@ class Story:
         """A provider payout wallet and a funded payer wallet; the payer's key as Secret JSON."""
         assert self.chain is not None
         payer_key = keys.generate()
-        payee = wallet_address(keys.public_bytes(keys.generate()))
         payer = wallet_address(keys.public_bytes(payer_key))
         asyncio.run(emulator.faucet(self.chain.url, payer, 10 * TON))
         self.say(f"payer wallet funded with 10 TON by the emulator's faucet: {raw(payer)}")
-        return payee, payer, keyfile.to_json(payer_key)
+        return self.payee, payer, keyfile.to_json(payer_key)
 
     def claim_transactions(self, payee: Address) -> int:
         """How many payouts reached the provider's wallet, read from the chain itself."""
@@ -304,7 +305,7 @@ class Story:
 
     # -- the pool ----------------------------------------------------------------------------
 
-    def create_pool(self, payee: Address) -> PodStandIn:
+    def create_pool(self) -> PodStandIn:
         self.cluster.kubectl("create", "namespace", NAMESPACE, check=False)
         model_files = configmap_data(MODEL)
         self.cluster.apply(
@@ -326,7 +327,6 @@ class Story:
                     "gpusPerReplica": 1,
                     "teeTypes": ["sev-snp"],
                     "price": PRICE,
-                    "payoutAddress": raw(payee),
                     "meter": {"maxOutputTokens": 64},
                 },
             }
@@ -412,7 +412,6 @@ class Story:
                     "creditWindow": str(window),
                     "claim": {"threshold": str(threshold), "intervalSeconds": 3600},
                     "closeDelaySeconds": 60,
-                    "network": {"kind": "Emulator", "url": self.chain.url},
                 },
             }
         )
@@ -576,7 +575,7 @@ def tell(story: Story, requests: int = 40) -> Summary:
     say = story.say
     nodes = story.start()
     payee, payer, payer_key = story.provider_and_payer()
-    pod = story.create_pool(payee)
+    pod = story.create_pool()
 
     token = story.open_channel("main", payer_key, deposit=TON, window=TON // 2, threshold=TON // 20)
     calls = [story.first_call(pod, token)]

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from cocoon import logs
 from cocoon.agent.collectors import TSM_ROOT
+from cocoon.meter import pricing
 from cocoon.meter.core import MeterConfig
 from cocoon.meter.identity import Placement
 from cocoon.meter.limits import ENDPOINTS, Limits
-from cocoon.meter.pricing import Price
 from cocoon.meter.server import ServeOptions, serve
 from cocoon.meter.sidecar import (
     ADMIN_PORT,
@@ -41,6 +41,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--operator-url",
                         help="poll the operator for credit and send it signed usage (in a cluster)")
     source.add_argument("--credits", type=Path, help="credit file (JSON) to watch (run by hand)")
+    p.add_argument("--report-interval", type=float, default=1.0, metavar="S",
+                   help="with --operator-url: send changed usage reports this often; a last "
+                        "report is always sent when the meter stops (SIGTERM)")
     proof = p.add_mutually_exclusive_group(required=True)
     proof.add_argument("--evidence-socket", type=Path, metavar="PATH",
                        help="node isolation: the node agent's Unix socket, which gives evidence "
@@ -65,15 +68,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--certificate-refresh-seconds", type=float, default=120.0,
                    help="re-issue the RA-TLS certificate with fresh evidence this often (keep "
                         "it below the policy's maxEvidenceAgeSeconds)")
-    p.add_argument("--price-per-request", default="0", help="nanoton")
-    p.add_argument("--price-per-input-token", default="0", help="nanoton")
-    p.add_argument("--price-per-output-token", default="0", help="nanoton")
-    p.add_argument("--price-per-cached-input-token", default=None,
-                   help="nanoton (default: the input token price)")
-    p.add_argument("--price-per-reasoning-token", default=None,
-                   help="nanoton (default: the output token price)")
-    p.add_argument("--price-per-tokens", type=int, default=1, choices=(1, 1000, 1000000),
-                   help="how many tokens the token prices are for")
+    pricing.add_arguments(p)
     p.add_argument("--model", action="append", default=[],
                    help="a model the pool serves (bounds the metrics' model label); repeatable")
     p.add_argument("--reserve-input-tokens", type=int, default=0,
@@ -109,20 +104,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=_serve)
 
 
-def price_from_args(args: argparse.Namespace) -> Price:
-    return Price(
-        per_request=args.price_per_request,
-        per_input_token=args.price_per_input_token,
-        per_output_token=args.price_per_output_token,
-        per_cached_input_token=args.price_per_cached_input_token,
-        per_reasoning_token=args.price_per_reasoning_token,
-        per_tokens=args.price_per_tokens,
-    )
-
-
 def _serve(args: argparse.Namespace) -> int:
     logs.configure(args.log_level)
-    price = price_from_args(args)
+    price = pricing.from_namespace(args)
     options = ServeOptions(
         config=MeterConfig(
             pool=args.pool, price=price, models=tuple(args.model),
@@ -144,6 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
         journal=args.journal,
         credits=args.credits,
         operator_url=args.operator_url,
+        report_interval_seconds=args.report_interval,
         placement=Placement(pool=args.pool, pod=args.pod, node=args.node),
         evidence_socket=args.evidence_socket,
         configfs_tsm=args.configfs_tsm,

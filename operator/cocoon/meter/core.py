@@ -304,6 +304,9 @@ class Meter:
                 "unknown credential: use the current credential from your PaymentChannel's "
                 "Secret (it changes when the channel is recreated)",
             )
+        if credit.refusal:
+            self.metrics.rejections.labels(Reason.PRICE_ABOVE_MAX.value).inc()
+            raise MeterError(Reason.PRICE_ABOVE_MAX, credit.refusal)
         return credit
 
     def begin(

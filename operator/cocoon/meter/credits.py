@@ -7,6 +7,9 @@ the operator writes (a ConfigMap mounted into the pod) and reloads it when it ch
     {"channels": [{"channel": "ns/name", "credentialSha256": "<64 hex>",
                    "creditLimitNanoton": "1000000000"}]}
 
+An entry with a non-empty `refusal` names a channel this meter must not serve (its price is
+above the channel's maxPrice): callers get 409 with that text instead of being charged.
+
 `creditLimitNanoton` is the cumulative amount this meter may charge the channel over its
 journal's lifetime; the operator raises it as the channel is funded.
 """
@@ -36,6 +39,7 @@ def credential_hash(credential: str) -> str:
 class ChannelCredit:
     channel: str
     limit_nanoton: int
+    refusal: str = ""  # non-empty: the channel may not be served here, and why
 
 
 class CreditSource(Protocol):
@@ -55,6 +59,7 @@ class _Entry(BaseModel):
     channel: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
     credential_sha256: str = Field(alias="credentialSha256", pattern=r"^[0-9a-f]{64}$")
     credit_limit_nanoton: str = Field(alias="creditLimitNanoton", pattern=NANOTON_PATTERN)
+    refusal: str = Field(default="", max_length=400)
 
 
 class CreditFile(BaseModel):
@@ -67,7 +72,7 @@ class CreditFile(BaseModel):
 def parse_credit_file(text: str) -> dict[str, ChannelCredit]:
     document = CreditFile.model_validate_json(text)
     return {
-        e.credential_sha256: ChannelCredit(e.channel, int(e.credit_limit_nanoton))
+        e.credential_sha256: ChannelCredit(e.channel, int(e.credit_limit_nanoton), e.refusal)
         for e in document.channels
     }
 

@@ -28,6 +28,7 @@ class Reason(StrEnum):
     TOO_LARGE = "RequestTooLarge"
     TIMEOUT = "RequestTimeout"
     MODEL_ERROR = "ModelError"
+    PRICE_ABOVE_MAX = "PriceAboveMaxPrice"
 
 
 HTTP_STATUS = {
@@ -41,6 +42,7 @@ HTTP_STATUS = {
     Reason.TOO_LARGE: 413,
     Reason.TIMEOUT: 408,
     Reason.MODEL_ERROR: 502,
+    Reason.PRICE_ABOVE_MAX: 409,
 }
 
 GRPC_STATUS = {
@@ -54,6 +56,7 @@ GRPC_STATUS = {
     Reason.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
     Reason.MODEL_ERROR: grpc.StatusCode.INTERNAL,
+    Reason.PRICE_ABOVE_MAX: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

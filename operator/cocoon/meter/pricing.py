@@ -11,6 +11,8 @@ the cached and reasoning prices default to the prompt and completion prices.
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -145,3 +147,41 @@ class Tariff:
             + (units.output_tokens - reasoning) * self.completion + reasoning * self.reasoning
         )
         return units.requests * self.request + -(-tokens // self.per_tokens)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The price flags of `cocoon meter serve` (what `Price.cli_args` writes)."""
+    parser.add_argument("--price-per-request", default="0", help="nanoton")
+    parser.add_argument("--price-per-input-token", default="0", help="nanoton")
+    parser.add_argument("--price-per-output-token", default="0", help="nanoton")
+    parser.add_argument("--price-per-cached-input-token", default=None,
+                        help="nanoton (default: the input token price)")
+    parser.add_argument("--price-per-reasoning-token", default=None,
+                        help="nanoton (default: the output token price)")
+    parser.add_argument("--price-per-tokens", type=int, default=1, choices=(1, 1000, 1000000),
+                        help="how many tokens the token prices are for")
+
+
+def from_namespace(args: argparse.Namespace) -> Price:
+    return Price(
+        per_request=args.price_per_request,
+        per_input_token=args.price_per_input_token,
+        per_output_token=args.price_per_output_token,
+        per_cached_input_token=args.price_per_cached_input_token,
+        per_reasoning_token=args.price_per_reasoning_token,
+        per_tokens=args.price_per_tokens,
+    )
+
+
+def from_cli_args(argv: Sequence[str]) -> Price:
+    """The price a meter started with these arguments charges: how the operator learns the
+    price in force for one meter instance from its pod (a pod's arguments never change).
+    Raises ValueError for arguments the meter itself would refuse."""
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    add_arguments(parser)
+    try:
+        known, _ = parser.parse_known_args(list(argv))
+    except (argparse.ArgumentError, SystemExit) as exc:
+        raise ValueError(f"the meter's price arguments do not parse: {exc}") from exc
+    return from_namespace(known)
+

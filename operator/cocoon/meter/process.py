@@ -80,11 +80,13 @@ def start_meter(
     log_level: str = "info",
     ready_timeout: float = 90.0,
     simulated_tee: Path | None = None,
+    operator_url: str | None = None,
 ) -> MeterProcess:
     """Start a meter on free loopback ports in front of `triton`; state files go in `workdir`.
 
     An empty credit file is created there if absent. With `simulated_tee` (a saved simulated
-    TEE) the meter serves attested TLS; without, plain HTTP (`--plaintext`).
+    TEE) the meter serves attested TLS; without, plain HTTP (`--plaintext`). With
+    `operator_url` it polls that operator for credit and reports usage there instead.
     """
     price = price or Price()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +113,7 @@ def start_meter(
         f"--grpc-port={grpc_port}",
         f"--admin-port={admin_port}",
         f"--journal={journal}",
-        f"--credits={credits}",
+        f"--operator-url={operator_url}" if operator_url else f"--credits={credits}",
         proof,
         *price.cli_args(),
         *(f"--model={m}" for m in models),

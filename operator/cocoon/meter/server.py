@@ -69,6 +69,7 @@ class ServeOptions:
     admin_port: int = 9100
     drain_seconds: float = 25.0
     operator_url: str | None = None
+    report_interval_seconds: float = 1.0
 
 
 def credit_source(
@@ -128,6 +129,7 @@ def _jobs(
     if options.operator_url:
         pool = options.config.pool
         jobs.append(UsagePusher(options.operator_url, journal, pool, key,
+                                interval_seconds=options.report_interval_seconds,
                                 ssl_context=operator_tls).run())
         if attested is not None and options.token_file is not None:
             jobs.append(Registrar(options.operator_url, attested, options.token_file,

@@ -18,7 +18,11 @@ from typing import Any
 from cocoon.api.inferencepool import MeterRecord
 from cocoon.attestation.endpoint import EndpointEvidence
 from cocoon.attestation.verdict import Failure
+from cocoon.meter import pricing
+from cocoon.meter.pricing import Price
 from cocoon.placement.labels import POOL_LABEL
+
+METER_CONTAINER = "meter"
 
 CHALLENGE_DOMAIN = b"cocoon.dev/meter-challenge/v1\n"
 CHALLENGE_SECONDS = 120
@@ -115,11 +119,24 @@ def placement_refusal(
     return None
 
 
+def meter_price(pod: Mapping[str, Any]) -> Price | None:
+    """The price the pod's meter container was started with; None when it has none."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    meter = next((c for c in containers if c.get("name") == METER_CONTAINER), None)
+    if meter is None:
+        return None
+    try:
+        return pricing.from_cli_args([str(a) for a in meter.get("args") or []])
+    except ValueError:
+        return None
+
+
 def record(
     who: PodIdentity,
     document: EndpointEvidence,
     journal_id: str,
     *,
+    price: Price,
     generation: int,
     now: datetime,
     lifetime: timedelta,
@@ -132,6 +149,7 @@ def record(
         tls_spki_sha256=document.tls_spki_sha256,
         journal_id=journal_id,
         pool_generation=generation,
+        price=price,
         verified_at=now,
         expires_at=now + lifetime,
     )

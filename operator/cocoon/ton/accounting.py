@@ -53,6 +53,8 @@ class RejectReason(StrEnum):
     CONFLICT = "conflict"
     COST_DECREASED = "cost_decreased"
     TOO_MANY_METERS = "too_many_meters"
+    MISPRICED = "mispriced"
+    PRICE_ABOVE_MAX = "price_above_max"
 
 
 class ReportRejected(ValueError):

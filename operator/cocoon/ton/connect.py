@@ -1,4 +1,4 @@
-"""Which `Chain` a PaymentChannel's spec.network names, and reading the payer key from a Secret.
+"""The `Chain` for a provider network, and reading the payer key from a Secret.
 
 Both take what they need from Kubernetes as plain strings (the controller fetches them), so the
 choice of adapter and the key format stay testable without a cluster.
@@ -12,19 +12,18 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cocoon.api.paymentchannel import NetworkKind, NetworkSpec
 from cocoon.ton import keyfile
 from cocoon.ton.chain import Chain, ChainError
 from cocoon.ton.liteserver import LiteServerChain
+from cocoon.ton.networks import Network, NetworkKind
 from cocoon.ton.toncenter import ToncenterChain
 
 GLOBAL_CONFIG_KEY = "global.config.json"
 
 
 async def open_chain(
-    network: NetworkSpec,
+    network: Network,
     *,
-    default_url: str,
     api_key: str | None = None,
     global_config: str | None = None,
 ) -> Chain:
@@ -39,12 +38,7 @@ async def open_chain(
             path = Path(tmp) / GLOBAL_CONFIG_KEY
             path.write_text(global_config)
             return await LiteServerChain.connect(path)
-    url = network.url or default_url
-    if not url:
-        raise ChainError(
-            f"no {network.kind.value} URL: set spec.network.url or the operator's COCOON_CHAIN_URL"
-        )
-    return ToncenterChain(url, api_key)
+    return ToncenterChain(network.url, api_key)
 
 
 def payer_key(text: str) -> Ed25519PrivateKey:
