@@ -14,6 +14,7 @@ export const OP = {
   CLOSE: 0x434c4f53,
   WITHDRAW: 0x57445257,
   COOP_CLOSE: 0x434f4f50,
+  ROTATE_KEY: 0x524b4559,
 };
 export const TAG = { PROMISE: 0x50524f4d, CLOSE: 0x434c5347, COOP_CLOSE: 0x434f4f53 };
 export const STATE = { OPEN: 0, CLOSING: 1, CLOSED: 2 };
@@ -40,7 +41,11 @@ export function code() {
 
 /** Initial data: what the address commits to. `cfg.payerKey` is the 32-byte ed25519 key. */
 export function dataCell(cfg) {
-  const parties = beginCell().storeAddress(cfg.payer).storeAddress(cfg.payee).endCell();
+  const parties = beginCell()
+    .storeAddress(cfg.payer)
+    .storeAddress(cfg.payee)
+    .storeMaybeRef(null) // no retired key yet
+    .endCell();
   return beginCell()
     .storeBuffer(cfg.payerKey, 32)
     .storeUint(cfg.channelId, 128)
@@ -106,6 +111,15 @@ export function coopCloseBody(cumulative, signature, queryId = 0n) {
     .storeUint(queryId, 64)
     .storeCoins(cumulative)
     .storeBuffer(signature, 64)
+    .endCell();
+}
+
+/** The payer wallet's internal message that makes `newKey` (32 bytes) the promise key. */
+export function rotateKeyBody(newKey, queryId = 0n) {
+  return beginCell()
+    .storeUint(OP.ROTATE_KEY, 32)
+    .storeUint(queryId, 64)
+    .storeBuffer(newKey, 32)
     .endCell();
 }
 

@@ -224,6 +224,49 @@ describe('close and withdraw', () => {
   });
 });
 
+describe('promise key rotation', () => {
+  it('the payer rotates; the retired key stays payable for the close delay, then not', async () => {
+    const next = newKeys();
+    await sendExternal(env, ch.claimBody(toNano('1'), promise(env, toNano('1'))));
+    const signedBefore = promise(env, toNano('2'));
+    const res = await sendInternal(env, env.payer.address, ch.rotateKeyBody(next.publicKey));
+    assert.equal(computeOf(channelTx(res, env.address)).exitCode, 0);
+    assert.equal((await state(env)).payerKey, BigInt('0x' + next.publicKey.toString('hex')));
+    // a promise signed before the rotation is still claimed
+    await sendExternal(env, ch.claimBody(toNano('2'), signedBefore));
+    assert.equal((await state(env)).claimed, toNano('2'));
+    // the new key signs from now on
+    await sendExternal(env, ch.claimBody(toNano('3'), promise(env, toNano('3'), { secretKey: next.secretKey })));
+    assert.equal((await state(env)).claimed, toNano('3'));
+    // the retired key cannot close, and after the delay it cannot promise either
+    const oldClose = promise(env, 0n, { tag: ch.TAG.CLOSE });
+    assert.equal(await rejectedExternal(env, ch.closeBody(oldClose)), ch.ERR.BAD_SIGNATURE);
+    env.chain.now += CLOSE_DELAY;
+    const late = ch.claimBody(toNano('4'), promise(env, toNano('4')));
+    assert.equal(await rejectedExternal(env, late), ch.ERR.BAD_SIGNATURE);
+    assert.equal((await state(env)).claimed, toNano('3'));
+  });
+
+  it('only the payer rotates, one rotation per close delay, never on a closing channel', async () => {
+    const next = newKeys();
+    for (const from of [env.payee.address, env.stranger.address]) {
+      assertBounced(await sendInternal(env, from, ch.rotateKeyBody(next.publicKey)), env.address, ch.ERR.NOT_PAYER);
+    }
+    assert.equal(await rejectedExternal(env, ch.rotateKeyBody(next.publicKey)), ch.ERR.UNKNOWN_OP);
+    await sendInternal(env, env.payer.address, ch.rotateKeyBody(next.publicKey));
+    // a second rotation while the retired key is still payable would void its promises
+    const again = await sendInternal(env, env.payer.address, ch.rotateKeyBody(newKeys().publicKey));
+    assertBounced(again, env.address, ch.ERR.TOO_EARLY);
+    env.chain.now += CLOSE_DELAY;
+    const third = newKeys();
+    const ok = await sendInternal(env, env.payer.address, ch.rotateKeyBody(third.publicKey));
+    assert.equal(computeOf(channelTx(ok, env.address)).exitCode, 0);
+    await sendInternal(env, env.payer.address, ch.closeBody(Buffer.alloc(64)));
+    const closing = await sendInternal(env, env.payer.address, ch.rotateKeyBody(newKeys().publicKey));
+    assertBounced(closing, env.address, ch.ERR.WRONG_STATE);
+  });
+});
+
 describe('cooperative close', () => {
   const coop = (cumulative, opts) => ch.coopCloseBody(cumulative, promise(env, cumulative, { tag: ch.TAG.COOP_CLOSE, ...opts }));
 

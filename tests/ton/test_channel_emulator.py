@@ -147,3 +147,28 @@ async def test_waiting_for_a_transaction_times_out(
     with pytest.raises(ChainTimeout):
         await chain.wait_for_transaction(wallet.address, lambda _: False, limit_s=0.3,
                                          poll_interval=0.05)
+
+
+async def test_promise_key_rotation(chain: ToncenterChain, emulator_url: str) -> None:
+    """The payer's wallet rotates the promise key; promises the payee holds from the retired key
+    stay payable for the close delay, then only the new key signs."""
+    channel, old, payer, _ = await open_channel(chain, emulator_url)
+    held = sign(channel, old, 2 * TON)  # signed before the rotation, not yet claimed
+    new = keys.generate()
+    stranger = await funded_wallet(chain, emulator_url, TON)
+    with pytest.raises(ChannelError) as refused:
+        await channel.rotate_key(stranger, keys.public_bytes(new))
+    assert refused.value.exit_code == ExitCode.NOT_PAYER
+    tx = await channel.rotate_key(payer, keys.public_bytes(new))
+    assert tx.success
+    assert (await channel.state()).payer_key == keys.public_bytes(new)
+
+    assert (await channel.claim(held)) is not None
+    assert (await channel.claim(sign(channel, new, 3 * TON))) is not None
+    assert (await channel.state()).claimed == 3 * TON
+    await emulator.travel(emulator_url, CLOSE_DELAY)
+    with pytest.raises(InvalidPromise):  # the local check: neither the address key nor current
+        await channel.claim(sign(channel, keys.generate(), 4 * TON))
+    with pytest.raises(ChannelError) as late:  # the retired key, after its window
+        await channel.claim(sign(channel, old, 4 * TON))
+    assert late.value.exit_code == ExitCode.BAD_SIGNATURE

@@ -27,6 +27,7 @@ class Op(IntEnum):
     CLOSE = 0x434C4F53
     WITHDRAW = 0x57445257
     COOP_CLOSE = 0x434F4F50
+    ROTATE_KEY = 0x524B4559
 
 
 class Tag(IntEnum):
@@ -104,7 +105,12 @@ class ChannelConfig:
             raise ValueError("close_delay must fit in 64 bits")
 
     def data(self) -> Cell:
-        parties = end(Builder().store_address(self.payer).store_address(self.payee))
+        parties = end(
+            Builder()
+            .store_address(self.payer)
+            .store_address(self.payee)
+            .store_maybe_ref(None)  # no retired promise key yet
+        )
         return end(
             Builder()
             .store_bytes(self.payer_key)
@@ -160,6 +166,16 @@ def withdraw_body(query_id: int = 0) -> Cell:
 
 def coop_close_body(cumulative: int, signature: bytes, query_id: int = 0) -> Cell:
     return _body(Op.COOP_CLOSE, query_id, cumulative, signature)
+
+
+def rotate_key_body(new_key: bytes, query_id: int = 0) -> Cell:
+    """From the payer's wallet: `new_key` (32 bytes) signs promises from now on; the retired key
+    still signs payable promises for the close delay."""
+    if len(new_key) != 32:
+        raise ValueError("new_key must be a 32-byte ed25519 public key")
+    return end(
+        Builder().store_uint(Op.ROTATE_KEY, 32).store_uint(query_id, 64).store_bytes(new_key)
+    )
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from cocoon.ton.channel import (
     claim_body,
     close_body,
     coop_close_body,
+    rotate_key_body,
     top_up_body,
     withdraw_body,
 )
@@ -89,15 +90,17 @@ class PaymentChannel:
 
     async def claim(self, promise: promises.Promise) -> TxInfo | None:
         """Claims by external message (the payee needs no wallet); None if already covered."""
-        self._check_promise(promise, Tag.PROMISE)
-        if (await self.state()).claimed >= promise.cumulative:
+        state = await self.state()
+        self._check_promise(promise, Tag.PROMISE, state.payer_key)
+        if state.claimed >= promise.cumulative:
             return None
         return await self._external(claim_body(promise.cumulative, promise.signature))
 
     async def claim_via(self, wallet: Wallet, promise: promises.Promise) -> TxInfo | None:
         """Claims with an internal message; the attached value less gas reaches the payee."""
-        self._check_promise(promise, Tag.PROMISE)
-        if (await self.state()).claimed >= promise.cumulative:
+        state = await self.state()
+        self._check_promise(promise, Tag.PROMISE, state.payer_key)
+        if state.claimed >= promise.cumulative:
             return None
         body = claim_body(promise.cumulative, promise.signature)
         return await self._via_wallet(wallet, INTERNAL_CLAIM_VALUE, body)
@@ -112,16 +115,24 @@ class PaymentChannel:
 
     async def cooperative_close(self, payee_wallet: Wallet, final: promises.Promise) -> TxInfo:
         """Closes at once: sent by the payee's wallet with the payer's COOP_CLOSE promise."""
-        self._check_promise(final, Tag.COOP_CLOSE)
+        self._check_promise(final, Tag.COOP_CLOSE, (await self.state()).payer_key)
         body = coop_close_body(final.cumulative, final.signature)
         return await self._via_wallet(payee_wallet, INTERNAL_CLAIM_VALUE, body)
 
-    def _check_promise(self, promise: promises.Promise, tag: Tag) -> None:
+    async def rotate_key(self, wallet: Wallet, new_key: bytes) -> TxInfo:
+        """The payer's wallet makes `new_key` the promise key (the retired one stays payable for
+        the close delay, so promises the payee holds keep their value)."""
+        return await self._via_wallet(wallet, INTERNAL_CLAIM_VALUE, rotate_key_body(new_key))
+
+    def _check_promise(self, promise: promises.Promise, tag: Tag, current_key: bytes) -> None:
+        """A local check before sending: the contract is the judge (it also accepts promises
+        by a key retired less than the close delay ago)."""
         if promise.tag != tag or promise.channel != self.address:
             raise InvalidPromise(f"this is not a {tag.name} promise for this channel")
         if promise.channel_id != self.config.channel_id:
             raise InvalidPromise("the promise is for another channel id")
-        if not promises.verify(self.config.payer_key, promise):
+        keys = {self.config.payer_key, current_key}
+        if not any(promises.verify(key, promise) for key in keys):
             raise InvalidPromise(explain(ExitCode.BAD_SIGNATURE), ExitCode.BAD_SIGNATURE)
 
     async def _external(self, body: Cell) -> TxInfo:
