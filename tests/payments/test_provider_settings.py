@@ -151,3 +151,67 @@ async def test_managed_promises_are_signed_by_the_channels_own_key(env: Env) -> 
         await env.reconcile()
     assert blocked.value.reason == "PromiseKeyChanged"
     assert "latestPromise" not in await env.status()
+
+
+async def test_a_managed_promise_key_rotates_on_chain_and_old_promises_stay_payable(
+    env: Env, api: Any
+) -> None:
+    from cocoon.api.paymentchannel import PaymentChannelStatus
+    from cocoon.controllers.paymentchannel import ROTATE_ANNOTATION, _config
+    from cocoon.ton import promises
+    from cocoon.ton.client import PaymentChannel
+
+    from .test_channel_lifecycle import signed_report
+
+    async def report(cost: int, seq: int) -> None:
+        answer = await api.post("/usage/v1/reports", json=signed_report(env.meter_key, cost, seq))
+        assert answer.status == 200
+
+    env.add_channel(claim={"threshold": str(TON * 10), "intervalSeconds": 3600})
+    await env.reconcile()
+    first = (await env.status())["parameters"]["payerPublicKey"]
+    await report(10**8, 1)
+    await env.reconcile()
+    old = (await env.status())["latestPromise"]
+    assert old["cumulative"] == str(10**8)
+
+    channel = env.kube.objects[(PAYMENT_CHANNELS.plural, NS, "ch")]
+    channel["metadata"]["annotations"] = {ROTATE_ANNOTATION: "2026-11"}
+    await env.reconcile()
+    status = await env.status()
+    assert status["promiseKeyRotation"] == "2026-11"
+    assert status["promiseKey"] not in ("", first)
+    assert status["lastTransaction"]["kind"] == "rotate"
+    assert status["parameters"]["payerPublicKey"] == first, "the address still commits to it"
+    secret = await env.kube.get(SECRETS, status["promiseKeySecret"], NS)
+    seed = base64.b64decode(secret["data"]["promise-key"])
+    assert keys.public_bytes(Ed25519PrivateKey.from_private_bytes(seed)).hex() == status[
+        "promiseKey"]
+
+    # the next promise is signed by the new key; the payee can claim the old one and the new one
+    await report(3 * 10**8, 2)
+    await env.reconcile()
+    status = await env.status()
+    latest = status["latestPromise"]
+    assert latest["cumulative"] == str(3 * 10**8)
+    config = _config(PaymentChannelStatus.model_validate(status))
+    assert config is not None
+    onchain = PaymentChannel(env.chain, config)
+    retired = await env.kube.get(SECRETS, "ch-promise-key", NS)
+    retired_key = Ed25519PrivateKey.from_private_bytes(
+        base64.b64decode(retired["data"]["promise-key"])
+    )
+    held = promises.sign(retired_key, onchain.address, config.channel_id, 2 * 10**8)
+    if (await onchain.state()).claimed < held.cumulative:
+        assert await onchain.claim(held) is not None, "signed before: still payable"
+    new = promises.Promise(onchain.address, config.channel_id, int(latest["cumulative"]),
+                           bytes.fromhex(latest["signature"]))
+    await onchain.claim(new)
+    assert (await onchain.state()).claimed == 3 * 10**8
+
+    # a second request within the close delay is refused by the contract, and says why
+    channel["metadata"]["annotations"] = {ROTATE_ANNOTATION: "again"}
+    with pytest.raises(Blocked) as early:
+        await env.reconcile()
+    assert early.value.reason == "RotationTooEarly"
+    assert (await env.status())["promiseKeyRotation"] == "2026-11"

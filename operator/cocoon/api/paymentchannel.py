@@ -141,7 +141,7 @@ class ChannelState(StrEnum):
 class Transaction(ApiModel):
     """The last on-chain transaction the operator made for this channel."""
 
-    kind: str = Field(description="deploy, topup, claim, close or withdraw.")
+    kind: str = Field(description="deploy, topup, claim, rotate, close or withdraw.")
     hash: str = Field(description="Transaction hash, hex.", pattern=r"^[0-9a-f]{64}$")
     at: datetime = Field(description="When it was observed on chain.")
 
@@ -226,6 +226,20 @@ class PaymentChannelStatus(ApiModel):
     )
     latest_promise: SignedPromise | None = Field(
         default=None, description="The latest promise signed (Managed) or accepted (Client)."
+    )
+    promise_key: str = Field(
+        default="",
+        pattern=r"^([0-9a-f]{64})?$",
+        description="The promise key in force on chain after a rotation (Managed), hex; empty: "
+        "parameters.payerPublicKey.",
+    )
+    promise_key_secret: str = Field(
+        default="", max_length=253, description="The Secret holding that key; empty: "
+        "<channel>-promise-key."
+    )
+    promise_key_rotation: str = Field(
+        default="", max_length=253,
+        description="The value of the cocoon.dev/rotate-promise-key annotation last carried out.",
     )
     meters: list[MeterUsage] = Field(
         default_factory=list,

@@ -9,6 +9,7 @@ only funds the channel, so a leaked promise key can cost at most the channel's d
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import secrets
 
@@ -127,16 +128,26 @@ def promise_key_secret_name(channel: str) -> str:
     return f"{channel}-promise-key"
 
 
-async def ensure_promise_key(kube: Kube, body: Obj) -> Ed25519PrivateKey:
-    """The channel's own promise key (Managed signing), generated once per channel."""
-    name = promise_key_secret_name(body["metadata"]["name"])
+async def ensure_promise_key(
+    kube: Kube, body: Obj, name: str | None = None
+) -> Ed25519PrivateKey:
+    """The channel's own promise key (Managed signing), generated once per channel (and once
+    per rotation, under the rotation's Secret name)."""
+    name = name or promise_key_secret_name(body["metadata"]["name"])
     seed = keys.private_bytes(keys.generate())
     stored = await _create_once(kube, body, name, {PROMISE_KEY: seed})
     return _promise_key(stored, body["metadata"]["namespace"], name)
 
 
-async def load_promise_key(kube: Kube, namespace: str, channel: str) -> Ed25519PrivateKey:
-    name = promise_key_secret_name(channel)
+def rotated_secret_name(channel: str, token: str) -> str:
+    """The Secret of the key a rotation asked for with `token` (stable across retries)."""
+    return f"{promise_key_secret_name(channel)}-{hashlib.sha256(token.encode()).hexdigest()[:8]}"
+
+
+async def load_promise_key(
+    kube: Kube, namespace: str, channel: str, name: str = ""
+) -> Ed25519PrivateKey:
+    name = name or promise_key_secret_name(channel)
     stored = await get_secret(kube, namespace, name)
     if stored is None:
         raise Blocked(

@@ -44,7 +44,7 @@ from cocoon.meter.pricing import Price
 from cocoon.ton import accounting, connect, keyfile, networks, promises
 from cocoon.ton.accounting import Action, Step
 from cocoon.ton.chain import Chain, ChainError, TxInfo
-from cocoon.ton.channel import ChannelConfig, State, new_channel_id
+from cocoon.ton.channel import ChannelConfig, ExitCode, State, new_channel_id
 from cocoon.ton.client import ChannelError, PaymentChannel
 from cocoon.ton.settlement import check_promise
 from cocoon.ton.tvm import Address, raw, user_friendly
@@ -53,6 +53,8 @@ from cocoon.ton.wallet import InsufficientFunds, Wallet, wallet_address
 logger = logging.getLogger(__name__)
 
 ABANDON_ANNOTATION = "cocoon.dev/abandon-channel"
+# Managed signing: a new value asks the operator to rotate the channel's promise key on chain.
+ROTATE_ANNOTATION = "cocoon.dev/rotate-promise-key"
 MAX_STEPS = 12
 CLOSE_POLL_S = float(os.environ.get("COCOON_CHANNEL_POLL_SECONDS", "10"))
 _STATES = {
@@ -231,6 +233,7 @@ async def _observe(kube: Kube, chain: Chain, namespace: str, name: str, deleting
         last_claim_at=int(status.last_claim_at.timestamp()) if status.last_claim_at else None,
         now=now,
         policy=accounting.claim_policy(int(spec.claim.threshold), spec.claim.interval_seconds),
+        rotate_key=annotations.get(ROTATE_ANNOTATION, "") not in ("", status.promise_key_rotation),
     )
     return Observed(body, spec, status, view, channel)
 
@@ -357,6 +360,9 @@ async def _perform(
             {"lastTransaction": _tx("deploy" if step is Step.DEPLOY else "topup", tx)}
         )
         return
+    if step is Step.ROTATE_KEY:
+        await _rotate(ref, obs, await key(step))
+        return
     if step is Step.START_CLOSE:
         tx = await channel.start_close(await key(step))
         await ref.patch_status({"lastTransaction": _tx("close", tx)})
@@ -368,20 +374,60 @@ async def _perform(
     raise AssertionError(f"not an acting step: {step}")
 
 
+async def _rotate(ref: Ref, obs: Observed, wallet_key: Ed25519PrivateKey) -> None:
+    """Make a fresh key the channel's promise key on chain, then record it. Re-run safe: the
+    key's Secret is named after the request, and the chain says whether it is in force."""
+    channel = obs.channel
+    assert channel is not None and obs.status.parameters is not None
+    token = ((obs.body.get("metadata") or {}).get("annotations") or {})[ROTATE_ANNOTATION]
+    secret = channel_secrets.rotated_secret_name(ref.name, token)
+    new = keys.public_bytes(await channel_secrets.ensure_promise_key(ref.kube, obs.body, secret))
+    current = obs.status.promise_key or obs.status.parameters.payer_public_key
+    fields: Obj = {}
+    on_chain = (await channel.state()).payer_key
+    if on_chain != new:
+        if on_chain.hex() != current:
+            raise Blocked(
+                "PromiseKeyMismatch",
+                "The channel's key on chain is neither the recorded one nor the requested one; "
+                "nothing was rotated.",
+            )
+        try:
+            tx = await channel.rotate_key(Wallet(channel.chain, wallet_key), new)
+        except ChannelError as exc:
+            if exc.exit_code == ExitCode.TOO_EARLY:
+                raise Blocked(
+                    "RotationTooEarly",
+                    "The promise key was rotated less than closeDelaySeconds ago; the retired "
+                    "key must stay payable until then. Retry after that.",
+                    retry_s=max(RETRY_S, obs.spec.close_delay_seconds // 4),
+                ) from exc
+            raise
+        fields["lastTransaction"] = _tx("rotate", tx)
+    await ref.patch_status(
+        fields | {"promiseKey": new.hex(), "promiseKeySecret": secret, "promiseKeyRotation": token}
+    )
+
+
 async def _run_steps(ref: Ref, chain: Chain, deleting: bool, state: Payments) -> Observed:
     obs = await _observe(ref.kube, chain, ref.namespace, ref.name, deleting)
 
     async def key(step: Step) -> Ed25519PrivateKey:
-        """The wallet key funds; the channel's promise key signs promises and the close."""
-        if step in (Step.DEPLOY, Step.TOP_UP):
-            return await _load_wallet_key(ref.kube, ref.namespace, obs.spec, obs.status.parameters)
-        key = await channel_secrets.load_promise_key(ref.kube, ref.namespace, ref.name)
-        assert obs.status.parameters is not None
-        if keys.public_bytes(key).hex() != obs.status.parameters.payer_public_key:
+        """The wallet key funds and rotates; the channel's promise key in force signs promises
+        and the close."""
+        status = obs.status
+        if step in (Step.DEPLOY, Step.TOP_UP, Step.ROTATE_KEY):
+            return await _load_wallet_key(ref.kube, ref.namespace, obs.spec, status.parameters)
+        secret = status.promise_key_secret or channel_secrets.promise_key_secret_name(ref.name)
+        key = await channel_secrets.load_promise_key(ref.kube, ref.namespace, ref.name, secret)
+        assert status.parameters is not None
+        if keys.public_bytes(key).hex() != (
+            status.promise_key or status.parameters.payer_public_key
+        ):
             raise Blocked(
                 "PromiseKeyChanged",
-                f"Secret {ref.namespace}/{channel_secrets.promise_key_secret_name(ref.name)} "
-                "holds another key than the one this channel was deployed with; restore it.",
+                f"Secret {ref.namespace}/{secret} holds another key than the channel's promise "
+                "key in force; restore it.",
             )
         return key
 

@@ -181,6 +181,7 @@ class ChannelView:
     last_claim_at: int | None
     now: int
     policy: settlement.Policy
+    rotate_key: bool = False  # a promise key rotation was asked for and not done yet
 
 
 class Step(StrEnum):
@@ -188,6 +189,7 @@ class Step(StrEnum):
     DEPLOY = "Deploy"
     TOP_UP = "TopUp"
     SIGN_PROMISE = "SignPromise"
+    ROTATE_KEY = "RotateKey"
     CLAIM = "Claim"
     START_CLOSE = "StartClose"
     WITHDRAW = "Withdraw"
@@ -256,6 +258,8 @@ def next_action(view: ChannelView) -> Action:
         if view.managed:
             return Action(Step.START_CLOSE, "Deleted")
         return Action(Step.RELEASE, "PayerClosesChannel")
+    if view.rotate_key and view.managed:  # after signing: nothing owed waits on the old key
+        return Action(Step.ROTATE_KEY, "RotationRequested")
     amount = top_up_amount(view.target_deposit, chain.deposited)
     if amount and view.managed:
         return Action(Step.TOP_UP, "BelowDeposit", amount)
