@@ -20,7 +20,7 @@ from cocoon.placement import meters
 from cocoon.placement.render import meter_container
 
 from .conftest import NS, POOL, PRICE, TON, Env, journal_of, meter_record
-from .test_channel_lifecycle import signed_report
+from .test_channel_lifecycle import condition, signed_report
 
 Client = TestClient[web.Request, web.Application]
 
@@ -45,10 +45,15 @@ async def test_the_channel_pins_the_pools_price_as_its_max(env: Env) -> None:
     await env.reconcile()
     assert (await env.status())["maxPrice"]["perOutputToken"] == PRICE["perOutputToken"]
     # the pool's price rises later: the pin stays
+    assert condition(await env.status(), "PriceAccepted")["reason"] == "WithinMaxPrice"
     pool = env.kube.objects[(INFERENCE_POOLS.plural, NS, POOL)]
     pool["spec"]["price"] = {"perOutputToken": "9"}
     await env.reconcile()
-    assert (await env.status())["maxPrice"]["perOutputToken"] == PRICE["perOutputToken"]
+    status = await env.status()
+    assert status["maxPrice"]["perOutputToken"] == PRICE["perOutputToken"]
+    priced = condition(status, "PriceAccepted")
+    assert (priced["status"], priced["reason"]) == ("False", "PriceAboveMax")
+    assert "completion" in priced["message"]
 
 
 async def test_a_mispriced_report_is_refused_and_writes_nothing(env: Env, api: Client) -> None:

@@ -41,7 +41,7 @@ from cocoon.controllers import status as status_writer
 from cocoon.controllers.channel_secrets import RETRY_S, Blocked, secret_value
 from cocoon.kube import CONFIGMAPS, INFERENCE_POOLS, PAYMENT_CHANNELS, Kube, Obj
 from cocoon.meter.pricing import Price
-from cocoon.ton import accounting, connect, keyfile, networks, promises
+from cocoon.ton import accounting, connect, keyfile, networks, price_bounds, promises
 from cocoon.ton.accounting import Action, Step
 from cocoon.ton.chain import Chain, ChainError, TxInfo
 from cocoon.ton.channel import ChannelConfig, ExitCode, State, new_channel_id
@@ -291,25 +291,40 @@ async def _prepare(ref: Ref, obs: Observed, state: Payments) -> None:
     )
 
 
-async def pin_max_price(kube: Kube, body: Obj, spec: PaymentChannelSpec) -> None:
+async def pin_max_price(kube: Kube, body: Obj, spec: PaymentChannelSpec) -> Update:
     """Pin the most the channel pays per unit, once: spec.maxPrice, else the pool's price the
-    first time the pool is seen. Until then meters give the channel no credit."""
-    if (body.get("status") or {}).get("maxPrice"):
-        return
+    first time the pool is seen (until then meters give the channel no credit); and say
+    whether the pool's price now is within it."""
     meta = body["metadata"]
-    price = spec.max_price
-    if price is None:
-        pool = await kube.get_or_none(INFERENCE_POOLS, spec.pool_name, meta["namespace"])
-        if pool is None:
-            return
-        price = Price.model_validate((pool.get("spec") or {}).get("price") or {})
-    await kube.patch(
-        PAYMENT_CHANNELS,
-        meta["name"],
-        {"status": {"maxPrice": price.to_api()}},
-        meta["namespace"],
-        subresource="status",
-    )
+    pool = await kube.get_or_none(INFERENCE_POOLS, spec.pool_name, meta["namespace"])
+    price = Price.model_validate(((pool or {}).get("spec") or {}).get("price") or {})
+    pinned = (body.get("status") or {}).get("maxPrice")
+    ceiling = Price.model_validate(pinned) if pinned else spec.max_price
+    if ceiling is None and pool is not None:
+        ceiling = price
+    if ceiling is not None and not pinned:
+        await kube.patch(
+            PAYMENT_CHANNELS,
+            meta["name"],
+            {"status": {"maxPrice": ceiling.to_api()}},
+            meta["namespace"],
+            subresource="status",
+        )
+    if pool is None or ceiling is None:
+        return (
+            "PriceAccepted", ConditionStatus.FALSE, "PoolNotFound",
+            f"InferencePool {spec.pool_name} does not exist; its price is pinned as the "
+            "channel's maxPrice when it does (or set spec.maxPrice).",
+        )
+    over = price_bounds.above_max(price, ceiling)
+    if over:
+        return (
+            "PriceAccepted", ConditionStatus.FALSE, "PriceAboveMax",
+            f"The pool's price exceeds status.maxPrice for {', '.join(over)}; its meters do not "
+            "serve this channel (callers get 409). Create a channel with a higher spec.maxPrice.",
+        )
+    return ("PriceAccepted", ConditionStatus.TRUE, "WithinMaxPrice",
+            "The pool's price is within status.maxPrice.")
 
 
 async def _perform(
@@ -571,8 +586,7 @@ async def reconcile(
             credential = (
                 ("", "") if deleting else await channel_secrets.ensure_credential(kube, body)
             )
-            if not deleting:
-                await pin_max_price(kube, body, spec)
+            priced = None if deleting else await pin_max_price(kube, body, spec)
             pinned = (body.get("status") or {}).get("network") or spec.network
             async with await _open_chain(kube, _network(state, pinned)) as chain:
                 obs = await _run_steps(Ref(kube, namespace, name), chain, deleting, state)
@@ -584,7 +598,7 @@ async def reconcile(
             await _write_blocked(kube, namespace, name, blocked, deleting)
             raise blocked from exc
         fields, updates = summary(obs, credential)
-        await _write(kube, obs.body, fields, updates)
+        await _write(kube, obs.body, fields, [*updates, *([priced] if priced else [])])
         return accounting.next_action(obs.view)
 
 
