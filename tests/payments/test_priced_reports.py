@@ -134,3 +134,33 @@ def test_registration_reads_the_price_from_the_pods_meter_arguments() -> None:
     assert meters.meter_price({"spec": {"containers": [{"name": "triton"}]}}) is None
     bad = dict(container, args=[*container["args"], "--price-per-tokens=7"])
     assert meters.meter_price({"spec": {"containers": [bad]}}) is None
+
+
+async def test_a_replaced_pod_neither_loses_nor_double_counts(env: Env, api: Client) -> None:
+    """The old pod's meter reported 100; its pod is replaced on the same node and the new
+    meter (its own journal, sequence from 1) reports 40: owed is 140, the old figure stays, and
+    the new meter's credit counts only what was actually spent."""
+    env.add_channel(creditWindow=str(10**6), deposit=str(2 * TON))
+    await env.reconcile()
+    first = await api.post("/usage/v1/reports", json=signed_report(env.meter_key, 100, 7))
+    assert first.status == 200
+    # the pod is replaced: its record goes, the new pod's meter registers with a new journal
+    new_key = keys.generate()
+    pool = env.kube.objects[(INFERENCE_POOLS.plural, NS, POOL)]
+    pool["status"]["meters"] = [meter_record(new_key, pod="pool-1")]
+    late = await api.post("/usage/v1/reports", json=signed_report(env.meter_key, 120, 8))
+    assert late.status == 403, "the dead pod's key is no longer registered"
+    answer = await api.post("/usage/v1/reports", json=signed_report(new_key, 40, 1))
+    assert answer.status == 200, await answer.text()
+    status = await env.status()
+    assert status["owed"] == "140"
+    assert sorted((m["instance"], m["costNanoton"]) for m in status["meters"]) == sorted(
+        [(journal_of(env.meter_key), "100"), (journal_of(new_key), "40")])
+    document = await (await api.get(
+        f"/usage/v1/credit/{NS}/{POOL}", params={"meter": keys.public_bytes(new_key).hex()}
+    )).json()
+    [entry] = document["channels"]
+    promised = int(status.get("promised") or 0)
+    cap = min(int(status["deposited"]), promised + 10**6)
+    # its own 40 plus all that is left: the dead instance takes no share, nor is it forgotten
+    assert int(entry["creditLimitNanoton"]) == 40 + max(0, cap - 140)
