@@ -15,7 +15,6 @@ from aiohttp import web
 from attestation_vectors import SNP_AT, read
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from pccs_standin import serve
 
 from cocoon.agent.simulated import PSS, SimulatedTee
 from cocoon.api.attestationpolicy import AttestationPolicySpec, ConfigMapKeyRef
@@ -30,6 +29,7 @@ from cocoon.attestation.collateral import (
 from cocoon.attestation.evidence import CpuEvidence, NodeEvidence
 from cocoon.attestation.policy import Policy, PolicyError
 from cocoon.attestation.verdict import Tee
+from cocoon.devstack.pccs import serve
 
 QUOTE = read("tdx/tdx_quote.bin")
 COLLATERAL = read("tdx/tdx_quote.collateral.json").decode()
@@ -48,7 +48,7 @@ async def no_network(url: str, quote: bytes) -> str:
 
 
 async def test_fetch_cache_restart_and_refresh(tmp_path: Path) -> None:
-    async with serve(COLLATERAL) as pccs:
+    with serve(COLLATERAL) as pccs:
         sources = Sources(pccs_url=pccs.url)
         supplier = CollateralSupplier(CollateralCache(tmp_path))
         got = await supplier.collateral(QUOTE, sources, NOW)
@@ -112,7 +112,7 @@ async def test_air_gapped_bundle_from_a_configmap() -> None:
 
 
 async def test_our_collateral_wins_over_the_agents(tmp_path: Path) -> None:
-    async with serve(COLLATERAL) as pccs:
+    with serve(COLLATERAL) as pccs:
         supplier = CollateralSupplier(CollateralCache(tmp_path))
         agent = NodeEvidence(CpuEvidence(Tee.TDX, QUOTE, collateral=OTHER))
         assert verified(agent.cpu.collateral) is not None
