@@ -7,14 +7,16 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cocoon import keys
-from cocoon.agent.simulated import DEFAULT_MEASUREMENT
+from cocoon.agent.simulated import DEFAULT_MEASUREMENT, SimulatedTee
 from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
+from cocoon.devstack.pccs import Pccs, serve
 from cocoon.devstack.stack import (
     Agents,
     Operator,
@@ -115,7 +117,9 @@ class NodeFactory:
 
     def attest(self, name: str) -> dict[str, Any]:
         """Start the node's agent and wait until the operator has verified it and said so."""
-        self.agents.start(name, "--gpus", str(self.nodes[name].gpus))
+        node = self.nodes[name]
+        tee = ("--simulate-tee", "tdx") if node.tee == "tdx" else ()
+        self.agents.start(name, "--gpus", str(node.gpus), *tee)
         return wait_attested(self.cluster, name)
 
     def cleanup(self) -> None:
@@ -140,9 +144,23 @@ def wait_attested(cluster: LocalCluster, name: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def default_policy(cluster: LocalCluster, simulated: Path) -> dict[str, Any]:
-    """The cluster trusts this run's simulated TEE, and only because the policy names its root."""
-    policy = simulated_policy(simulated, gpus=1, snp={"measurements": [DEFAULT_MEASUREMENT.hex()]})
+def pccs(simulated: Path) -> Iterator[Pccs]:
+    """The local PCCS stand-in, serving the simulated TDX platform's collateral."""
+    tdx = SimulatedTee.load(simulated).tdx
+    assert tdx is not None
+    with serve(tdx.collateral(datetime.now(UTC))) as stand_in:
+        yield stand_in
+
+
+@pytest.fixture(scope="session")
+def default_policy(cluster: LocalCluster, simulated: Path, pccs: Pccs) -> dict[str, Any]:
+    """The cluster trusts this run's simulated TEE, and only because the policy names its roots;
+    TDX collateral comes from the PCCS stand-in."""
+    measured = [DEFAULT_MEASUREMENT.hex()]
+    policy = simulated_policy(
+        simulated, gpus=1, snp={"measurements": measured},
+        tdx={"mrTd": measured, "collateral": {"pccsUrl": pccs.url}},
+    )  # fmt: skip
     cluster.apply(policy)
     return policy
 

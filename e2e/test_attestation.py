@@ -1,6 +1,7 @@
-"""Node attestation on a real control plane with simulated-TEE agents: scheduling waits for
-verification; bad evidence, stale or reused nonces, wrong roots and debug guests are refused with
-a reason; expiry evicts; a restart mid-challenge converges; nothing but the operator can attest."""
+"""Node attestation on a real control plane with simulated-TEE agents: TDX and SNP nodes side by
+side, scheduling waits for verification; bad evidence, stale or reused nonces, wrong roots and
+debug guests are refused with a reason; expiry evicts; a restart mid-challenge converges; nothing
+but the operator can attest."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from typing import Any
 import pytest
 
 from cocoon import keys
-from cocoon.agent.simulated import SimulatedTee
+from cocoon.agent.simulated import DEFAULT_MEASUREMENT, SimulatedTee
 from cocoon.attestation import ear
 from cocoon.devstack.cluster import GpuNode, LocalCluster
+from cocoon.devstack.pccs import Pccs
 from cocoon.devstack.stack import Agents, Operator, simulated_policy, simulated_tee
 from e2e.conftest import NodeFactory, wait_attested
 from e2e.harness import condition, eventually, get
@@ -398,3 +400,26 @@ def test_a_policy_without_reference_values_says_so(
     cluster.apply(pinned)
     eventually(lambda: any_measurement().get("status") == "False", what="measurements pinned")
     cluster.kubectl("delete", "attestationpolicy", "weak")
+
+
+def test_a_tdx_node_and_an_snp_node_side_by_side(
+    cluster: LocalCluster, operator: Operator, nodes: NodeFactory, pccs: Pccs
+) -> None:
+    """Both CPU TEEs through the production verifiers under one policy; the TDX agent sends its
+    quote without collateral, as configfs-tsm gives it, and the operator fetches it from the
+    local PCCS stand-in."""
+    nodes.add(GpuNode("tdx-0", gpus=1, tee="tdx"), GpuNode("snp-0", gpus=1, tee="sev-snp"))
+    nodes.attest("tdx-0")
+    nodes.attest("snp-0")
+    for name, kind in (("tdx-0", "tdx"), ("snp-0", "snp")):
+        status = attested_node(cluster, name)["status"]
+        assert status["verdict"] == "Verified"
+        cpu = status["devices"][0]
+        assert (cpu["id"], cpu["kind"], cpu["status"]) == ("cpu0", kind, "affirming")
+        assert cpu["measurement"] == DEFAULT_MEASUREMENT.hex()
+    assert any(r.startswith("/tdx/certification/v4/tcb?fmspc=") for r in pccs.requests)
+    rows = cluster.kubectl("get", "an", "tdx-0", "snp-0", "--no-headers").stdout.splitlines()
+    assert {tuple(r.split()[:4]) for r in rows} == {
+        ("tdx-0", "True", "tdx", "Verified"),
+        ("snp-0", "True", "sev-snp", "Verified"),
+    }

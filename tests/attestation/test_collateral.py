@@ -1,22 +1,25 @@
 """TDX collateral from a PCCS (a local stand-in serving Intel's real collateral), cached in
-memory and on disk, refreshed before expiry, or from an air-gapped bundle; then verified."""
+memory and on disk, refreshed before expiry (also by the operator's background pass), or from an
+air-gapped bundle; then verified."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import kopf
 import pytest
 from aiohttp import web
 from attestation_vectors import SNP_AT, read
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from pccs_standin import serve
 
+from cocoon import keys
 from cocoon.agent.simulated import PSS, SimulatedTee
 from cocoon.api.attestationpolicy import AttestationPolicySpec, ConfigMapKeyRef
 from cocoon.attestation import appraisal, encoding
@@ -25,11 +28,15 @@ from cocoon.attestation.collateral import (
     CollateralSupplier,
     Sources,
     expires_at,
+    key_of_quote,
     parse_bundle,
 )
 from cocoon.attestation.evidence import CpuEvidence, NodeEvidence
 from cocoon.attestation.policy import Policy, PolicyError
 from cocoon.attestation.verdict import Tee
+from cocoon.controllers import loops
+from cocoon.controllers.attestednode import AttestationState, refresh_collateral
+from cocoon.devstack.pccs import serve
 
 QUOTE = read("tdx/tdx_quote.bin")
 COLLATERAL = read("tdx/tdx_quote.collateral.json").decode()
@@ -48,7 +55,7 @@ async def no_network(url: str, quote: bytes) -> str:
 
 
 async def test_fetch_cache_restart_and_refresh(tmp_path: Path) -> None:
-    async with serve(COLLATERAL) as pccs:
+    with serve(COLLATERAL) as pccs:
         sources = Sources(pccs_url=pccs.url)
         supplier = CollateralSupplier(CollateralCache(tmp_path))
         got = await supplier.collateral(QUOTE, sources, NOW)
@@ -112,7 +119,7 @@ async def test_air_gapped_bundle_from_a_configmap() -> None:
 
 
 async def test_our_collateral_wins_over_the_agents(tmp_path: Path) -> None:
-    async with serve(COLLATERAL) as pccs:
+    with serve(COLLATERAL) as pccs:
         supplier = CollateralSupplier(CollateralCache(tmp_path))
         agent = NodeEvidence(CpuEvidence(Tee.TDX, QUOTE, collateral=OTHER))
         assert verified(agent.cpu.collateral) is not None
@@ -225,3 +232,44 @@ async def test_amd_crl_from_kds_is_applied_and_cached(tmp_path: Path) -> None:
     cpu = appraisal.appraise_cpu(evidence.cpu, with_crl, now=NOW, report_data=None)
     assert cpu.reason == "CertificateRevoked"
     assert appraisal.appraise_cpu(evidence.cpu, policy, now=NOW, report_data=None).reason is None
+
+
+# --- renewal in the background --------------------------------------------------------------
+
+
+async def test_the_collateral_pass_renews_before_next_update(tmp_path: Path) -> None:
+    """The operator's collateral pass refetches a platform type's collateral once it is within
+    refreshBefore of its nextUpdate, with no node attesting meanwhile."""
+    now = int(time.time())  # the pass reads the clock
+    at = datetime.fromtimestamp(now, UTC)
+    sim = SimulatedTee.generate(now=at).for_node("renew")
+    assert sim.tdx is not None
+    quote = sim.tdx.quote(bytes(64))
+    first = sim.tdx.collateral(at, validity=timedelta(hours=12))  # inside refreshBefore
+    renewed = sim.tdx.collateral(at, validity=timedelta(days=30))
+    with serve(first) as pccs:
+        state = AttestationState("cocoon-system", "agent", False, keys.generate())
+        state.collateral = CollateralSupplier(CollateralCache(tmp_path))
+        memo = kopf.Memo(attestation=state)
+        sources = Sources(pccs_url=pccs.url, refresh_before=86400)
+        got = await state.collateral.collateral(quote, sources, now)
+        assert got is not None and got[1] == "pccs" and len(pccs.requests) == 4
+
+        pccs.serve(renewed)
+        schedule = loops.schedules({})["collateral"]
+        await refresh_collateral(memo, schedule)
+        assert len(pccs.requests) == 8
+        cached = await state.collateral.collateral(quote, sources, now)
+        assert cached is not None and cached[1] == "cache"
+        assert expires_at(cached[0]) == expires_at(renewed) > expires_at(first)
+        on_disk = CollateralCache(tmp_path).entries[key_of_quote(quote)]
+        assert expires_at(on_disk) == expires_at(renewed)
+
+        await refresh_collateral(memo, schedule)  # fresh now: nothing fetched
+        assert len(pccs.requests) == 8
+
+        pccs.down = True  # a failed renewal keeps the old copy and is retried next pass
+        late = expires_at(renewed) - 60
+        assert await state.collateral.refresh_due(late) == []
+        assert len(pccs.requests) == 9
+        assert await state.collateral.collateral(quote, sources, late) == cached

@@ -28,6 +28,8 @@ from cocoon.agent.collectors import TSM_ROOT, CollectorError
 from cocoon.agent.loop import Agent, log
 from cocoon.agent.simulated import DEFAULT_MEASUREMENT, SimulatedTee
 from cocoon.agent.submit import Outcome, Submitter
+from cocoon.api.inferencepool import TeeType
+from cocoon.attestation.verdict import Tee
 from cocoon.kube import Kube
 
 EXIT_OK, EXIT_REJECTED, EXIT_ERROR = 0, 1, 2
@@ -71,6 +73,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--gpus", type=int, help="simulated GPUs (default 1); on hardware only 0, for no NVML"
     )
+    run.add_argument(
+        "--simulate-tee", choices=[str(t) for t in TeeType], default=str(TeeType.SEV_SNP),
+        help="which CPU TEE the simulated node is (default sev-snp)",
+    )  # fmt: skip
     run.add_argument("--simulate-debug", action="store_true", help="report a debug guest")
     run.add_argument("--simulate-measurement", metavar="HEX", help="report this measurement")
     run.add_argument("--simulate-tamper", action="store_true", help="corrupt the signed report")
@@ -117,7 +123,10 @@ def _handle(fn: Any) -> Any:
 
 
 def _source(args: argparse.Namespace) -> sources.BoundSource:
-    knobs = args.simulate_debug or args.simulate_tamper or args.simulate_measurement is not None
+    knobs = (
+        args.simulate_debug or args.simulate_tamper or args.simulate_measurement is not None
+        or args.simulate_tee != str(TeeType.SEV_SNP)
+    )  # fmt: skip
     if args.simulated is None:
         if knobs:
             raise UsageError("--simulate-* flags need --simulated")
@@ -140,12 +149,16 @@ def _source(args: argparse.Namespace) -> sources.BoundSource:
         if len(measurement) != len(DEFAULT_MEASUREMENT):
             raise UsageError(f"--simulate-measurement must be {len(DEFAULT_MEASUREMENT)} bytes")
     sim = _load_sim(args.simulated).for_node(args.node)
+    tee = Tee.TDX if args.simulate_tee == str(TeeType.TDX) else Tee.SNP
+    if tee is Tee.TDX and sim.tdx is None:
+        raise UsageError(f"{args.simulated} holds no simulated TDX platform: re-run simulated init")
     return sources.simulated(
         sim,
         gpus=gpus,
         debug=args.simulate_debug,
         measurement=measurement,
         tamper=args.simulate_tamper,
+        tee=tee,
     )
 
 

@@ -1,10 +1,11 @@
 """A simulated TEE for local and e2e clusters: real-format evidence signed by a per-cluster root.
 
 It emits SEV-SNP reports (0x4A0 bytes, VCEK ← ASK ← ARK with RSA-PSS like AMD's, CHIP_ID and
-TCB extensions that match) and NVIDIA SPDM GET_MEASUREMENTS evidence (P-384 chain with the FWID
-extension, opaque TLVs), so the production verifier runs unchanged. Its roots carry the
-organization `cocoon.attestation.roots.SIMULATED_ORGANIZATION`, and a policy trusts them only
-when it lists them and sets allowSimulated. Keys are generated at run time and never committed.
+TCB extensions that match), Intel TDX v4 quotes with their collateral (`simulated_tdx`) and
+NVIDIA SPDM GET_MEASUREMENTS evidence (P-384 chain with the FWID extension, opaque TLVs), so the
+production verifier runs unchanged. Its roots carry the organization
+`cocoon.attestation.roots.SIMULATED_ORGANIZATION`, and a policy trusts them only when it lists
+them and sets allowSimulated. Keys are generated at run time and never committed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from cocoon.agent import simulated_tdx
+from cocoon.agent.simulated_tdx import (
+    SimulatedTdx,
+    der_int,
+    der_tlv,
+    write_private,
+)
 from cocoon.api.attestationpolicy import AttestationPolicySpec, ExtraRoot, TrustedRoots
 from cocoon.attestation import binding, dice, nvgpu, snp
 from cocoon.attestation.chain import sha256_der
@@ -33,8 +41,8 @@ from cocoon.attestation.evidence import CpuEvidence, GpuEvidence, NodeEvidence
 from cocoon.attestation.roots import SIMULATED_ORGANIZATION
 from cocoon.attestation.verdict import Tee
 
+DEFAULT_MEASUREMENT = simulated_tdx.DEFAULT_MEASUREMENT
 PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
-DEFAULT_MEASUREMENT = hashlib.sha384(b"cocoon simulated guest").digest()
 DEFAULT_TCB = snp.Tcb(bootloader=3, tee=0, snp=8, microcode=115)
 GPU_MEASUREMENTS = 64
 P384_ORDER = int(
@@ -65,24 +73,6 @@ def _name(common_name: str) -> x509.Name:
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, SIMULATED_ORGANIZATION),
         ]
     )
-
-
-def _der_length(n: int) -> bytes:
-    return (
-        bytes([n])
-        if n < 0x80
-        else bytes([0x81, n])
-        if n < 0x100
-        else b"\x82" + n.to_bytes(2, "big")
-    )
-
-
-def _der(tag: int, body: bytes) -> bytes:
-    return bytes([tag]) + _der_length(len(body)) + body
-
-
-def _der_int(value: int) -> bytes:
-    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
 
 
 def _cert(
@@ -128,23 +118,11 @@ def _vcek(
     now: datetime,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A VCEK whose extensions (TCB SPLs, product, hwID) match the reports it will sign."""
-    extensions = {SPL_OIDS[k]: _der_int(v) for k, v in tcb.components().items()}
-    extensions[OID_PRODUCT_NAME] = _der(0x16, f"{product}-B0".encode())
+    extensions = {SPL_OIDS[k]: der_int(v) for k, v in tcb.components().items()}
+    extensions[OID_PRODUCT_NAME] = der_tlv(0x16, f"{product}-B0".encode())
     extensions[OID_HWID] = chip_id
     key = _p384()
     return key, _cert("SEV-VCEK", key, ask, ask_key, now, ca=False, extensions=extensions)
-
-
-def _write_private(path: Path, key: Key) -> None:
-    pem_bytes = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem_bytes)
-    os.chmod(path, 0o600)  # O_CREAT's mode does not apply to a file that already existed
 
 
 def _read_cert(path: Path) -> x509.Certificate:
@@ -178,6 +156,7 @@ class SimulatedTee:
     product: str = "Milan"
     tcb: snp.Tcb = field(default=DEFAULT_TCB)
     ask_key: rsa.RSAPrivateKey | None = field(default=None, repr=False)
+    tdx: SimulatedTdx | None = field(default=None, repr=False)
     _gpus: dict[int, tuple[ec.EllipticCurvePrivateKey, x509.Certificate]] = field(
         default_factory=dict, init=False, compare=False, repr=False
     )
@@ -202,7 +181,7 @@ class SimulatedTee:
         fwid = os.urandom(nvgpu.COMPONENT)
         return cls(
             ark_key, ark, ask, vcek_key, vcek, gpu_root, gpu_ica, ica_key, chip_id, fwid,
-            product, tcb, ask_key,
+            product, tcb, ask_key, SimulatedTdx.generate(now=now),
         )  # fmt: skip
 
     def for_node(self, node: str, *, now: datetime | None = None) -> SimulatedTee:
@@ -219,7 +198,8 @@ class SimulatedTee:
             tcb=self.tcb,
             now=now or datetime.now(UTC),
         )
-        return dataclasses.replace(self, vcek_key=vcek_key, vcek=vcek, chip_id=chip_id)
+        tdx = self.tdx.for_node(node) if self.tdx is not None else None
+        return dataclasses.replace(self, vcek_key=vcek_key, vcek=vcek, chip_id=chip_id, tdx=tdx)
 
     # --- persistence ------------------------------------------------------------------------
 
@@ -240,7 +220,7 @@ class SimulatedTee:
             (directory / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         private: tuple[Key, ...] = (self.ark_key, self.ask_key, self.vcek_key, self.gpu_ica_key)
         for name, key in zip(_KEYS, private, strict=True):
-            _write_private(directory / f"{name}.key.pem", key)
+            write_private(directory / f"{name}.key.pem", key)
         meta = {
             "product": self.product,
             "tcb": self.tcb.components(),
@@ -248,6 +228,8 @@ class SimulatedTee:
             "fwid": self.fwid.hex(),
         }
         (directory / _META).write_text(json.dumps(meta, indent=2) + "\n")
+        if self.tdx is not None:
+            self.tdx.save(directory)
 
     @classmethod
     def load(cls, directory: Path) -> SimulatedTee:
@@ -270,18 +252,26 @@ class SimulatedTee:
                 ark_key, certs["ark"], certs["ask"], vcek_key, certs["vcek"], certs["gpu-root"],
                 certs["gpu-ica"], ica_key, bytes.fromhex(meta["chipId"]),
                 bytes.fromhex(meta["fwid"]), str(meta["product"]), snp.Tcb(**meta["tcb"]), ask_key,
+                SimulatedTdx.load(directory),
             )  # fmt: skip
         except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"{directory} is not a saved simulated TEE: {exc}") from exc
 
     @staticmethod
     def _file_names() -> list[str]:
-        return [f"{n}.pem" for n in _CERTS] + [f"{n}.key.pem" for n in _KEYS] + [_META]
+        files = [f"{n}.pem" for n in _CERTS] + [f"{n}.key.pem" for n in _KEYS] + [_META]
+        return files + SimulatedTdx.file_names()
 
     # --- trust ------------------------------------------------------------------------------
 
     def extra_roots(self) -> list[ExtraRoot]:
         """The policy entries that make a cluster trust this simulated hardware."""
+        roots = [
+            ("simulated-ark", RootPurpose.AMD_ARK, self.ark),
+            ("simulated-gpu", RootPurpose.NVIDIA_DEVICE_IDENTITY, self.gpu_root),
+        ]
+        if self.tdx is not None:
+            roots.append(("simulated-intel", RootPurpose.INTEL_SGX, self.tdx.root))
         return [
             ExtraRoot(
                 name=name,
@@ -289,17 +279,15 @@ class SimulatedTee:
                 sha256=sha256_der(cert),
                 pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
             )
-            for name, purpose, cert in (
-                ("simulated-ark", RootPurpose.AMD_ARK, self.ark),
-                ("simulated-gpu", RootPurpose.NVIDIA_DEVICE_IDENTITY, self.gpu_root),
-            )
+            for name, purpose, cert in roots
         ]
 
     def policy_spec(self, **fields: object) -> AttestationPolicySpec:
-        """A policy that trusts this simulated TEE (SNP + GPUs), with any other fields given."""
+        """A policy that trusts this simulated TEE (SNP, TDX + GPUs), with any other fields."""
         roots = TrustedRoots(extra_roots=self.extra_roots(), allow_simulated=True)
+        tees = ["sev-snp"] + (["tdx"] if self.tdx is not None else [])
         return AttestationPolicySpec.model_validate(
-            {"allowedTees": ["sev-snp"], "trustedRoots": roots.to_api(), **fields}
+            {"allowedTees": tees, "trustedRoots": roots.to_api(), **fields}
         )
 
     def policy_document(self, name: str, *, gpus: int, **fields: object) -> dict[str, object]:
@@ -310,6 +298,7 @@ class SimulatedTee:
                 "measurements": [DEFAULT_MEASUREMENT.hex()],
                 "minReportedTcb": self.tcb.components(),
             },
+            tdx={"mrTd": [DEFAULT_MEASUREMENT.hex()]},
             gpu={"required": gpus > 0, "minCount": gpus},
             **fields,
         )
@@ -370,7 +359,7 @@ class SimulatedTee:
             )
             seed = hashlib.sha384(b"cocoon simulated gpu\x00%b%b%d" % (secret, self.chip_id, index))
             key = ec.derive_private_key(int.from_bytes(seed.digest()) % P384_ORDER, ec.SECP384R1())
-            tcb_info = _der(0x30, _der(0xA6, _der(0x30, _der(0x04, self.fwid))))
+            tcb_info = der_tlv(0x30, der_tlv(0xA6, der_tlv(0x30, der_tlv(0x04, self.fwid))))
             leaf = _cert(
                 f"Simulated GH100 FMC LF {index}",
                 key,
@@ -445,11 +434,12 @@ class SimulatedTee:
         debug: bool = False,
         measurement: bytes = DEFAULT_MEASUREMENT,
         tamper: bool = False,
+        tee: Tee = Tee.SNP,
     ) -> NodeEvidence:
         """What a simulated node's agent submits for a challenge: CPU + `gpus` distinct GPUs."""
         return self.bound_evidence(
             binding.cpu_report_data(nonce, public_key), gpus=gpus, debug=debug,
-            measurement=measurement, tamper=tamper,
+            measurement=measurement, tamper=tamper, tee=tee,
         )
 
     def bound_evidence(
@@ -460,14 +450,21 @@ class SimulatedTee:
         debug: bool = False,
         measurement: bytes = DEFAULT_MEASUREMENT,
         tamper: bool = False,
+        tee: Tee = Tee.SNP,
     ) -> NodeEvidence:
-        """CPU + `gpus` GPUs for any 64-byte report_data; each GPU nonce is its first half."""
+        """CPU + `gpus` GPUs for any 64-byte report_data; each GPU nonce is its first half.
+        A TDX quote goes without collateral, as configfs-tsm gives it: the operator fetches it."""
         gpu_nonce = report_data[: binding.GPU_NONCE_BYTES]
-        cpu = CpuEvidence(
-            Tee.SNP,
-            self.snp_report(report_data, debug=debug, measurement=measurement, tamper=tamper),
-            self.snp_certificates(),
-        )
+        if tee is Tee.TDX:
+            if self.tdx is None:
+                raise ValueError("this simulated TEE was saved without a TDX chain: re-init it")
+            quote = self.tdx.quote(report_data, mr_td=measurement, debug=debug, tamper=tamper)
+            cpu = CpuEvidence(Tee.TDX, quote)
+        else:
+            report = self.snp_report(
+                report_data, debug=debug, measurement=measurement, tamper=tamper
+            )
+            cpu = CpuEvidence(Tee.SNP, report, self.snp_certificates())
         return NodeEvidence(
             cpu,
             tuple(

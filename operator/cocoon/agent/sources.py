@@ -15,6 +15,7 @@ from cocoon.agent import collectors
 from cocoon.agent.simulated import DEFAULT_MEASUREMENT, SimulatedTee
 from cocoon.attestation import binding
 from cocoon.attestation.evidence import NodeEvidence
+from cocoon.attestation.verdict import Tee
 
 EvidenceSource = Callable[[bytes, bytes], NodeEvidence]
 BoundSource = Callable[[bytes], NodeEvidence]
@@ -32,12 +33,13 @@ def simulated(
     debug: bool = False,
     measurement: bytes = DEFAULT_MEASUREMENT,
     tamper: bool = False,
+    tee: Tee = Tee.SNP,
 ) -> BoundSource:
     """Real-format evidence from the simulated TEE; the knobs make deliberately bad evidence."""
 
     def collect(report_data: bytes) -> NodeEvidence:
         return sim.bound_evidence(
-            report_data, gpus=gpus, debug=debug, measurement=measurement, tamper=tamper
+            report_data, gpus=gpus, debug=debug, measurement=measurement, tamper=tamper, tee=tee
         )
 
     return collect

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from cocoon.attestation import binding, snp, tdx
 from cocoon.attestation.checks import Check, Expectations, at, result, run_checks
 from cocoon.attestation.encoding import load_certificates
+from cocoon.attestation.enums import RootPurpose
 from cocoon.attestation.evidence import CpuEvidence, NodeEvidence
 from cocoon.attestation.gpu_appraisal import (
     GPU_CHECKS,
@@ -215,7 +216,9 @@ def appraise_tdx(
     name: str = "cpu0",
 ) -> DeviceResult:
     try:
-        evidence = tdx.verify(quote, collateral, now, policy.trust_intel)
+        evidence = tdx.verify(
+            quote, collateral, now, policy.trust.for_purpose(RootPurpose.INTEL_SGX)
+        )
     except Rejected as exc:
         return result(name, Tee.TDX, exc.failure)
     failures = run_checks(TDX_CHECKS, evidence, policy, Expectations(report_data=report_data))

@@ -6,7 +6,9 @@ dcap-qvl, so a cached or fetched copy needs no more trust than the agent's. We s
 own sources over the agent's: an agent could send older collateral that is still valid but
 predates a TCB recovery. Cached entries live in memory and, when a directory is configured, on
 disk (one JSON file per platform type, written atomically), so a restart does not refetch; an
-entry is refetched once it is within `refresh_before` seconds of its nextUpdate.
+entry is refetched once it is within `refresh_before` seconds of its nextUpdate, both when a quote
+needs it and by `refresh_due`, which the operator runs in the background so that a node's
+attestation never waits on the PCCS for a routine renewal.
 """
 
 from __future__ import annotations
@@ -132,28 +134,51 @@ class CollateralSupplier:
         self.fetch = fetch
         self.fetches = 0
         self.kds = kds or VcekSupplier(cache.directory)
+        self.renewable: dict[str, tuple[bytes, Sources]] = {}
+        """Per platform type: the last quote that needed it and where it was fetched from."""
 
     async def collateral(self, quote: bytes, sources: Sources, now: int) -> tuple[str, str] | None:
         """(collateral JSON, where it came from), or None when no source has a valid copy."""
         key = key_of_quote(quote)
+        if sources.pccs_url:
+            self.renewable[key] = (quote, sources)
         bundled = sources.bundle.get(key)
         if bundled is not None and now < expires_at(bundled):
             return bundled, "bundle"
         fresh = self.cache.get(key, now, sources.refresh_before)
         if fresh is not None:
             return fresh, "cache"
-        if sources.pccs_url:
-            self.fetches += 1
-            try:
-                fetched = await self.fetch(sources.pccs_url, quote)
-                if key_of_collateral(fetched) != key:
-                    raise ValueError("the PCCS answered with collateral for another platform")
-                self.cache.put(key, fetched)
-                return fetched, "pccs"
-            except (ValueError, KeyError, RuntimeError, OSError) as exc:
-                log.warning("fetching TDX collateral for %s failed: %s", key, exc)
+        fetched = await self._fetch(key, quote, sources)
+        if fetched is not None:
+            return fetched, "pccs"
         stale = self.cache.get(key, now)
         return (stale, "cache") if stale is not None else None
+
+    async def _fetch(self, key: str, quote: bytes, sources: Sources) -> str | None:
+        if not sources.pccs_url:
+            return None
+        self.fetches += 1
+        try:
+            fetched = await self.fetch(sources.pccs_url, quote)
+            if key_of_collateral(fetched) != key:
+                raise ValueError("the PCCS answered with collateral for another platform")
+        except (ValueError, KeyError, RuntimeError, OSError) as exc:
+            log.warning("fetching TDX collateral for %s failed: %s", key, exc)
+            return None
+        self.cache.put(key, fetched)
+        return fetched
+
+    async def refresh_due(self, now: int) -> list[str]:
+        """Refetch every platform type fetched before whose cached copy is missing or within
+        its `refresh_before` of nextUpdate; the keys renewed. A failure keeps the old copy and
+        is retried on the next call."""
+        renewed = []
+        for key, (quote, sources) in list(self.renewable.items()):
+            if self.cache.get(key, now, sources.refresh_before) is not None:
+                continue
+            if await self._fetch(key, quote, sources) is not None:
+                renewed.append(key)
+        return renewed
 
     async def crls(
         self, evidence: NodeEvidence, sources: Sources, now: int

@@ -19,7 +19,7 @@ from cocoon.api.inferencepool import TeeType
 from cocoon.attestation.chain import Anchor, sha256_der
 from cocoon.attestation.collateral import Sources, parse_bundle
 from cocoon.attestation.encoding import load_certificates
-from cocoon.attestation.enums import BuiltinRoot, Revocation, TdxTcbStatus
+from cocoon.attestation.enums import Revocation, TdxTcbStatus
 from cocoon.attestation.roots import TrustStore, is_simulated
 from cocoon.attestation.verdict import Rejected, Tee
 
@@ -69,7 +69,6 @@ class Policy:
     revocation: Revocation
     crls: tuple[x509.CertificateRevocationList, ...]
     trust: TrustStore
-    trust_intel: bool
     max_evidence_age: int
     verdict_lifetime: int
 
@@ -151,7 +150,6 @@ class Policy:
             revocation=spec.revocation,
             crls=tuple(crl for ref in spec.crls for crl in _load_crls(fetch(ref), ref)),
             trust=TrustStore.build(builtin, extra, spec.trusted_roots.allow_simulated),
-            trust_intel=BuiltinRoot.INTEL_SGX_ROOT_CA in builtin,
             max_evidence_age=spec.max_evidence_age_seconds,
             verdict_lifetime=spec.verdict_lifetime_seconds,
         )

@@ -14,7 +14,6 @@ from importlib import resources
 from cryptography import x509
 
 from cocoon.attestation.chain import Anchor, sha256_der
-from cocoon.attestation.encoding import der
 from cocoon.attestation.enums import BuiltinRoot, RootPurpose
 
 SIMULATED_ORGANIZATION = "Cocoon Simulated TEE"
@@ -81,10 +80,6 @@ def builtin_anchor(root: BuiltinRoot) -> Anchor:
 def amd_intermediates(product: str, vlek: bool) -> tuple[x509.Certificate, ...]:
     """AMD's ASK (VCEK) or ASVK (VLEK) for a product; they chain to the pinned ARK."""
     return tuple(_read(_AMD_INTERMEDIATE_FILES[(product, vlek)])[:-1])
-
-
-def intel_root_der() -> bytes:
-    return der(builtin_anchor(BuiltinRoot.INTEL_SGX_ROOT_CA).cert)
 
 
 def is_simulated(cert: x509.Certificate) -> bool:

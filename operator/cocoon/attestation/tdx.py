@@ -1,5 +1,8 @@
-"""Intel TDX quotes through dcap-qvl, offline: collateral passed in, the Intel root pinned.
+"""Intel TDX quotes through dcap-qvl, offline: collateral passed in, the root from the policy.
 
+The root is the policy's Intel SGX anchor whose name issued the quote's PCK chain: the pinned
+Intel SGX Root CA, or a simulated test root a policy lists with allowSimulated; dcap-qvl then
+verifies everything against that one root, so a simulated quote takes the production path.
 dcap-qvl checks the PCK chain, QE report, collateral signatures and TCB level; it reports the
 TCB status and advisories as claims and leaves every TD policy decision (debug, reference
 values, report_data, acceptable status) to appraisal.
@@ -8,12 +11,15 @@ values, report_data, acceptable status) to appraisal.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import dcap_qvl
+from cryptography import x509
 
 from cocoon.attestation import roots
-from cocoon.attestation.encoding import MALFORMED
+from cocoon.attestation.chain import Anchor
+from cocoon.attestation.encoding import MALFORMED, der
 from cocoon.attestation.enums import BuiltinRoot
 from cocoon.attestation.verdict import Rejected
 
@@ -36,10 +42,22 @@ _DCAP_REASONS = (
         "the collateral is not valid yet at this time: check the verification time",
     ),
     (
+        "Debug mode",
+        "DebugEnabled",
+        "the TD has the DEBUG attribute set, so the host can read its memory: launch it "
+        "without debug",
+    ),
+    (
         "certificate chain",
         "BadCertificateChain",
-        "the PCK or collateral chain does not verify to the pinned Intel SGX Root CA at this "
-        "time: fetch fresh collateral or check the verification time",
+        "the PCK or collateral chain does not verify to the trusted root at this time: fetch "
+        "fresh collateral or check the verification time",
+    ),
+    (
+        "CRL",
+        "BadCertificateChain",
+        "the collateral's CRLs are not signed by the trusted root's CAs: collateral from "
+        "another PCCS or platform",
     ),
     ("signature", "BadSignature", "a quote or collateral signature does not verify"),
 )
@@ -61,6 +79,8 @@ class AuthenticTdx:
     td_attributes: bytes
     report_data: bytes
     collateral_expires: int
+    root: str = str(BuiltinRoot.INTEL_SGX_ROOT_CA)
+    simulated: bool = False
 
     @property
     def debug(self) -> bool:
@@ -83,7 +103,8 @@ class AuthenticTdx:
             "debug": self.debug,
             "reportData": self.report_data.hex(),
             "collateralExpires": self.collateral_expires,
-            "root": str(BuiltinRoot.INTEL_SGX_ROOT_CA),
+            "root": self.root,
+            "simulated": self.simulated,
         }
 
 
@@ -95,18 +116,48 @@ def _rejection(exc: Exception) -> Rejected:
     return Rejected("QuoteVerificationFailed", f"{text}: the quote or its collateral is invalid")
 
 
+def _anchor(parsed_chain: bytes, anchors: Sequence[Anchor]) -> Anchor:
+    """The trusted root that issued a certificate of the quote's PCK chain."""
+    if not anchors:
+        raise Rejected(
+            "UntrustedRoot", "the policy trusts no Intel SGX root (trustedRoots.builtin)"
+        )
+    try:
+        chain = x509.load_pem_x509_certificates(parsed_chain)
+    except ValueError:
+        return anchors[0]  # no readable embedded chain: dcap-qvl decides against the first
+    issuers = {cert.issuer for cert in chain}
+    for anchor in anchors:
+        if anchor.cert.subject in issuers:
+            return anchor
+    raise Rejected(
+        "UntrustedRoot",
+        f"the quote's PCK chain ends at {chain[-1].issuer.rfc4514_string()}, which the policy "
+        "does not trust: a simulated TEE's root needs trustedRoots.extraRoots and allowSimulated",
+    )
+
+
 def verify(
-    quote: bytes, collateral_json: str | None, now: int, trusted: bool = True
+    quote: bytes,
+    collateral_json: str | None,
+    now: int,
+    anchors: Sequence[Anchor] | None = None,
 ) -> AuthenticTdx:
-    """Verify with dcap-qvl at `now`; `trusted` False means the policy removed the Intel root."""
+    """Verify with dcap-qvl at `now` against the policy's Intel SGX `anchors` (default: the
+    pinned Intel root)."""
+    if anchors is None:
+        anchors = [roots.builtin_anchor(BuiltinRoot.INTEL_SGX_ROOT_CA)]
     try:
         parsed = dcap_qvl.parse_quote(quote)
     except (ValueError, TypeError) as exc:
         raise Rejected(MALFORMED, f"not a DCAP quote: {exc}") from None
     if not parsed.is_tdx():
         raise Rejected(MALFORMED, "this is an SGX quote, not a TDX quote")
-    if not trusted:
-        raise Rejected("UntrustedRoot", "the policy does not trust the Intel SGX Root CA")
+    try:
+        embedded = bytes(dcap_qvl.Quote.parse(quote).cert_chain_pem_bytes())
+    except (ValueError, TypeError, RuntimeError):
+        embedded = b""
+    anchor = _anchor(embedded, anchors)
     if collateral_json is None:
         raise Rejected(
             "CollateralMissing",
@@ -117,7 +168,7 @@ def verify(
         collateral = dcap_qvl.QuoteCollateralV3.from_json(collateral_json)
     except (ValueError, TypeError) as exc:
         raise Rejected(MALFORMED, f"the TDX collateral is not valid collateral: {exc}") from None
-    verifier = dcap_qvl.QuoteVerifier(roots.intel_root_der())
+    verifier = dcap_qvl.QuoteVerifier(der(anchor.cert))
     try:
         result = verifier.verify_with_policy(
             quote, collateral, now, dcap_qvl.QuotePolicy.claims_only(now)
@@ -148,4 +199,6 @@ def verify(
             int(claims.get("earliest_expiration_date", now)),
             int(claims.get("qe_iden_earliest_expiration_date", now)),
         ),
+        root=anchor.name,
+        simulated=anchor.simulated,
     )

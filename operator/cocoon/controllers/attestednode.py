@@ -32,7 +32,7 @@ from cocoon.attestation.evidence import NodeEvidence
 from cocoon.attestation.policy import Policy, PolicyError, measurement_condition
 from cocoon.attestation.verdict import Rejected
 from cocoon.attestation.verdict import Verdict as AppraisalVerdict
-from cocoon.controllers import cache, httpapi, nodes
+from cocoon.controllers import cache, httpapi, loops, nodes
 from cocoon.controllers import status as status_writer
 from cocoon.kube import ATTESTATION_POLICIES, ATTESTED_NODES, CONFIGMAPS, NODES, Kube, NotFound
 
@@ -103,6 +103,15 @@ async def load_policy(kube: Kube, name: str, namespace: str) -> tuple[Policy, st
 
     generation = obj["metadata"].get("generation", 0)
     return Policy.from_spec(spec, resolve), f"{name}@{generation}"
+
+
+async def refresh_collateral(memo: kopf.Memo, schedule: loops.Schedule) -> None:
+    """The collateral pass: renew cached TDX collateral before its nextUpdate, so attestation
+    finds a fresh copy instead of waiting on the PCCS (or failing when it is down)."""
+    async with asyncio.timeout(schedule.timeout_s):
+        renewed = await memo.attestation.collateral.refresh_due(int(time.time()))
+    if renewed:
+        log.info("renewed TDX collateral for %s", ", ".join(renewed))
 
 
 # -- the evidence route ----------------------------------------------------------------------

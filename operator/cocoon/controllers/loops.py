@@ -2,7 +2,8 @@
 
 One loop that called every controller in turn let a tenant stall the cluster: three
 PaymentChannels whose chain endpoint never answered held attestation and verdict expiry for
-minutes. Now attestation (challenges and expiry), pools and channels each run as their own task,
+minutes. Now attestation (challenges and expiry), pools, channels and TDX collateral renewal each
+run as their own task,
 every object's work has a deadline, and at most `concurrency` objects of a concern are worked on
 at once, so a slow object costs its own deadline and one slot of its own concern, nothing more.
 """
@@ -52,6 +53,8 @@ DEFAULTS: dict[str, tuple[float, int]] = {
     "pools": (30.0, 4),
     # a channel may deploy, top up and claim on chain, each waiting for its transaction
     "channels": (180.0, 8),
+    # TDX collateral due for renewal, one platform type after another, from a PCCS
+    "collateral": (60.0, 1),
 }
 CONCERNS = tuple(DEFAULTS)
 

@@ -47,6 +47,7 @@ def _start_passes(memo: kopf.Memo) -> list[asyncio.Task[None]]:
             "attestation": partial(nodes.resync, memo),
             "pools": partial(inferencepool.resync, memo),
             "channels": partial(paymentchannel.resync, memo),
+            "collateral": partial(attestednode.refresh_collateral, memo),
         },
         memo.schedules,
     )
