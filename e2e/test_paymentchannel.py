@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys
+from cocoon.devstack import money
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.stack import Operator
 from cocoon.devstack.story import http_json
@@ -30,7 +31,6 @@ from e2e.harness import condition, eventually, get
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chain]
 TON = 1_000_000_000
-CLAIM_FEES = 3_000_000  # the claim's flat gas charge (2.4 mTON) and the payout's forward fee
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,22 @@ def unattested_count(metrics: str) -> float:
     return float(lines[0].removeprefix(prefix)) if lines else 0.0
 
 
+def reconciled(cluster: LocalCluster, namespace: str, chain_url: str) -> money.Books:
+    """`cocoon ton ledger NAMESPACE/ch` once the status agrees with the chain in every figure
+    (the operator records a pass's transactions at the end of the pass)."""
+    found: list[money.Books] = []
+
+    def agrees() -> bool:
+        try:
+            found.append(money.ledger(chain_url, f"{namespace}/ch", cluster.kubeconfig))
+        except RuntimeError:
+            return False
+        return True
+
+    eventually(agrees, timeout=60, what="the channel's ledger to agree with the chain")
+    return found[-1]
+
+
 def channel_status(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
     body = get(cluster, "paymentchannel.cocoon.dev", "ch", "-n", namespace) or {}
     return dict(body.get("status") or {})
@@ -221,8 +237,23 @@ def test_paid_inference_channel(
     )
     assert status["latestPromise"]["cumulative"] == str(TON // 4)
     assert status["lastTransaction"]["kind"] == "claim"
-    received = balance(chain_url, payee) - payee_before
-    assert TON // 4 - CLAIM_FEES < received < TON // 4
+    # exact: the payee gets what was claimed less the contract's claim charge and its own
+    # wallet's receiving fee, both read from the chain
+    books = reconciled(cluster, namespace, chain_url)
+    assert books.owed == books.claimed + books.unclaimed == TON // 4
+    paid, receiving = money.received(chain_url, payee, [books.address])
+    assert paid == books.paid_out == TON // 4 - books.claim_charges
+    assert balance(chain_url, payee) - payee_before == TON // 4 - books.claim_charges - receiving
+    assert 0 < books.claim_charges < TON // 100
+    # the ledger's headline figures, as a person sees them
+    wide = cluster.kubectl("get", "pch", "ch", "-n", namespace, "-o", "wide").stdout
+    print(wide)
+    header, row = wide.splitlines()[:2]
+    columns = dict(zip(header.split(), row.split(), strict=False))
+    fees = channel_status(cluster, namespace)["ledger"]["feesPaid"]
+    assert (columns["OWED"], columns["PROMISED"], columns["CLAIMED"]) == (str(TON // 4),) * 3
+    assert columns["FEES"] == fees and int(fees) > books.claim_charges
+    assert columns["REFUNDED"] == "0"
 
     # the meter's credit document
     meter_hex = keys.public_bytes(meter).hex()
@@ -290,15 +321,23 @@ def test_paid_inference_channel(
         what="the close started",
     )
     assert status["claimed"] == str(TON // 3)
+    closing = reconciled(cluster, namespace, chain_url)
+    assert closing.owed == closing.claimed == TON // 3 and closing.unclaimed == 0
     asyncio.run(emulator.travel(chain_url, 61))
     eventually(
         lambda: get(cluster, "paymentchannel.cocoon.dev", "ch", "-n", namespace) is None,
         timeout=60,
         what="the finalizer released after the withdrawal",
     )
+    # exact: the refund is the deposits less what was claimed less the channel's fees the
+    # payee's claim charges did not cover, less the payer wallet's receiving fee (all on chain)
+    closed = money.ledger(chain_url, closing.address)
+    refunded, receiving = money.received(chain_url, payer, [closed.address])
+    assert refunded == closed.refunded
+    payer_fees = closed.channel_fees - closed.claim_charges + receiving
     returned = balance(chain_url, payer) - payer_before
-    deposited = int(status["deposited"])
-    assert deposited - TON // 3 - TON // 50 < returned <= deposited - TON // 3 + TON // 50
+    assert returned == closed.deposits - closed.claimed - payer_fees
+    assert balance(chain_url, Address(closed.address)) == 0
 
 
 @pytest.mark.parametrize("kill_after_s", [0.0, 0.3, 1.0])
@@ -363,7 +402,10 @@ def test_operator_killed_while_usage_is_settled_claims_exactly_once(
         what="the usage claimed after the restart",
     )
     assert status["owed"] == str(TON // 4)
-    received = balance(chain_url, payee)
-    assert TON // 4 - CLAIM_FEES < received < TON // 4  # paid once, not twice
+    books = reconciled(cluster, namespace, chain_url)
+    assert books.owed == books.claimed + books.unclaimed == TON // 4
+    _, receiving = money.received(chain_url, payee, [books.address])
+    # paid once, not twice, to the nanoton
+    assert balance(chain_url, payee) == TON // 4 - books.claim_charges - receiving
     claims = asyncio.run(_payouts(chain_url, payee))
     assert claims == 1

@@ -40,7 +40,7 @@ from cocoon.api.paymentchannel import (
     SigningMode,
     Transaction,
 )
-from cocoon.controllers import loops, usage_api
+from cocoon.controllers import channel_ledger, loops, usage_api
 from cocoon.controllers import status as status_writer
 from cocoon.kube import CONFIGMAPS, INFERENCE_POOLS, PAYMENT_CHANNELS, SECRETS, Forbidden, Kube, Obj
 from cocoon.meter.credits import credential_hash
@@ -571,6 +571,9 @@ async def reconcile(
             credential = ("", "") if deleting else await ensure_credential(kube, body)
             async with await _open_chain(kube, namespace, spec, state.default_chain_url) as chain:
                 obs = await _run_steps(Ref(kube, namespace, name), chain, deleting, state)
+                book = None
+                if obs.channel is not None:
+                    book = await channel_ledger.record(chain, obs.channel.config, obs.status.ledger)
         except Blocked as exc:
             await _write_blocked(kube, namespace, name, exc, deleting)
             raise
@@ -579,6 +582,8 @@ async def reconcile(
             await _write_blocked(kube, namespace, name, blocked, deleting)
             raise blocked from exc
         fields, updates = summary(obs, credential)
+        if book is not None:
+            fields["ledger"] = book
         await _write(kube, obs.body, fields, updates)
         return accounting.next_action(obs.view)
 
