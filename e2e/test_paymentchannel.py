@@ -147,19 +147,7 @@ def unattested_count(metrics: str) -> float:
 
 
 def reconciled(cluster: LocalCluster, namespace: str, chain_url: str) -> money.Books:
-    """`cocoon ton ledger NAMESPACE/ch` once the status agrees with the chain in every figure
-    (the operator records a pass's transactions at the end of the pass)."""
-    found: list[money.Books] = []
-
-    def agrees() -> bool:
-        try:
-            found.append(money.ledger(chain_url, f"{namespace}/ch", cluster.kubeconfig))
-        except RuntimeError:
-            return False
-        return True
-
-    eventually(agrees, timeout=60, what="the channel's ledger to agree with the chain")
-    return found[-1]
+    return money.reconciled(chain_url, f"{namespace}/ch", cluster.kubeconfig)
 
 
 def channel_status(cluster: LocalCluster, namespace: str) -> dict[str, Any]:

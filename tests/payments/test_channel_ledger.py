@@ -16,7 +16,8 @@ from cocoon.api.paymentchannel import PaymentChannelStatus
 from cocoon.controllers import channel_ledger, paymentchannel
 from cocoon.kube import PAYMENT_CHANNELS
 from cocoon.ton import emulator, ledger_cli
-from cocoon.ton.chain import TxInfo
+from cocoon.ton.chain import ChainError, TxInfo
+from cocoon.ton.toncenter import ToncenterChain
 from cocoon.ton.tvm import Address
 
 from .conftest import NS, TON, Env
@@ -139,3 +140,26 @@ async def test_the_reconciliation_names_the_figure_that_was_changed(
         assert not report["ok"]
         assert figure in [m["figure"] for m in report["mismatches"]], report["mismatches"]
         assert f"MISMATCH {figure}" in ledger_cli.table(report)
+
+
+class _HistoryDown(ToncenterChain):
+    """The chain answers everything but the transaction history."""
+
+    async def transactions(self, address: Address, limit: int = 16) -> list[TxInfo]:
+        raise ChainError("getTransactions: 503")
+
+
+async def test_an_unreadable_history_leaves_the_ledger_at_its_watermark(
+    env: Env, api: Client
+) -> None:
+    env.add_channel()
+    await env.reconcile()
+    status = PaymentChannelStatus.model_validate(await env.status())
+    config = paymentchannel._config(status)
+    assert config is not None and status.ledger is not None
+    async with _HistoryDown(env.url) as down:
+        assert await channel_ledger.record(down, config, status.ledger) is None
+    # and the next pass that can read it catches up on everything it missed
+    await api.post("/usage/v1/reports", json=signed_report(env.meter_key, TON // 4, 1))
+    await env.reconcile()
+    assert [e["kind"] for e in (await env.status())["ledger"]["entries"]] == ["deploy", "claim"]

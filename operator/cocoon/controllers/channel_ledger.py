@@ -9,7 +9,7 @@ import logging
 from cocoon.api.paymentchannel import FeeLedger
 from cocoon.kube import Obj
 from cocoon.ton import history, ledger
-from cocoon.ton.chain import Chain
+from cocoon.ton.chain import Chain, ChainError
 from cocoon.ton.channel import ChannelConfig
 from cocoon.ton.ledger_status import from_status, to_status
 
@@ -17,12 +17,14 @@ logger = logging.getLogger(__name__)
 
 
 async def record(chain: Chain, config: ChannelConfig, recorded: FeeLedger | None) -> Obj | None:
-    """The ledger to persist, or None when nothing new happened on chain (or a deposit's
-    sending transaction is not visible yet: the next pass folds it with its fee)."""
+    """The ledger to persist, or None when nothing new happened on chain, or when it cannot be
+    read completely now (a deposit's sending transaction not visible yet, the history not
+    answering): it then stays at its watermark and the next pass folds what it missed. The
+    ledger is bookkeeping; it never holds up the channel's own steps."""
     current = from_status(recorded)
     try:
         book = await history.catch_up(chain, config.address(), config.payer, config.payee, current)
-    except ledger.MissingWalletTransaction as exc:
-        logger.warning("fee ledger waits for %s", exc)
+    except (ledger.MissingWalletTransaction, ChainError) as exc:
+        logger.warning("fee ledger waits: %s", exc)
         return None
     return None if book == current else to_status(book)

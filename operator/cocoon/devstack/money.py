@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from cocoon.devstack.process import wait_for
 from cocoon.ton.toncenter import ToncenterChain
 from cocoon.ton.tvm import Address, raw
 
@@ -77,3 +78,77 @@ def received(chain_url: str, wallet: Address, sources: list[str]) -> tuple[int, 
         return sum(t.in_value for t in mine), sum(t.total_fees for t in mine)
 
     return asyncio.run(read())
+
+
+def reconciled(chain_url: str, ref: str, kubeconfig: Path, timeout: float = 60) -> Books:
+    """`cocoon ton ledger NAMESPACE/NAME` once every figure agrees (the operator records a
+    pass's transactions at the end of that pass)."""
+    found: list[Books] = []
+
+    def agrees() -> bool:
+        try:
+            found.append(ledger(chain_url, ref, kubeconfig))
+        except RuntimeError:
+            return False
+        return True
+
+    wait_for(agrees, timeout=timeout, what=f"the ledger of {ref} to agree with the chain",
+             interval=1.0)
+    return found[-1]
+
+
+def balance(chain_url: str, address: Address) -> int:
+    async def read() -> int:
+        async with ToncenterChain(chain_url) as chain:
+            return (await chain.account(address)).balance
+
+    return asyncio.run(read())
+
+
+@dataclass(frozen=True)
+class Settled:
+    owed: int
+    claimed: int
+    unclaimed: int
+    payee_received: int
+    payee_fees: int  # claim charges (the ledgers) and the payee wallet's receiving fees
+    payer_fees: int  # the closed channel's fees the payer bore, and its refund's receiving fee
+    closed: Books
+
+
+def settle(
+    chain_url: str, kubeconfig: Path, open_ref: str, *, payee: Address, payer: Address,
+    closed: str, closed_owed: int,
+) -> Settled:
+    """The money identities of a closed channel (by address: chain only) and an open one (by
+    NAMESPACE/NAME: its status reconciled against the chain), both paying `payee`; exact, with
+    every fee read from the chain. Raises naming the identity that does not hold."""
+    main = ledger(chain_url, closed)
+    other = reconciled(chain_url, open_ref, kubeconfig)
+    if main.claimed != closed_owed:
+        raise RuntimeError(f"the closed channel owed {closed_owed} but {main.claimed} was claimed")
+    owed = closed_owed + other.owed
+    claimed = main.claimed + other.claimed
+    if owed != claimed + other.unclaimed:
+        raise RuntimeError(f"owed {owed} != claimed {claimed} + unclaimed {other.unclaimed}")
+    paid, receiving = received(chain_url, payee, [main.address, other.address])
+    if paid != main.paid_out + other.paid_out:
+        raise RuntimeError(
+            f"the payee got {paid}, the ledgers paid out {main.paid_out} + {other.paid_out}"
+        )
+    payee_fees = main.claim_charges + other.claim_charges + receiving
+    got = balance(chain_url, payee)
+    if got != claimed - payee_fees:
+        raise RuntimeError(f"the payee holds {got}, not claimed {claimed} - fees {payee_fees}")
+    refunded, refund_fee = received(chain_url, payer, [main.address])
+    if refunded != main.refunded:
+        raise RuntimeError(f"the payer got {refunded}, the ledger refunded {main.refunded}")
+    return Settled(
+        owed=owed,
+        claimed=claimed,
+        unclaimed=other.unclaimed,
+        payee_received=got,
+        payee_fees=payee_fees,
+        payer_fees=main.channel_fees - main.claim_charges + refund_fee,
+        closed=main,
+    )

@@ -48,7 +48,6 @@ from cocoon.devstack.stack import (
 from cocoon.devstack.triton import configmap_data
 from cocoon.meter import usage_report
 from cocoon.ton import emulator, keyfile
-from cocoon.ton.toncenter import ToncenterChain
 from cocoon.ton.tvm import Address, raw
 from cocoon.ton.wallet import wallet_address
 
@@ -292,13 +291,7 @@ class Story:
 
     def balance(self, address: Address) -> int:
         assert self.chain is not None
-        url = self.chain.url
-
-        async def read() -> int:
-            async with ToncenterChain(url) as chain:
-                return (await chain.account(address)).balance
-
-        return asyncio.run(read())
+        return money.balance(self.chain.url, address)
 
     # -- the pool ----------------------------------------------------------------------------
 
@@ -514,7 +507,7 @@ class Story:
             lambda: self.channel(name).get("state") == "Closing", timeout=90, what=f"{name} closing"
         )
         self.sample(name)
-        books = self.reconciled(name)
+        books = money.reconciled(url, f"{NAMESPACE}/{name}", self.cluster.kubeconfig)
         self.say(
             f"channel closing, its ledger agrees with the chain (`cocoon ton ledger "
             f"{NAMESPACE}/{name}`); the provider may still claim during the close delay; "
@@ -527,23 +520,6 @@ class Story:
             what=f"{name} withdrawn and released",
         )
         return self.balance(payer) - before, books.address
-
-    def reconciled(self, name: str) -> money.Books:
-        """`cocoon ton ledger NAMESPACE/NAME` once every figure agrees (the operator records the
-        newest transactions at the end of its pass)."""
-        assert self.chain is not None
-        url = self.chain.url
-        found: list[money.Books] = []
-
-        def agrees() -> bool:
-            try:
-                found.append(money.ledger(url, f"{NAMESPACE}/{name}", self.cluster.kubeconfig))
-            except RuntimeError:
-                return False
-            return True
-
-        wait_for(agrees, timeout=60, what=f"the ledger of {name} to agree with the chain")
-        return found[-1]
 
 
 def run_out_and_top_up(
@@ -651,7 +627,11 @@ def tell(story: Story, requests: int = 40) -> Summary:
     final = story.samples[-1]
     if final.claimed != final.owed:
         raise RuntimeError(f"the close left usage unclaimed: {final}")
-    books = settle(story, payee, payer, main_address, final.owed)
+    assert story.chain is not None
+    books = money.settle(
+        story.chain.url, story.cluster.kubeconfig, f"{NAMESPACE}/small", payee=payee,
+        payer=payer, closed=main_address, closed_owed=final.owed,
+    )
     closed = books.closed
     if refund != closed.deposits - closed.claimed - books.payer_fees:
         raise RuntimeError(
@@ -680,52 +660,4 @@ def tell(story: Story, requests: int = 40) -> Summary:
         payer_fees=books.payer_fees,
         rejected_reports=rejected,
         samples=list(story.samples),
-    )
-
-
-@dataclass(frozen=True)
-class Settled:
-    owed: int
-    claimed: int
-    unclaimed: int
-    payee_received: int
-    payee_fees: int
-    payer_fees: int
-    closed: money.Books
-
-
-def settle(story: Story, payee: Address, payer: Address, closed: str, closed_owed: int) -> Settled:
-    """The money identities, exact, with every fee read from the chain: the closed channel by
-    its address (chain only), the open one through its status (reconciled against the chain)."""
-    assert story.chain is not None
-    url = story.chain.url
-    main = money.ledger(url, closed)
-    small = story.reconciled("small")
-    if main.claimed != closed_owed:
-        raise RuntimeError(f"channel main owed {closed_owed} but {main.claimed} was claimed")
-    owed = closed_owed + small.owed
-    claimed = main.claimed + small.claimed
-    unclaimed = small.unclaimed  # the open channel's signed promise not claimed yet
-    if owed != claimed + unclaimed:
-        raise RuntimeError(f"owed {owed} != claimed {claimed} + unclaimed {unclaimed}")
-    # the provider's wallet is paid by both channels: their payouts, less its receiving fees
-    paid, receiving = money.received(url, payee, [main.address, small.address])
-    if paid != main.paid_out + small.paid_out:
-        raise RuntimeError(f"the payee got {paid}, the ledgers paid out {main.paid_out} + "
-                           f"{small.paid_out}")
-    payee_fees = main.claim_charges + small.claim_charges + receiving
-    received = story.balance(payee)
-    if received != claimed - payee_fees:
-        raise RuntimeError(f"the provider received {received}, not {claimed} - {payee_fees}")
-    refunded, refund_fee = money.received(url, payer, [main.address])
-    if refunded != main.refunded:
-        raise RuntimeError(f"the payer got {refunded}, the ledger refunded {main.refunded}")
-    return Settled(
-        owed=owed,
-        claimed=claimed,
-        unclaimed=unclaimed,
-        payee_received=received,
-        payee_fees=payee_fees,
-        payer_fees=main.channel_fees - main.claim_charges + refund_fee,
-        closed=main,
     )

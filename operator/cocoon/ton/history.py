@@ -9,7 +9,7 @@ from cocoon.ton.tvm import Address, user_friendly
 
 # Pages of newest-first history tried in turn; the controller folds after every pass, so the
 # first page nearly always reaches the watermark.
-PAGES = (16, 64, 256)
+PAGES = (16, 100)  # toncenter v2 answers at most 100 per call
 
 
 class HistoryTooLong(ChainError):
