@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys
+from cocoon.devstack import money
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.stack import Operator
 from cocoon.devstack.story import http_json
@@ -29,7 +30,6 @@ from e2e.harness import condition, eventually, get
 pytestmark = [pytest.mark.e2e, pytest.mark.chain]
 TON = 1_000_000_000
 PRICE = {"perOutputToken": "1"}  # a report's cost is its output token count
-CLAIM_FEES = 3_000_000  # the claim's flat gas charge (2.4 mTON) and the payout's forward fee
 
 
 def balance(url: str, address: Address) -> int:
@@ -145,6 +145,10 @@ def unattested_count(metrics: str) -> float:
     return float(lines[0].removeprefix(prefix)) if lines else 0.0
 
 
+def reconciled(cluster: LocalCluster, namespace: str, chain_url: str) -> money.Books:
+    return money.reconciled(chain_url, f"{namespace}/ch", cluster.kubeconfig)
+
+
 def channel_status(cluster: LocalCluster, namespace: str) -> dict[str, Any]:
     body = get(cluster, "paymentchannel.cocoon.dev", "ch", "-n", namespace) or {}
     return dict(body.get("status") or {})
@@ -225,8 +229,22 @@ def test_paid_inference_channel(
     assert status["latestPromise"]["cumulative"] == str(TON // 4)
     assert status["lastTransaction"]["kind"] == "claim"
     assert status["parameters"]["payee"] == raw(provider_payee), "the provider is paid"
-    received = sum(payouts(chain_url, provider_payee, status["address"]))
-    assert TON // 4 - CLAIM_FEES < received < TON // 4
+    # exact: the payee gets what was claimed less the contract's claim charge, read from the
+    # chain (the provider's wallet is shared by the session's channels: only this channel's)
+    books = reconciled(cluster, namespace, chain_url)
+    assert books.owed == books.claimed + books.unclaimed == TON // 4
+    paid, _ = money.received(chain_url, provider_payee, [books.address])
+    assert paid == books.paid_out == TON // 4 - books.claim_charges
+    assert 0 < books.claim_charges < TON // 100
+    # the ledger's headline figures, as a person sees them
+    wide = cluster.kubectl("get", "pch", "ch", "-n", namespace, "-o", "wide").stdout
+    print(wide)
+    header, row = wide.splitlines()[:2]
+    columns = dict(zip(header.split(), row.split(), strict=False))
+    fees = channel_status(cluster, namespace)["ledger"]["feesPaid"]
+    assert (columns["OWED"], columns["PROMISED"], columns["CLAIMED"]) == (str(TON // 4),) * 3
+    assert columns["FEES"] == fees and int(fees) > books.claim_charges
+    assert columns["REFUNDED"] == "0"
 
     # the meter's credit document
     meter_hex = keys.public_bytes(meter).hex()
@@ -294,15 +312,23 @@ def test_paid_inference_channel(
         what="the close started",
     )
     assert status["claimed"] == str(TON // 3)
+    closing = reconciled(cluster, namespace, chain_url)
+    assert closing.owed == closing.claimed == TON // 3 and closing.unclaimed == 0
     asyncio.run(emulator.travel(chain_url, 61))
     eventually(
         lambda: get(cluster, "paymentchannel.cocoon.dev", "ch", "-n", namespace) is None,
         timeout=60,
         what="the finalizer released after the withdrawal",
     )
+    # exact: the refund is the deposits less what was claimed less the channel's fees the
+    # payee's claim charges did not cover, less the payer wallet's receiving fee (all on chain)
+    closed = money.ledger(chain_url, closing.address)
+    refunded, receiving = money.received(chain_url, payer, [closed.address])
+    assert refunded == closed.refunded
+    payer_fees = closed.channel_fees - closed.claim_charges + receiving
     returned = balance(chain_url, payer) - payer_before
-    deposited = int(status["deposited"])
-    assert deposited - TON // 3 - TON // 50 < returned <= deposited - TON // 3 + TON // 50
+    assert returned == closed.deposits - closed.claimed - payer_fees
+    assert balance(chain_url, Address(closed.address)) == 0
 
 
 @pytest.mark.parametrize("kill_after_s", [0.0, 0.3, 1.0])
@@ -366,9 +392,11 @@ def test_operator_killed_while_usage_is_settled_claims_exactly_once(
         what="the usage claimed after the restart",
     )
     assert status["owed"] == str(TON // 4)
-    received = payouts(chain_url, provider_payee, status["address"])
-    assert len(received) == 1, "paid once, not twice"
-    assert TON // 4 - CLAIM_FEES < received[0] < TON // 4
+    books = reconciled(cluster, namespace, chain_url)
+    assert books.owed == books.claimed + books.unclaimed == TON // 4
+    assert len(payouts(chain_url, provider_payee, books.address)) == 1, "paid once, not twice"
+    paid, _ = money.received(chain_url, provider_payee, [books.address])
+    assert paid == TON // 4 - books.claim_charges, "to the nanoton"
 
 
 def test_a_tenant_cannot_choose_payee_chain_or_a_later_price(

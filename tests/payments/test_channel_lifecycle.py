@@ -76,6 +76,8 @@ async def test_open_fund_and_issue_the_credential(env: Env) -> None:
     assert len(base64.urlsafe_b64decode(credential + "=")) == 32
     exposed = json.dumps(status) + json.dumps(env.kube.events)
     assert credential not in exposed and status["credentialSecret"] == "ch-credential"
+    told = json.dumps(status["conditions"]) + json.dumps(env.kube.events)
+    assert status["credentialSha256"] not in told, "not even its hash in messages or Events"
     assert env.kube.events and env.kube.events[-1]["reason"] == "Open"
 
     await env.reconcile()

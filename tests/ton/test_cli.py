@@ -95,6 +95,24 @@ def test_channel_lifecycle(
     assert out["state"] == "CLOSED" and out["claimed"] == str(2 * TON)
     assert Address(str(out["payee"])) == Address(payee_wallet)
 
+    # the ledger, refolded from the chain alone, balances to the nanoton and names every fee
+    code, out, _ = run(capsys, "ledger", *url, "--address", str(out["channel"]), "--json")
+    assert code == 0 and out["ok"] is True and out["mismatches"] == []
+    book = {k: int(v) for k, v in out["chain"]["ledger"].items()}  # type: ignore[index]
+    assert [e["kind"] for e in out["entries"]] == [  # type: ignore[attr-defined]
+        "deploy", "topup", "claim", "close", "withdraw"
+    ]
+    assert book["deposits"] == 6 * TON and book["claimed"] == 2 * TON and book["balance"] == 0
+    assert book["fundingFees"] > 0 and book["channelFees"] > 0 and book["claimCharges"] > 0
+    assert book["refunded"] == (
+        book["deposits"] - book["claimed"] - (book["channelFees"] - book["claimCharges"])
+    )
+    assert book["paidOut"] == book["claimed"] - book["payeeFees"]
+    code, _, err = run(capsys, "ledger", *url)
+    assert code == 2 and "NAMESPACE/NAME" in err
+    code, _, err = run(capsys, "ledger", *url, "nonamespace")
+    assert code == 2 and "NAMESPACE/NAME" in err
+
 
 def test_bad_inputs_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "close", "--endpoint", "http://127.0.0.1:9", "--key",

@@ -189,6 +189,72 @@ class ChannelParameters(ApiModel):
     close_delay_seconds: int = Field(ge=0, description="Close delay committed on chain.")
 
 
+class LedgerEntry(ApiModel):
+    """One channel transaction in the fee ledger, as the chain recorded it."""
+
+    kind: str = Field(
+        description="deploy, topup, claim, close, withdraw, coopclose or other.", max_length=16
+    )
+    hash: str = Field(description="The channel transaction's hash, hex.", pattern=r"^[0-9a-f]{64}$")
+    lt: str = Field(description="Its logical time.", pattern=r"^[0-9]{1,20}$")
+    at: datetime = Field(description="Its chain time.")
+    value: Nanoton = Field(
+        description="Deposited (deploy, topup), claimed (claim) or refunded (withdraw)."
+    )
+    fee: Nanoton = Field(
+        description="Fees the chain took from the channel: the transaction's fees plus the "
+        "forward fees of what it paid out."
+    )
+    wallet_fee: Nanoton = Field(
+        default="0", description="Fees the payer's wallet paid to send a deposit."
+    )
+    charge: Nanoton = Field(
+        default="0", description="Withheld from a claim's payout for its gas (the payee's fee)."
+    )
+
+
+class FeeLedger(ApiModel):
+    """Where the channel's money went, folded from its transactions on chain, each counted once.
+
+    deposits = claimed - claimCharges + refunded + channelFees + the balance left."""
+
+    deposits: Nanoton = Field(default="0", description="Value the channel received (funding).")
+    claimed: Nanoton = Field(default="0", description="Moved to the payee by claims.")
+    paid_out: Nanoton = Field(
+        default="0", description="Value the payee received: claimed less claimCharges."
+    )
+    refunded: Nanoton = Field(default="0", description="Value returned to the payer.")
+    channel_fees: Nanoton = Field(
+        default="0", description="Fees the chain took from the channel, every transaction."
+    )
+    funding_fees: Nanoton = Field(
+        default="0", description="Fees the payer's wallet paid to send the deposits."
+    )
+    claim_charges: Nanoton = Field(
+        default="0",
+        description="Withheld from claims' payouts to pay their gas: the payee's fees.",
+    )
+    fees_paid: Nanoton = Field(
+        default="0", description="Every fee charged for this channel: channelFees + fundingFees."
+    )
+    last_lt: str = Field(
+        default="0", pattern=r"^[0-9]{1,20}$",
+        description="Logical time of the newest transaction counted; older ones never count again.",
+    )
+    last_hash: str = Field(
+        default="", pattern=r"^([0-9a-f]{64})?$", description="Hash of that transaction."
+    )
+    entries: list[LedgerEntry] = Field(
+        default_factory=list,
+        max_length=16,
+        description="The newest transactions counted (the sums above cover all of them).",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["hash"],
+        },
+    )
+
+
 class PaymentChannelStatus(ApiModel):
     """Observed state of the channel; amounts in nanoton."""
 
@@ -258,5 +324,10 @@ class PaymentChannelStatus(ApiModel):
     )
     close_deadline: datetime | None = Field(
         default=None, description="While Closing: when the payer may withdraw the remainder."
+    )
+    ledger: FeeLedger | None = Field(
+        default=None,
+        description="The fee ledger: deposits, claims, fees and refunds as charged on chain "
+        "(`cocoon ton ledger` reconciles it against the chain).",
     )
     conditions: ConditionList

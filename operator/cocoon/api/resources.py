@@ -147,7 +147,20 @@ PAYMENT_CHANNEL = Resource(
             Column("Pool", ".spec.poolName"),
             Column("State", ".status.state"),
             Column("Deposited", ".status.deposited"),
+            Column("Owed", ".status.owed", priority=1, description="Served and metered."),
+            Column(
+                "Promised", ".status.promised", priority=1,
+                description="Covered by the latest signed promise.",
+            ),
             Column("Claimed", ".status.claimed"),
+            Column(
+                "Fees", ".status.ledger.feesPaid", priority=1,
+                description="Every fee charged on chain for this channel.",
+            ),
+            Column(
+                "Refunded", ".status.ledger.refunded", priority=1,
+                description="Returned to the payer.",
+            ),
             Column("Credit", ".status.creditLeft"),
         )
     ),

@@ -36,7 +36,7 @@ from cocoon.api.paymentchannel import (
     SigningMode,
     Transaction,
 )
-from cocoon.controllers import channel_secrets, loops, usage_api
+from cocoon.controllers import channel_ledger, channel_secrets, loops, usage_api
 from cocoon.controllers import status as status_writer
 from cocoon.controllers.channel_secrets import RETRY_S, Blocked, secret_value
 from cocoon.kube import CONFIGMAPS, INFERENCE_POOLS, PAYMENT_CHANNELS, Kube, Obj
@@ -529,7 +529,7 @@ def summary(obs: Observed, credential: tuple[str, str]) -> tuple[Obj, list[Updat
         ready = (
             ConditionStatus.TRUE,
             "Open",
-            f"Open at {status.address}; callers use Secret {credential}.",
+            f"Open at {status.address}; callers use Secret {credential[0]}.",
         )
     elif chain is not None:
         ready = (
@@ -590,6 +590,9 @@ async def reconcile(
             pinned = (body.get("status") or {}).get("network") or spec.network
             async with await _open_chain(kube, _network(state, pinned)) as chain:
                 obs = await _run_steps(Ref(kube, namespace, name), chain, deleting, state)
+                book = None
+                if obs.channel is not None:
+                    book = await channel_ledger.record(chain, obs.channel.config, obs.status.ledger)
         except Blocked as exc:
             await _write_blocked(kube, namespace, name, exc, deleting)
             raise
@@ -598,6 +601,8 @@ async def reconcile(
             await _write_blocked(kube, namespace, name, blocked, deleting)
             raise blocked from exc
         fields, updates = summary(obs, credential)
+        if book is not None:
+            fields["ledger"] = book
         await _write(kube, obs.body, fields, [*updates, *([priced] if priced else [])])
         return accounting.next_action(obs.view)
 

@@ -31,6 +31,7 @@ from cocoon.agent.simulated import SimulatedTee
 from cocoon.client import ReceiptStore, VerifiedTransport, Verifier
 from cocoon.client import policy as client_policy
 from cocoon.client.call import describe
+from cocoon.devstack import money
 from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
 from cocoon.devstack.process import Supervisor, wait_for
 from cocoon.devstack.stack import (
@@ -47,7 +48,6 @@ from cocoon.devstack.stack import (
 from cocoon.devstack.triton import configmap_data
 from cocoon.meter import usage_report
 from cocoon.ton import emulator, keyfile
-from cocoon.ton.toncenter import ToncenterChain
 from cocoon.ton.tvm import Address, raw
 from cocoon.ton.wallet import wallet_address
 
@@ -93,8 +93,13 @@ class Summary:
     cost_seen_by_callers: int
     owed: int
     claimed: int
+    unclaimed: int  # signed but not yet claimed (promised - claimed on chain)
     payee_received: int
+    payee_fees: int  # claim charges (the ledgers) and the payee wallet's receiving fees
     payer_refund: int
+    closed_deposits: int  # the closed channel's deposits and claims
+    closed_claimed: int
+    payer_fees: int  # the closed channel's fees the payer bore, and its refund's receiving fee
     rejected_reports: int
     samples: list[Sample] = field(default_factory=list)
 
@@ -110,8 +115,11 @@ class Summary:
             ("cost the callers were told", ton(self.cost_seen_by_callers)),
             ("owed on the channels (signed meter reports)", ton(self.owed)),
             ("claimed on chain by the provider (both channels)", ton(self.claimed)),
+            ("signed, not yet claimed", ton(self.unclaimed)),
             ("provider wallet received (claimed less fees)", ton(self.payee_received)),
+            ("  fees the provider's side paid (read on chain)", ton(self.payee_fees)),
             ("refunded to the payer at close", ton(self.payer_refund)),
+            ("  fees the payer's side paid (read on chain)", ton(self.payer_fees)),
             ("usage reports refused (key of no registered meter)", str(self.rejected_reports)),
         ]
         width = max(len(k) for k, _ in rows)
@@ -282,26 +290,9 @@ class Story:
         self.say(f"payer wallet funded with 10 TON by the emulator's faucet: {raw(payer)}")
         return self.payee, payer, keyfile.to_json(payer_key)
 
-    def claim_transactions(self, payee: Address) -> int:
-        """How many payouts reached the provider's wallet, read from the chain itself."""
-        assert self.chain is not None
-        url = self.chain.url
-
-        async def read() -> int:
-            async with ToncenterChain(url) as chain:
-                return len(await chain.transactions(payee, limit=100))
-
-        return asyncio.run(read())
-
     def balance(self, address: Address) -> int:
         assert self.chain is not None
-        url = self.chain.url
-
-        async def read() -> int:
-            async with ToncenterChain(url) as chain:
-                return (await chain.account(address)).balance
-
-        return asyncio.run(read())
+        return money.balance(self.chain.url, address)
 
     # -- the pool ----------------------------------------------------------------------------
 
@@ -501,9 +492,12 @@ class Story:
         )
         return int(float(match.group(1))) if match else 0
 
-    def close(self, name: str, payer: Address) -> int:
-        """Delete the channel: final claim, close, the delay passes, the payer gets the rest."""
+    def close(self, name: str, payer: Address) -> tuple[int, str]:
+        """Delete the channel: final claim, close, the delay passes, the payer gets the rest.
+
+        Returns what the payer's wallet gained and the channel's address."""
         assert self.chain is not None
+        url = self.chain.url
         before = self.balance(payer)
         self.cluster.kubectl(
             "delete", "paymentchannel.cocoon.dev", name, "-n", NAMESPACE, "--wait=false"
@@ -512,20 +506,19 @@ class Story:
             lambda: self.channel(name).get("state") == "Closing", timeout=90, what=f"{name} closing"
         )
         self.sample(name)
+        books = money.reconciled(url, f"{NAMESPACE}/{name}", self.cluster.kubeconfig)
         self.say(
-            "channel closing: the provider may still claim during the close delay; "
+            f"channel closing, its ledger agrees with the chain (`cocoon ton ledger "
+            f"{NAMESPACE}/{name}`); the provider may still claim during the close delay; "
             "time-travelling the emulator past it"
         )
-        asyncio.run(emulator.travel(self.chain.url, 61))
+        asyncio.run(emulator.travel(url, 61))
         wait_for(
             lambda: not self.get("paymentchannel.cocoon.dev", name, "-n", NAMESPACE),
             timeout=90,
             what=f"{name} withdrawn and released",
         )
-        return self.balance(payer) - before
-
-
-CLAIM_FEE_BOUND = 3_000_000  # per claim: the contract's flat gas charge and the payout's fee
+        return self.balance(payer) - before, books.address
 
 
 def run_out_and_top_up(
@@ -629,23 +622,25 @@ def tell(story: Story, requests: int = 40) -> Summary:
     small_cost = sum(c.cost for c in small_ok)
 
     rejected = story.rejected_reports("unattested")
-    refund = story.close("main", payer)
+    refund, main_address = story.close("main", payer)
     final = story.samples[-1]
     if final.claimed != final.owed:
         raise RuntimeError(f"the close left usage unclaimed: {final}")
-    # the provider's wallet is paid by every channel of the pool: both channels' claims, less
-    # at most one flat claim charge and forward fee per claim transaction
-    small_status = story.channel("small")
-    claimed = final.claimed + int(small_status.get("claimed", 0))
-    claims = story.claim_transactions(payee)
-    received = story.balance(payee)
-    if not claimed - claims * CLAIM_FEE_BOUND <= received <= claimed:
+    assert story.chain is not None
+    books = money.settle(
+        story.chain.url, story.cluster.kubeconfig, f"{NAMESPACE}/small", payee=payee,
+        payer=payer, closed=main_address, closed_owed=final.owed,
+    )
+    closed = books.closed
+    if refund != closed.deposits - closed.claimed - books.payer_fees:
         raise RuntimeError(
-            f"the provider received {received} for {claimed} claimed in {claims} claims"
+            f"the payer got back {refund}, not deposits {closed.deposits} - claimed "
+            f"{closed.claimed} - fees {books.payer_fees}"
         )
     say(
-        f"closed: {claims} claim(s) paid the provider {ton(received)} for {ton(claimed)} "
-        f"claimed; {ton(refund)} went back to the payer"
+        f"closed: the provider received {ton(books.payee_received)} for {ton(books.claimed)} "
+        f"claimed, {ton(books.payee_fees)} in fees; {ton(refund)} went back to the payer, "
+        f"{ton(books.payer_fees)} in fees: every figure read from the chain"
     )
     return Summary(
         nodes_attested=len(nodes),
@@ -653,10 +648,15 @@ def tell(story: Story, requests: int = 40) -> Summary:
         requests_refused=refused,
         output_tokens=sum(c.tokens for c in [*ok, *small_ok]),
         cost_seen_by_callers=cost + small_cost,
-        owed=final.owed + int(small_status.get("owed", 0)),
-        claimed=claimed,
-        payee_received=received,
+        owed=books.owed,
+        claimed=books.claimed,
+        unclaimed=books.unclaimed,
+        payee_received=books.payee_received,
+        payee_fees=books.payee_fees,
         payer_refund=refund,
+        closed_deposits=books.closed.deposits,
+        closed_claimed=books.closed.claimed,
+        payer_fees=books.payer_fees,
         rejected_reports=rejected,
         samples=list(story.samples),
     )

@@ -7,7 +7,7 @@ import asyncio
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from pytoniq_core.tlb.transaction import Transaction
@@ -68,6 +68,13 @@ class TxInfo:
     success: bool
     total_fees: int
     out_values: tuple[tuple[Address | None, int], ...]
+    # what the fee ledger needs: the forward fees the outgoing messages still carry (paid by
+    # this account on top of total_fees), the logical times that pair a message with the
+    # transactions on both ends, and the incoming body (op and amounts)
+    out_fwd_fees: int = 0
+    out_created_lts: tuple[int, ...] = ()
+    in_created_lt: int = 0
+    in_body: Cell | None = field(default=None, compare=False)
 
     @classmethod
     def from_transaction(cls, tx: Transaction) -> TxInfo:
@@ -94,6 +101,10 @@ class TxInfo:
             success=compute_ok and action_ok and not tx.description.aborted,
             total_fees=tx.total_fees.grams,
             out_values=tuple(outs),
+            out_fwd_fees=sum(int(getattr(m.info, "fwd_fee", 0) or 0) for m in tx.out_msgs),
+            out_created_lts=tuple(int(getattr(m.info, "created_lt", 0) or 0) for m in tx.out_msgs),
+            in_created_lt=int(getattr(info, "created_lt", 0) or 0) if info is not None else 0,
+            in_body=in_msg.body if in_msg is not None else None,
         )
 
     @classmethod

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cocoon import keys
-from cocoon.ton import emulator, keyfile, promises
+from cocoon.ton import emulator, keyfile, ledger_cli, promises
 from cocoon.ton.chain import Chain, ChainError
 from cocoon.ton.channel import ChannelConfig, State, Tag, new_channel_id
 from cocoon.ton.client import InvalidPromise, PaymentChannel
@@ -238,6 +238,16 @@ async def _withdraw(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _ledger(args: argparse.Namespace) -> int:
+    if bool(args.channel_ref) == bool(args.address):
+        raise UsageError("give NAMESPACE/NAME (a PaymentChannel) or --address (chain only)")
+    async with await _chain(args) as chain:
+        try:
+            return await ledger_cli.run(args, chain)
+        except ledger_cli.LedgerInputError as exc:
+            raise UsageError(str(exc)) from exc
+
+
 async def _coop_close(args: argparse.Namespace) -> int:
     promise = _load_promise(args.promise)
     async with await _chain(args) as chain:
@@ -330,6 +340,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     p = command("withdraw", _withdraw, "refund the payer once the close delay has passed")
     p.add_argument("--channel", required=True)
+
+    ledger_cli.arguments(command("ledger", _ledger, ledger_cli.HELP), _address)
 
     p = command("coop-close", _coop_close, "close at once: payee wallet + payer's close promise")
     p.add_argument("--key", required=True, help="the payee's wallet key")
