@@ -142,7 +142,7 @@ async def _secret_value(kube: Kube, namespace: str, name: str, key: str) -> str 
     return base64.b64decode(value).decode() if value else None
 
 
-async def _open_chain(kube: Kube, namespace: str, spec: PaymentChannelSpec, default: str) -> Chain:
+async def open_chain(kube: Kube, namespace: str, spec: PaymentChannelSpec, default: str) -> Chain:
     network = spec.network
     api_key = None
     if network.api_key_secret_ref is not None:
@@ -477,39 +477,8 @@ def summary(obs: Observed, credential: tuple[str, str]) -> tuple[Obj, list[Updat
     updates: list[Update] = [
         ("ChainReachable", ConditionStatus.TRUE, "Reachable", "The chain answered this reconcile.")
     ]
-    if chain is None:
-        updates.append(
-            (
-                "Funded",
-                ConditionStatus.FALSE,
-                "NotDeployed",
-                "The channel is not deployed yet"
-                + (
-                    "."
-                    if view.managed
-                    else "; deploy and fund it from the payer's "
-                    f"wallet {status.parameters.payer if status.parameters else ''}."
-                ),
-            )
-        )
-    elif deposited >= view.target_deposit:
-        updates.append(
-            (
-                "Funded",
-                ConditionStatus.TRUE,
-                "Funded",
-                f"{deposited} nanoton deposited (target {view.target_deposit}).",
-            )
-        )
-    else:
-        updates.append(
-            (
-                "Funded",
-                ConditionStatus.FALSE,
-                "BelowDeposit",
-                f"{deposited} nanoton deposited, below the target {view.target_deposit}.",
-            )
-        )
+    payer = status.parameters.payer if status.parameters else ""
+    updates.append(funded(view.managed, payer, chain is not None, deposited, view.target_deposit))
     if chain is not None and chain.state is State.OPEN:
         ready = (
             ConditionStatus.TRUE,
@@ -526,6 +495,44 @@ def summary(obs: Observed, credential: tuple[str, str]) -> tuple[Obj, list[Updat
         ready = (ConditionStatus.FALSE, "NotDeployed", "The channel is not deployed yet.")
     updates.append(("Ready", *ready))
     return fields, updates
+
+
+def funded(
+    managed: bool, payer: str, deployed: bool, deposited: int, target: int, *, seen: str = ""
+) -> Update:
+    """`Funded` against the target in force (the spec's deposit now, not the one last acted on);
+    `seen` qualifies a deposit that was read from status instead of the chain."""
+    if not deployed:
+        how = "." if managed else f"; deploy and fund it from the payer's wallet {payer}."
+        message = "The channel is not deployed yet" + how
+        return ("Funded", ConditionStatus.FALSE, "NotDeployed", message)
+    if deposited >= target:
+        return (
+            "Funded",
+            ConditionStatus.TRUE,
+            "Funded",
+            f"{deposited} nanoton deposited{seen} (target {target}).",
+        )
+    return (
+        "Funded",
+        ConditionStatus.FALSE,
+        "BelowDeposit",
+        f"{deposited} nanoton deposited{seen}, below the target {target}.",
+    )
+
+
+def funded_as_last_seen(body: Obj) -> Update:
+    """`Funded` when the chain cannot be read now: the last deposit seen against today's target."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    return funded(
+        (spec.get("payer") or {}).get("signing", SigningMode.MANAGED.value)
+        == SigningMode.MANAGED.value,
+        str((status.get("parameters") or {}).get("payer") or ""),
+        status.get("state", ChannelState.PENDING.value) != ChannelState.PENDING.value,
+        int(status.get("deposited") or 0),
+        int(spec.get("deposit") or 0),
+        seen=" when the chain last answered",
+    )
 
 
 def _blocked_updates(exc: Blocked) -> list[Update]:
@@ -569,7 +576,7 @@ async def reconcile(
             return Action(Step.RELEASE, "NeverDeployed")  # nothing on chain: no chain needed
         try:
             credential = ("", "") if deleting else await ensure_credential(kube, body)
-            async with await _open_chain(kube, namespace, spec, state.default_chain_url) as chain:
+            async with await open_chain(kube, namespace, spec, state.default_chain_url) as chain:
                 obs = await _run_steps(Ref(kube, namespace, name), chain, deleting, state)
         except Blocked as exc:
             await _write_blocked(kube, namespace, name, exc, deleting)
@@ -593,7 +600,7 @@ async def _write_blocked(
     body = await kube.get_or_none(PAYMENT_CHANNELS, name, namespace)
     if body is None:
         return
-    updates = _blocked_updates(exc)
+    updates = [*_blocked_updates(exc), funded_as_last_seen(body)]
     if exc.reason == "ChainUnreachable":
         updates.insert(0, ("ChainReachable", ConditionStatus.FALSE, exc.reason, exc.message))
     logger.warning("channel %s/%s blocked: %s", namespace, name, exc.reason)
