@@ -4,6 +4,7 @@ when the chain answers again; `Funded` always states the target deposit in force
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 from urllib.parse import urlparse
@@ -130,3 +131,30 @@ def test_endpoint_keys(spec: dict[str, Any], expected: str) -> None:
     full = {"poolName": "p", "payer": {"publicKey": "00" * 32, "signing": "Client"}, "deposit": "1"}
     parsed = PaymentChannelSpec.model_validate(full | spec)
     assert chainprobe.endpoint("ns", parsed, "http://default") == expected
+
+
+async def test_dead_endpoints_hold_only_their_own_channels(env: Env) -> None:
+    """Three channels on an endpoint that accepts and never answers, one on a live chain: in the
+    same channels pass the live one opens while the dead ones are still held (each holds one
+    slot until its own deadline), and the probe marks only the dead ones."""
+    hole = socket.create_server(("127.0.0.1", 0), backlog=16)
+    held = loops.Schedule("channels", interval_s=1, timeout_s=60, concurrency=4)
+    try:
+        dead = f"http://127.0.0.1:{hole.getsockname()[1]}"
+        for i in range(3):
+            env.add_channel(f"dead-{i}", **on_chain(dead))
+        env.add_channel("live")
+        one_pass = asyncio.create_task(paymentchannel.resync(env.memo, held))
+        async with asyncio.timeout(held.timeout_s - 10):  # before any dead channel's deadline
+            while (await env.status("live")).get("state") != "Open":  # noqa: ASYNC110 - no watch
+                await asyncio.sleep(0.2)
+        assert not one_pass.done(), "the dead channels are still held"
+        await chainprobe.resync(env.memo, PROBE)
+        one_pass.cancel()
+        await asyncio.gather(one_pass, return_exceptions=True)
+    finally:
+        hole.close()
+    assert condition(await env.status("live"), "ChainReachable")["status"] == "True"
+    for i in range(3):
+        reachable = condition(await env.status(f"dead-{i}"), "ChainReachable")
+        assert (reachable["status"], reachable["reason"]) == ("False", "ChainUnreachable")
