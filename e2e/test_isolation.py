@@ -239,9 +239,7 @@ def test_a_stopped_chain_flips_chain_reachable_in_time_and_funded_follows_the_sp
             what="the channel open on the operator's chain",
         )
         assert condition(pch(cluster, namespace), "ChainReachable")["status"] == "True"
-    finally:
         chain.stop()
-    try:
         stopped = time.monotonic()
         flipped = eventually(
             lambda: (
@@ -280,6 +278,7 @@ def test_a_stopped_chain_flips_chain_reachable_in_time_and_funded_follows_the_sp
         )
         assert any(e["reason"] == "ChainUnreachable" for e in (events or {}).get("items", []))
     finally:
+        chain.stop()
         cluster.kubectl(
             "annotate",
             "paymentchannel.cocoon.dev",
