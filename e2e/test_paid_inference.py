@@ -5,11 +5,14 @@ top-up, and the close. The summary's numbers must agree with the chain's balance
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import os
 import ssl
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,16 @@ from cocoon.client import (
 )
 from cocoon.devstack import picture
 from cocoon.devstack.mitm import Mitm
-from cocoon.devstack.story import NAMESPACE, Story, Summary, tell
+from cocoon.devstack.process import probe_context
+from cocoon.devstack.rawhttp import exchange, malformed
+from cocoon.devstack.story import (
+    MODEL,
+    NAMESPACE,
+    Story,
+    Summary,
+    generate_stream,
+    tell,
+)
 from cocoon.meter.identity import MeterIdentity
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton, pytest.mark.chain]
@@ -80,6 +92,71 @@ def test_no_prompt_reaches_any_log(told: tuple[Story, Summary]) -> None:
     assert logs, "the stack wrote no logs at all"
     assert "a private prompt" not in logs
     assert "spend it all" not in logs
+
+
+CANARY = "zebracanary7731"
+CR_KINDS = "inferencepools,paymentchannels,attestednodes,attestationpolicies"
+
+
+def _text(url: str, context: ssl.SSLContext | None = None) -> str:
+    with urllib.request.urlopen(url, context=context, timeout=30) as response:
+        return str(response.read().decode())
+
+
+async def _send_broken(story: Story, token: str, secret: str) -> None:
+    """Every malformed request of cocoon.devstack.rawhttp to a meter and to the operator API,
+    carrying the canary in the credential, the prompt and where a parser would quote it."""
+    pod, operator = story.pods[0], story.operator
+    assert operator is not None
+    meter_port = int(pod.http_url.rsplit(":", 1)[1])
+    prompt = json.dumps({"text_input": f"{CANARY} secret prompt", "max_tokens": 1}).encode()
+    generate = f"/v2/models/{MODEL}/generate"
+    for name, data in malformed(generate, token, secret, prompt, CANARY).items():
+        status, answer = await exchange(meter_port, data, probe_context())
+        assert 400 <= status < 500 and answer["message"], ("meter", name, status, answer)
+    report = json.dumps(
+        {"report": {"channel": f"{NAMESPACE}/{CANARY}", "meterPublicKey": CANARY},
+         "signature": CANARY}
+    ).encode()
+    api_port = int(operator.api_url.rsplit(":", 1)[1])
+    for path in ("/usage/v1/reports", "/meters/v1/register"):
+        for name, data in malformed(path, secret, secret, report, CANARY).items():
+            status, answer = await exchange(api_port, data, operator.tls)
+            assert 400 <= status < 500, ("operator", path, name, status, answer)
+            assert answer["error"]["reason"] and answer["error"]["message"], (path, name)
+
+
+def test_a_canary_reaches_no_log_event_status_or_metric(told: tuple[Story, Summary]) -> None:
+    """Paid calls and broken requests carry a marked prompt and marked credentials to the real
+    meters and the real operator process; then every log of the stack, every Event, every
+    Cocoon object (status included) and both servers' metrics are searched for the marks and
+    for the channel's real credential."""
+    story, _ = told
+    token = _token(story)
+    pod, operator = story.pods[0], story.operator
+    assert operator is not None
+    secret = f"{CANARY}-credential"
+    paid = generate_stream(story.caller, pod.http_url, token, f"{CANARY} a secret prompt", 4)
+    assert paid.status == 200, paid.error
+    stranger = generate_stream(story.caller, pod.http_url, secret, f"{CANARY} prompt", 4)
+    assert stranger.status == 401
+    asyncio.run(_send_broken(story, token, secret))
+
+    logs = {
+        str(p): p.read_text(errors="replace") for p in Path(story.workdir).rglob("*.log")
+    }
+    assert any("meter" in p for p in logs) and any("operator" in p for p in logs), list(logs)
+    places = {
+        **logs,
+        "events": story.cluster.kubectl("get", "events", "-A", "-o", "json").stdout,
+        "objects": story.cluster.kubectl("get", CR_KINDS, "-A", "-o", "json").stdout,
+        "operator metrics": _text(f"{operator.api_url}/metrics", operator.tls),
+        **{f"{p.pod} metrics": _text(f"{p.admin_url}/metrics") for p in story.pods},
+    }
+    assert '"status"' in places["objects"] and "cocoon_" in places["operator metrics"]
+    for place, text in places.items():
+        assert CANARY not in text, f"the canary reached {place}"
+        assert token not in text, f"the channel's credential reached {place}"
 
 
 def test_the_picture_shows_the_channel(told: tuple[Story, Summary]) -> None:

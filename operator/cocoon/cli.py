@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 # (subcommand, module that defines `register(subparsers)`, one-line help)
 _AREAS: tuple[tuple[str, str, str], ...] = (
     ("crds", "cocoon.api.crdgen", "write the CustomResourceDefinitions generated from the models"),
+    ("openapi", "cocoon.openapi", "write the OpenAPI descriptions of the meter and operator API"),
     ("operator", "cocoon.controllers.run", "run the operator (kopf)"),
     ("attest", "cocoon.attestation.cli", "verify TDX, SEV-SNP and NVIDIA GPU evidence"),
     ("agent", "cocoon.agent.cli", "run the node agent that answers attestation challenges"),

@@ -46,11 +46,13 @@ class Kind:
     namespaced: bool = True
 
     def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        """The API path; a namespace or name no object can have (a caller's path parameter that
+        would steer the URL: `/`, `?`, `%`, `..`) is NotFound, never sent."""
         base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
         if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
+            base += f"/namespaces/{_segment(namespace)}"
         base += f"/{self.plural}"
-        return base + (f"/{name}" if name else "")
+        return base + (f"/{_segment(name)}" if name else "")
 
     @property
     def api_version(self) -> str:
@@ -72,6 +74,16 @@ PAYMENT_CHANNELS = Kind("cocoon.dev", "v1alpha1", "paymentchannels")
 
 class NotFound(Exception):
     """The object does not exist."""
+
+
+_NOT_IN_NAMES = frozenset("/?#%\\")
+
+
+def _segment(value: str) -> str:
+    if value in (".", "..") or any(c in _NOT_IN_NAMES or not c.isprintable() or c.isspace()
+                                   for c in value):
+        raise NotFound("no object can have this name (it would change the API path)")
+    return value
 
 
 class Forbidden(Exception):
@@ -158,7 +170,11 @@ class Kube:
         self, kind: Kind, namespace: str | None = None, *, labels: str = "", fields: str = ""
     ) -> list[Obj]:
         query = [(k, v) for k, v in (("labelSelector", labels), ("fieldSelector", fields)) if v]
-        result = await self._call("GET", kind.path(namespace), query=query)
+        try:
+            path = kind.path(namespace)
+        except NotFound:
+            return []  # a namespace that cannot exist holds nothing
+        result = await self._call("GET", path, query=query)
         items: list[Obj] = result.get("items", [])
         return items
 

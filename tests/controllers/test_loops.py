@@ -28,6 +28,9 @@ FAST = loops.Schedule("channels", interval_s=1, timeout_s=0.2, concurrency=2)
             loops.Schedule("attestation", 30, 10, 1),
         ),
         ({"COCOON_POOLS_RESYNC_SECONDS": "7"}, "pools", loops.Schedule("pools", 7, 30, 4)),
+        # the reachability bound (interval + timeout) does not follow the general resync
+        ({"COCOON_RESYNC_SECONDS": "600"}, "chains", loops.Schedule("chains", 10, 5, 8)),
+        ({"COCOON_CHAINS_RESYNC_SECONDS": "3"}, "chains", loops.Schedule("chains", 3, 5, 8)),
     ],
 )
 def test_schedules(env: dict[str, str], concern: str, expected: loops.Schedule) -> None:

@@ -7,8 +7,8 @@ import json
 import aiohttp
 import pytest
 from conftest import AUTH, CHANNEL, CREDENTIAL, PRICE
-from rawhttp import exchange, read_response, request
 
+from cocoon.devstack.rawhttp import exchange, read_response, request
 from cocoon.meter.journal import read_charges
 from cocoon.meter.process import start_meter, write_credits
 

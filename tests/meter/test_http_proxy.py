@@ -185,6 +185,11 @@ async def test_health_and_metadata_are_open_control_is_refused(meter):
                      "/v2/models/add", "/v2/models/add/config", "/v2/models/add/stats"):
             async with s.get(meter.http_url + path) as r:
                 assert r.status == 200, path
+        # Triton's own refusal on an open route comes in the meter's documented shape
+        async with s.get(meter.http_url + "/v2/models/nosuch/config") as r:
+            answer = await r.json()
+            assert r.status == 404 and answer["code"] == "ModelRejected", answer
+            assert "nosuch" in answer["message"] and answer["error"] == answer["message"]
         async with s.post(meter.http_url + "/v2/repository/models/add/unload", headers=AUTH) as r:
             assert r.status == 403
         async with s.post(meter.http_url + "/v2/systemsharedmemory/region/x/register",

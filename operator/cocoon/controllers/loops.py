@@ -55,22 +55,29 @@ DEFAULTS: dict[str, tuple[float, int]] = {
     "channels": (180.0, 8),
     # TDX collateral due for renewal, one platform type after another, from a PCCS
     "collateral": (60.0, 1),
+    # one cheap read per chain endpoint: how fast ChainReachable tells the truth
+    "chains": (5.0, 8),
 }
 CONCERNS = tuple(DEFAULTS)
+# concerns on their own clock whatever COCOON_RESYNC_SECONDS says (a status bound depends on it)
+OWN_INTERVAL = {"chains": 10.0}
 
 
 def schedules(env: Mapping[str, str]) -> dict[str, Schedule]:
     """Each concern's schedule from the environment (the chart sets it), else the defaults.
 
-    COCOON_RESYNC_SECONDS sets every interval; COCOON_<CONCERN>_RESYNC_SECONDS,
-    COCOON_<CONCERN>_TIMEOUT_SECONDS and COCOON_<CONCERN>_CONCURRENCY override one concern."""
+    COCOON_RESYNC_SECONDS sets every interval but those in OWN_INTERVAL;
+    COCOON_<CONCERN>_RESYNC_SECONDS, COCOON_<CONCERN>_TIMEOUT_SECONDS and
+    COCOON_<CONCERN>_CONCURRENCY override one concern."""
     interval = float(env.get("COCOON_RESYNC_SECONDS", "30"))
     result = {}
     for concern, (timeout, concurrency) in DEFAULTS.items():
         prefix = f"COCOON_{concern.upper()}_"
         result[concern] = Schedule(
             concern=concern,
-            interval_s=float(env.get(prefix + "RESYNC_SECONDS", interval)),
+            interval_s=float(
+                env.get(prefix + "RESYNC_SECONDS", OWN_INTERVAL.get(concern, interval))
+            ),
             timeout_s=float(env.get(prefix + "TIMEOUT_SECONDS", timeout)),
             concurrency=max(1, int(env.get(prefix + "CONCURRENCY", concurrency))),
         )

@@ -108,7 +108,7 @@ def payments(memo: kopf.Memo) -> Payments:
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _network(state: Payments, name: str) -> networks.Network:
+def network_of(state: Payments, name: str) -> networks.Network:
     network = state.catalog.find(name)
     if network is None:
         offered = ", ".join(state.catalog.names()) or "none"
@@ -120,7 +120,7 @@ def _network(state: Payments, name: str) -> networks.Network:
     return network
 
 
-async def _open_chain(kube: Kube, network: networks.Network) -> Chain:
+async def open_chain(kube: Kube, network: networks.Network) -> Chain:
     """The provider's chain: its Secrets and ConfigMaps live in the operator's namespace, and
     nothing a tenant wrote is ever an endpoint."""
     home = os.environ.get("COCOON_NAMESPACE", "cocoon-system")
@@ -264,7 +264,7 @@ async def _prepare(ref: Ref, obs: Observed, state: Payments) -> None:
     """Choose the channel id and persist what its address commits to, before any deploy."""
     kube, namespace = ref.kube, ref.namespace
     payee = _payee(state)
-    network = _network(state, obs.spec.network).name
+    network = network_of(state, obs.spec.network).name
     if obs.spec.payer.signing is SigningMode.MANAGED:
         wallet = keys.public_bytes(await _load_wallet_key(kube, namespace, obs.spec, None))
         public = keys.public_bytes(await channel_secrets.ensure_promise_key(kube, obs.body))
@@ -492,39 +492,8 @@ def summary(obs: Observed, credential: tuple[str, str]) -> tuple[Obj, list[Updat
     updates: list[Update] = [
         ("ChainReachable", ConditionStatus.TRUE, "Reachable", "The chain answered this reconcile.")
     ]
-    if chain is None:
-        updates.append(
-            (
-                "Funded",
-                ConditionStatus.FALSE,
-                "NotDeployed",
-                "The channel is not deployed yet"
-                + (
-                    "."
-                    if view.managed
-                    else "; deploy and fund it from the payer's "
-                    f"wallet {status.parameters.payer if status.parameters else ''}."
-                ),
-            )
-        )
-    elif deposited >= view.target_deposit:
-        updates.append(
-            (
-                "Funded",
-                ConditionStatus.TRUE,
-                "Funded",
-                f"{deposited} nanoton deposited (target {view.target_deposit}).",
-            )
-        )
-    else:
-        updates.append(
-            (
-                "Funded",
-                ConditionStatus.FALSE,
-                "BelowDeposit",
-                f"{deposited} nanoton deposited, below the target {view.target_deposit}.",
-            )
-        )
+    payer = status.parameters.payer if status.parameters else ""
+    updates.append(funded(view.managed, payer, chain is not None, deposited, view.target_deposit))
     if chain is not None and chain.state is State.OPEN:
         ready = (
             ConditionStatus.TRUE,
@@ -541,6 +510,44 @@ def summary(obs: Observed, credential: tuple[str, str]) -> tuple[Obj, list[Updat
         ready = (ConditionStatus.FALSE, "NotDeployed", "The channel is not deployed yet.")
     updates.append(("Ready", *ready))
     return fields, updates
+
+
+def funded(
+    managed: bool, payer: str, deployed: bool, deposited: int, target: int, *, seen: str = ""
+) -> Update:
+    """`Funded` against the target in force (the spec's deposit now, not the one last acted on);
+    `seen` qualifies a deposit that was read from status instead of the chain."""
+    if not deployed:
+        how = "." if managed else f"; deploy and fund it from the payer's wallet {payer}."
+        message = "The channel is not deployed yet" + how
+        return ("Funded", ConditionStatus.FALSE, "NotDeployed", message)
+    if deposited >= target:
+        return (
+            "Funded",
+            ConditionStatus.TRUE,
+            "Funded",
+            f"{deposited} nanoton deposited{seen} (target {target}).",
+        )
+    return (
+        "Funded",
+        ConditionStatus.FALSE,
+        "BelowDeposit",
+        f"{deposited} nanoton deposited{seen}, below the target {target}.",
+    )
+
+
+def funded_as_last_seen(body: Obj) -> Update:
+    """`Funded` when the chain cannot be read now: the last deposit seen against today's target."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    return funded(
+        (spec.get("payer") or {}).get("signing", SigningMode.MANAGED.value)
+        == SigningMode.MANAGED.value,
+        str((status.get("parameters") or {}).get("payer") or ""),
+        status.get("state", ChannelState.PENDING.value) != ChannelState.PENDING.value,
+        int(status.get("deposited") or 0),
+        int(spec.get("deposit") or 0),
+        seen=" when the chain last answered",
+    )
 
 
 def _blocked_updates(exc: Blocked) -> list[Update]:
@@ -588,7 +595,7 @@ async def reconcile(
             )
             priced = None if deleting else await pin_max_price(kube, body, spec)
             pinned = (body.get("status") or {}).get("network") or spec.network
-            async with await _open_chain(kube, _network(state, pinned)) as chain:
+            async with await open_chain(kube, network_of(state, pinned)) as chain:
                 obs = await _run_steps(Ref(kube, namespace, name), chain, deleting, state)
                 book = None
                 if obs.channel is not None:
@@ -617,7 +624,7 @@ async def _write_blocked(
     body = await kube.get_or_none(PAYMENT_CHANNELS, name, namespace)
     if body is None:
         return
-    updates = _blocked_updates(exc)
+    updates = [*_blocked_updates(exc), funded_as_last_seen(body)]
     if exc.reason == "ChainUnreachable":
         updates.insert(0, ("ChainReachable", ConditionStatus.FALSE, exc.reason, exc.message))
     logger.warning("channel %s/%s blocked: %s", namespace, name, exc.reason)

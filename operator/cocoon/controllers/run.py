@@ -22,6 +22,7 @@ from cocoon import logs
 from cocoon.controllers import (
     attestednode,
     cache,
+    chainprobe,
     httpapi,
     inferencepool,
     leader,
@@ -41,13 +42,15 @@ logger = logging.getLogger(__name__)
 
 def _start_passes(memo: kopf.Memo) -> list[asyncio.Task[None]]:
     """One level-based pass per concern on its own clock (kopf timers would put a finalizer on
-    every object): a dead chain endpoint slows the channels pass, never attestation or expiry."""
+    every object): a dead chain endpoint slows the channels pass, never attestation or expiry,
+    and the chains pass reports it within its own bound."""
     return loops.start(
         {
             "attestation": partial(nodes.resync, memo),
             "pools": partial(inferencepool.resync, memo),
             "channels": partial(paymentchannel.resync, memo),
             "collateral": partial(attestednode.refresh_collateral, memo),
+            "chains": partial(chainprobe.resync, memo),
         },
         memo.schedules,
     )

@@ -127,6 +127,9 @@ class HttpProxy:
         try:
             async with request.app[_session_key].get(self._url(request)) as upstream:
                 body = await upstream.read()
+                if upstream.status >= 400:  # Triton's refusals in the meter's documented shape
+                    status, body = upstream_error(upstream.status, body)
+                    return web.Response(status=status, body=body, content_type="application/json")
                 return web.Response(
                     status=upstream.status, body=body, headers=_pick(upstream.headers,
                                                                      _RESPONSE_HEADERS)
