@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 
 from cocoon.meter import journal as journal_module
+from cocoon.meter.core import Meter, MeterConfig
+from cocoon.meter.credits import ChannelCredit, StaticCreditSource, credential_hash
 from cocoon.meter.journal import Charge, Journal, read_charges
-from cocoon.meter.pricing import Units
+from cocoon.meter.metrics import MeterMetrics
+from cocoon.meter.pricing import Price, Units
 
 
 def _charge(request_id: str, output: int, outcome: str = "ok", channel: str = "ns/a") -> Charge:
@@ -113,4 +116,32 @@ async def test_batch_mode_fdatasyncs_the_wal_within_its_interval(tmp_path, monke
             break
         await asyncio.sleep(0.01)
     assert synced
+    journal.close()
+
+
+async def test_a_call_journals_each_chunk_before_it_leaves_and_settles_once(tmp_path):
+    credits = StaticCreditSource({credential_hash("c"): ChannelCredit("ns/a", 10**9)})
+    journal = Journal(tmp_path / "j.db")
+    price = Price(per_request="100", per_input_token="10", per_output_token="1")
+    meter = Meter(MeterConfig(pool="ns/p", price=price), credits, journal, MeterMetrics(["m"]))
+    call = meter.begin("Bearer c", "m", "http", "chat.completions", streaming=True)
+    for expected in (1, 2):
+        trial = call.counter.copy()
+        trial.add_response({})
+        assert call.affordable(trial)
+        await call.deliver(trial, counted_prompt=5)
+        (row,) = read_charges(journal.path)
+        assert (row.outcome, row.units) == ("streaming", Units(1, 5, expected))
+        assert row.cost_nanoton == price.cost(row.units)
+    batches = journal.batches
+    await call.deliver(call.counter.copy(), counted_prompt=5)  # nothing new: nothing written
+    assert journal.batches == batches
+    assert journal.spent("ns/a") == 0  # the reservation holds it until the call settles
+    call.counter.input_tokens = 5
+    settlement = await call.settle("ok")
+    call.abandon()
+    (row,) = read_charges(journal.path)
+    assert (row.outcome, row.units) == ("ok", Units(1, 5, 2))
+    assert journal.spent("ns/a") == settlement.cost_nanoton == price.cost(Units(1, 5, 2))
+    assert meter.gate.in_flight == 0
     journal.close()

@@ -8,6 +8,7 @@ chunk leaves → settle (journal durably, count, release).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -139,12 +140,15 @@ class Call:
             self.reservation, cost
         )
 
-    async def deliver(self, counter: UsageCounter) -> None:
+    async def deliver(self, counter: UsageCounter, counted_prompt: int = 0) -> None:
         """Before a stream forwards a chunk: adopt `counter` (already `affordable`) and have its
         units written to the journal, so that a killed meter keeps the charge of every token it
-        delivered. Chunks that add no units write nothing."""
+        delivered. Chunks that add no units write nothing. `counted_prompt`: the prompt as the
+        meter counted it, charged (as at the end) while the model has reported none."""
         self.counter = counter
         units = counter.units()
+        if counted_prompt and units.requests and not units.input_tokens:
+            units = dataclasses.replace(units, input_tokens=counted_prompt)
         if units == self._journaled or self.settled is not None:
             return
         self._journaled = units

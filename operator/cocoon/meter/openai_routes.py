@@ -273,7 +273,7 @@ class _Stream:
             if self.response is None:
                 call.counter = trial  # nothing leaves before the whole answer is settled
             else:
-                await call.deliver(trial)  # journaled before it leaves
+                await call.deliver(trial, self.counted or 0)  # journaled before it leaves
             self.text += pieces
             if self.response is not None and pieces:
                 data = b"".join(
