@@ -125,8 +125,10 @@ def test_each_request_on_an_open_grpc_stream_is_charged_while_it_stays_open(mete
                 if message.infer_response.parameters["triton_final_response"].bool_param:
                     finals += 1
                     break
-            _wait_for(lambda i=i: len(_settled(meter)) == i + 1)  # the stream is still open
-            assert asyncio.run(_usage_requests(meter)) == i + 1  # and the report moved
+            # the stream is still open: the request is journaled, and the signed report counts
+            # it (once its row is fsynced, a moment after it is written)
+            _wait_for(lambda i=i: len(_settled(meter)) == i + 1
+                      and asyncio.run(_usage_requests(meter)) == i + 1)
         charges = _settled(meter)
         assert [c.units for c in charges] == [Units(1, 2, 3)] * k
         assert len({c.request_id for c in charges}) == k
