@@ -220,9 +220,11 @@ def _reason(
             f"each of the {STREAM_TOKENS} token messages cross the meter's grpc.aio server and "
             f"client, ~{1000 * o['addedP50Ms'] / messages:.0f} us of added latency and "
             f"~{cpu / messages:.0f} us of meter CPU per message (grpc.aio per-message cost; the "
-            "meter's own per-message Python is a protobuf field scan). The journal commit is "
-            "after the last token, outside this latency (perf_analyzer keeps one stream per "
-            "concurrency slot for the run, journaled as one call charged per request). "
+            "meter's own per-message Python is a protobuf field scan, plus the write of the "
+            "request's units to the journal before each message is forwarded). The fsynced "
+            "settle follows each request's last token, outside this latency (perf_analyzer "
+            "keeps one stream per concurrency slot for the run; each request on it is its own "
+            "journaled call). "
             f"Throughput ratio {o['throughputRatio']}; run-to-run noise here is ~1 ms."
         )
     if target == "addedP50MsToyModel":

@@ -10,6 +10,10 @@ model's default pace), at concurrency 1 and 8:
   generate_stream direct with the same rendered prompt (time to first token is the figure).
 Reports token throughput (direct, metered, ratio), time-to-first-token p50 (added), and the meter's
 CPU per streamed token from /proc. Writes bench/results/tokens.json and prints a table.
+`journalPerChunk` compares, in one run and in process, a stream's per-chunk work without and with
+the durable progress write each chunk now makes before it is forwarded (`Call.deliver`: one
+upsert, a commit shared by the chunks of that loop iteration, fdatasyncs grouped);
+`--journal-only` measures just that and writes bench/results/tokens_journal.json.
 The load generator is Python on the same 2 shared cores, so it competes with what it measures.
 """
 
@@ -35,7 +39,10 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from cocoon.devstack import triton
-from cocoon.meter.journal import read_charges
+from cocoon.meter.core import Meter, MeterConfig
+from cocoon.meter.credits import ChannelCredit, StaticCreditSource, credential_hash
+from cocoon.meter.journal import Journal, read_charges
+from cocoon.meter.metrics import MeterMetrics
 from cocoon.meter.openai_wire import chat_prompt, parse, text_chunk_template
 from cocoon.meter.pricing import Price
 from cocoon.meter.process import MeterProcess, start_meter, write_credits
@@ -176,6 +183,63 @@ def python_per_event_us(events: int = 20000) -> dict[str, float]:
             "openaiTranslateUs": round(1e6 * translate / events, 2)}
 
 
+async def _chunks(work: Path, streams: int, chunks: int, durable: bool) -> dict[str, float]:
+    """`streams` concurrent streams of `chunks` one-token chunks through the meter's call life
+    cycle on a real journal (`full` mode), each chunk counted as the SSE pump counts it; with
+    `durable`, journaled before it would be sent, as the pump now does."""
+    event = b'data: {"model_name":"llm","model_version":"1","text_output":" meter"}\n\n'
+    journal = Journal(work / f"journal-{streams}-{durable}.db")
+    credits = StaticCreditSource({credential_hash(CREDENTIAL): ChannelCredit("b/c", 10**18)})
+    price = Price(per_request="1000", per_input_token="10", per_output_token="100")
+    meter = Meter(MeterConfig(pool="b/p", price=price), credits, journal, MeterMetrics(["llm"]))
+    calls = [meter.begin(f"Bearer {CREDENTIAL}", "llm", "http", "generate_stream",
+                         streaming=True) for _ in range(streams)]
+
+    async def stream(call: Any) -> None:
+        sse_meter = SseMeter()
+        for _ in range(chunks):
+            trial = call.counter.copy()
+            for complete in sse_meter.split(event):
+                count_event(trial, complete)
+            assert call.affordable(trial)
+            if durable:
+                await call.deliver(trial)
+            else:
+                call.counter = trial
+                await asyncio.sleep(0)  # the pump's own turn of the loop per chunk
+        await call.settle("ok")
+        call.abandon()
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(stream(call) for call in calls))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    total = streams * chunks
+    result = {"cpuUsPerChunk": round(1e6 * cpu / total, 2),
+              "wallUsPerChunk": round(1e6 * wall / total, 2),
+              "commits": journal.batches, "fdatasyncs": journal.flushes}
+    journal.close()
+    return result
+
+
+def journal_per_chunk(chunks: int = 2000) -> list[dict[str, Any]]:
+    """Per-chunk cost before (count only) and after (count + durable progress row), one run."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for streams in (1, 8):
+            before = asyncio.run(_chunks(Path(tmp), streams, chunks, durable=False))
+            after = asyncio.run(_chunks(Path(tmp), streams, chunks, durable=True))
+            rows.append({
+                "streams": streams, "chunksPerStream": chunks, "before": before, "after": after,
+                "addedCpuUsPerChunk": round(after["cpuUsPerChunk"] - before["cpuUsPerChunk"], 2),
+                "fdatasyncsPer1000Chunks": round(1000 * after["fdatasyncs"] / (streams * chunks),
+                                                 2),
+            })
+            print(f"journal per chunk, {streams} stream(s): {before['cpuUsPerChunk']} -> "
+                  f"{after['cpuUsPerChunk']} us CPU, {rows[-1]['fdatasyncsPer1000Chunks']} "
+                  "fdatasyncs per 1000 chunks", flush=True)
+    return rows
+
+
 def _row(r: dict[str, Any]) -> str:
     return (f"{r['case']:<10} direct {r['direct']['tokensPerSecond']:>8} tok/s  metered "
             f"{r['metered']['tokensPerSecond']:>8} tok/s  ratio {r['tokenThroughputRatio']:.3f}  "
@@ -186,7 +250,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--journal-only", action="store_true",
+                        help="only the per-chunk journal comparison (no Triton)")
     args = parser.parse_args()
+    machine = {"cpus": 2, "platform": platform.platform(), "python": sys.version.split()[0]}
+    if args.journal_only:
+        output = args.output if args.output != RESULTS else RESULTS.with_name(
+            "tokens_journal.json")
+        output.write_text(json.dumps({
+            "command": "python bench/bench_tokens.py --journal-only", "machine": machine,
+            "journal": "full (the default)", "journalPerChunk": journal_per_chunk(),
+        }, indent=2) + "\n")
+        print(f"wrote {output}")
+        return 0
     price = Price(per_request="1000", per_input_token="10", per_output_token="100")
     with tempfile.TemporaryDirectory() as tmp, triton.start() as server:
         work = Path(tmp)
@@ -207,6 +283,7 @@ def main() -> int:
         "meter": {"journal": "full (fsync before answering)", "credential": "real, every call",
                   "journaledCalls": journaled},
         "targets": TARGETS, "results": results, "pythonPerEvent": python_per_event_us(),
+        "journalPerChunk": journal_per_chunk(),
     }
     args.output.write_text(json.dumps(document, indent=2) + "\n")
     print(f"wrote {args.output} ({journaled} calls journaled)")

@@ -151,14 +151,6 @@ async def test_batch_journal_answers_before_fsync_and_flushes_soon(tmp_path):
     reopened.close()
 
 
-async def test_full_journal_answers_only_after_fdatasync(tmp_path):
-    journal = Journal(tmp_path / "j.db")
-    for i in range(3):
-        assert await journal.append(_charge(f"r{i}")) == i + 1
-        assert journal.flushes >= i + 1  # the WAL was fdatasynced before the future resolved
-    journal.close()
-
-
 async def test_journal_checkpoints_so_the_wal_stays_bounded(tmp_path):
     path = tmp_path / "j.db"
     journal = Journal(path, sync="batch:1")

@@ -82,12 +82,18 @@ def test_stream_infer_counts_tokens_and_usage(stub, meter):
     messages = list(responses)
     assert all(not m.error_message for m in messages)
     assert len(messages) == 6
-    trailers = dict(responses.trailing_metadata())
+    trailing = responses.trailing_metadata()
+    trailers = dict(trailing)
     expected = Units(2, 3 + 1, 4 + 2)
     assert Units.parse_header(trailers["cocoon-units"]) == expected
     assert trailers["cocoon-cost-nanoton"] == str(PRICE.cost(expected))
-    (charge,) = read_charges(meter.journal)
-    assert (charge.endpoint, charge.model, charge.units) == ("stream_infer", "tokens", expected)
+    charges = list(read_charges(meter.journal))  # one charge per request on the stream
+    by_size = sorted((c.units for c in charges), key=lambda u: u.output_tokens)
+    assert by_size == [Units(1, 1, 2), Units(1, 3, 4)]
+    assert all((c.endpoint, c.model, c.outcome) == ("stream_infer", "tokens", "ok")
+               for c in charges)
+    ids = [v for k, v in trailing if k == "cocoon-request-id"]
+    assert sorted(ids) == sorted(c.request_id for c in charges)
 
 
 def test_stream_infer_error_mid_stream(stub, meter):

@@ -84,3 +84,32 @@ def test_stream_usage_found_inside_a_nested_view():
     plain.infer_response.outputs.add(name="text_output", datatype="BYTES", shape=[1])
     error, summary = wire.summarize_stream_response(plain.SerializeToString())
     assert error is None and summary.has_outputs and summary.usage == {}
+
+
+@given(name=st.text(max_size=20), ident=st.text(max_size=40))
+@settings(max_examples=100, deadline=None)
+def test_request_names_match_protobuf(name, ident):
+    request = pb.ModelInferRequest(model_name=name, id=ident, model_version="1")
+    assert wire.request_names(request.SerializeToString()) == (name, ident)
+
+
+@pytest.mark.parametrize(("parameters", "final"), [
+    ({"triton_final_response": True}, True),
+    ({"triton_final_response": False}, False),
+    ({}, False),  # no flag: the request settles when the stream ends
+    ({"other": True, "triton_final_response": True}, True),
+    ({"triton_final_response_x": True}, False),
+])
+@pytest.mark.parametrize("usage", [False, True])
+def test_stream_response_names_its_request_and_whether_it_is_the_last(parameters, final, usage):
+    response = _response([("text_output", "BYTES")] + ([("completion_tokens", "INT32")]
+                                                       if usage else []),
+                         [b"\x01\x00\x00\x00a"] + ([np.int32(7).tobytes()] if usage else []))
+    response.id = "req-7"
+    for key, value in parameters.items():
+        response.parameters[key].bool_param = value
+    message = pb.ModelStreamInferResponse(infer_response=response).SerializeToString()
+    error, summary = wire.summarize_stream_response(message)
+    assert error is None and summary.has_outputs
+    assert (summary.id, summary.final) == ("req-7", final)
+    assert summary.usage == ({"completion_tokens": 7} if usage else {})

@@ -1,12 +1,14 @@
 """The metering life cycle of one call, shared by the HTTP and gRPC front ends.
 
 begin (authenticate, reserve credit) → forward, counting units and growing the reservation
-before anything beyond it is delivered → settle (journal durably, count, release).
+before anything beyond it is delivered, and (streams) journaling the units so far before each
+chunk leaves → settle (journal durably, count, release).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import logging
@@ -99,7 +101,8 @@ class Call:
     """One metered call: its reservation, its usage so far, and the time spent upstream."""
 
     __slots__ = (
-        "_meter", "counter", "credit", "endpoint", "model", "protocol", "request_id",
+        "_journaled", "_meter", "counter", "credit", "endpoint", "model", "protocol",
+        "request_id",
         "request_sha256", "reservation", "response_sha256", "settled", "started", "submitted",
         "t0", "upstream_seconds",
     )
@@ -121,6 +124,7 @@ class Call:
         self.upstream_seconds = 0.0
         self.settled: Settlement | None = None
         self.submitted = False
+        self._journaled = Units()
         # what the receipt hashes: the proxies set them before settling
         self.request_sha256 = EMPTY_SHA256
         self.response_sha256 = EMPTY_SHA256
@@ -136,19 +140,25 @@ class Call:
             self.reservation, cost
         )
 
-    def add_request(self) -> None:
-        """A further request on a stream: reserve its worst case before forwarding it."""
-        trial = self.counter.copy()
-        trial.requests += 1
-        needed = self.reservation.amount + self._meter.reservation
-        if not self._meter.gate.extend(self.reservation, needed):
-            self._meter.metrics.rejections.labels(Reason.NO_CREDIT.value).inc()
-            raise MeterError(
-                Reason.NO_CREDIT,
-                f"payment channel {self.credit.channel} has no credit left for another "
-                "request on this stream; top up the channel",
-            )
-        self.counter = trial
+    async def deliver(self, counter: UsageCounter, counted_prompt: int = 0) -> None:
+        """Before a stream forwards a chunk: adopt `counter` (already `affordable`) and have its
+        units written to the journal, so that a killed meter keeps the charge of every token it
+        delivered. Chunks that add no units write nothing. `counted_prompt`: the prompt as the
+        meter counted it, charged (as at the end) while the model has reported none."""
+        self.counter = counter
+        units = counter.units()
+        if counted_prompt and units.requests and not units.input_tokens:
+            units = dataclasses.replace(units, input_tokens=counted_prompt)
+        if units == self._journaled or self.settled is not None:
+            return
+        self._journaled = units
+        await self._meter.journal.progress(self._charge("streaming", units))
+
+    def _charge(self, outcome: str, units: Units) -> Charge:
+        return Charge(
+            self.request_id, self.credit.channel, self.model, self.endpoint, outcome, units,
+            self._meter.cost(units), self.started, time.time(),
+        )
 
     def abandon(self) -> None:
         """Release the reservation of a call that ends without a charge reaching the journal.
@@ -165,11 +175,8 @@ class Call:
             return self.settled
         meter = self._meter
         units = self.counter.units()
-        cost = meter.cost(units)
-        charge = Charge(
-            self.request_id, self.credit.channel, self.model, self.endpoint, outcome, units,
-            cost, self.started, time.time(),
-        )
+        charge = self._charge(outcome, units)
+        cost = charge.cost_nanoton
         commit_start = time.perf_counter()
         self.submitted = True
         future = meter.journal.submit(charge)

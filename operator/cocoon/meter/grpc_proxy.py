@@ -2,8 +2,8 @@
 
 Messages are never deserialised: requests and responses are forwarded as the bytes received,
 and `wire` scans only the fields metering needs. Metered calls end with trailing metadata
-`cocoon-request-id`, `cocoon-units` and `cocoon-cost-nanoton`. A ModelStreamInfer stream is one
-journaled call charged per request message sent on it. Health, readiness, metadata, config and
+`cocoon-request-id`, `cocoon-units` and `cocoon-cost-nanoton`. Each request on a ModelStreamInfer
+stream is its own journaled call (grpc_stream). Health, readiness, metadata, config and
 statistics are open (see http_proxy for why); repository, shared-memory, trace and log methods
 are refused.
 """
@@ -22,6 +22,7 @@ import grpc
 from cocoon.meter import receipts, wire
 from cocoon.meter.core import Call, Meter, Settlement
 from cocoon.meter.errors import MeterError, Reason
+from cocoon.meter.grpc_stream import StreamCharges
 from cocoon.meter.usage import UsageCounter
 
 log = logging.getLogger(__name__)
@@ -112,12 +113,10 @@ class GrpcProxy:
 
         return refuse
 
-    async def _begin(self, context: Context, model: str, *, streaming: bool) -> Call:
+    async def _begin(self, context: Context, model: str) -> Call:
         try:
             return self.meter.begin(
-                _authorization(context.invocation_metadata()), model, "grpc",
-                "stream_infer" if streaming else "infer",
-                streaming=streaming, requests=0 if streaming else 1,
+                _authorization(context.invocation_metadata()), model, "grpc", "infer"
             )
         except MeterError as exc:
             await context.abort(exc.grpc_status, exc.grpc_message)
@@ -129,7 +128,7 @@ class GrpcProxy:
         except wire.WireError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {exc}")
             raise
-        call = await self._begin(context, model, streaming=False)
+        call = await self._begin(context, model)
         call.request_sha256 = hashlib.sha256(request).hexdigest()
         try:
             start = time.perf_counter()
@@ -161,18 +160,19 @@ class GrpcProxy:
     async def model_stream_infer(
         self, requests: AsyncIterator[bytes], context: Context
     ) -> None:
-        call = await self._begin(context, "", streaming=True)
+        try:
+            credit = self.meter.authenticate(_authorization(context.invocation_metadata()))
+        except MeterError as exc:
+            await context.abort(exc.grpc_status, exc.grpc_message)
+            raise
+        charges = StreamCharges(self.meter, credit)
         upstream = self._stream_infer(metadata=_forwarded(context.invocation_metadata()))
         failure: list[MeterError] = []
-        received, sent = hashlib.sha256(), hashlib.sha256()
 
         async def feed() -> None:
             try:
                 async for message in requests:
-                    if not call.model:
-                        call.model = wire.model_name(message)
-                    call.add_request()
-                    received.update(message)
+                    charges.add_request(message)
                     await upstream.write(message)
                 await upstream.done_writing()
             except (MeterError, wire.WireError) as exc:
@@ -186,9 +186,12 @@ class GrpcProxy:
         outcome = "ok"
         upstream_error: grpc.aio.AioRpcError | None = None
         try:
-            outcome = await self._pump(call, upstream, context, failure, sent)
-        except grpc.aio.AioRpcError as exc:
-            outcome, upstream_error = "upstream_broken", exc
+            outcome = await self._pump(charges, upstream, context)
+        except MeterError as exc:
+            failure.append(exc)
+        except (grpc.aio.AioRpcError, wire.WireError) as exc:
+            outcome = "upstream_broken"
+            upstream_error = exc if isinstance(exc, grpc.aio.AioRpcError) else None
         except asyncio.CancelledError:
             outcome = "client_closed"
             raise
@@ -197,44 +200,27 @@ class GrpcProxy:
             upstream.cancel()
             if failure:
                 outcome = "credit_exhausted" if failure[0].reason is Reason.NO_CREDIT else "error"
-            call.request_sha256, call.response_sha256 = received.hexdigest(), sent.hexdigest()
-            settlement = await call.settle(outcome)
-            call.abandon()
-            context.set_trailing_metadata(_trailers(settlement))
+            try:
+                await charges.close(outcome)
+            finally:
+                charges.abandon()
+            context.set_trailing_metadata(charges.trailers())
         if failure:
             await context.abort(failure[0].grpc_status, failure[0].grpc_message,
-                                _trailers(settlement))
+                                charges.trailers())
         if upstream_error is not None and upstream_error.code() != grpc.StatusCode.CANCELLED:
             await context.abort(upstream_error.code(), upstream_error.details() or "",
-                                _trailers(settlement))
+                                charges.trailers())
 
-    async def _pump(
-        self, call: Call, upstream: Any, context: Context, failure: list[MeterError],
-        sent: hashlib._Hash,
-    ) -> str:
-        """Forward responses, counting each before it is sent (a response beyond credit isn't)."""
+    @staticmethod
+    async def _pump(charges: StreamCharges, upstream: Any, context: Context) -> str:
+        """Forward responses, each counted and journaled before it is sent (one beyond credit
+        is not sent: StreamCharges.forward raises)."""
         while True:
-            wait_start = time.perf_counter()
             message = await upstream.read()
-            call.upstream_seconds += time.perf_counter() - wait_start
             if message is grpc.aio.EOF:
-                return "error" if call.counter.failed else "ok"
-            error, summary = wire.summarize_stream_response(message)
-            trial = call.counter.copy()
-            if error is not None:
-                trial.failed = True
-            elif summary.has_outputs:
-                trial.add_response(summary.usage)
-            if not call.affordable(trial):
-                failure.append(MeterError(
-                    Reason.NO_CREDIT,
-                    f"payment channel {call.credit.channel} ran out of credit mid-stream; "
-                    "you are charged for the responses sent; top up the channel",
-                ))
-                return "credit_exhausted"
-            sent.update(message)
-            await context.write(message)
-            call.counter = trial
+                return "ok"
+            await charges.forward(message, context.write)
 
 
 def _withheld(call: Call) -> MeterError:

@@ -309,7 +309,8 @@ class HttpProxy:
         self, call: Call, upstream: aiohttp.ClientResponse, response: web.StreamResponse,
         sent: hashlib._Hash,
     ) -> str:
-        """Forward chunks as they arrive, counting each complete event before it is sent."""
+        """Forward chunks as they arrive, counting each complete event and journaling the
+        units so far before the chunk is sent."""
         events = SseMeter()
         chunks = upstream.content.iter_any().__aiter__()
         while True:
@@ -333,12 +334,14 @@ class HttpProxy:
                 except (ConnectionError, aiohttp.ClientConnectionResetError):
                     return "client_closed"
                 return "credit_exhausted"
+            delivered = call.counter
+            await call.deliver(trial)  # journaled before it leaves
             sent.update(chunk)
             try:
                 await response.write(chunk)
             except (ConnectionError, aiohttp.ClientConnectionResetError):
+                call.counter = delivered  # not sent: the settled charge leaves it out
                 return "client_closed"
-            call.counter = trial
         return "error" if call.counter.failed else "ok"
 
 

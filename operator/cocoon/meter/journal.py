@@ -2,6 +2,9 @@
 
 One row per call, keyed by the meter's request id, written before the call's response completes
 so that a crash loses nothing that was served. Rows hold only accounting fields, never content.
+A streamed call's row is also written before each chunk of tokens is forwarded (`progress`: the
+call's cumulative units so far, upserted), so a killed meter loses no delivered token's charge;
+the file's schema and crash recovery are in `journal_db`.
 
 Group commit without a thread hop per row: charges settled in the same event-loop iteration are
 inserted and committed together on the loop (synchronous=NORMAL: one write() into the WAL, tens
@@ -14,7 +17,11 @@ and the loop, which never waits on a lock, retries its commit a moment later mea
 Sync modes (`--journal-sync`):
 - `full` (the default, and the mode for production pools): no caller is answered before the
   fsync covering its row has completed, the same guarantee as synchronous=FULL. A lone caller
-  waits one fsync (~0.1-2 ms on a VM disk); concurrent callers share it.
+  waits one fsync (~0.1-2 ms on a VM disk); concurrent callers share it. A stream's chunk waits
+  only for its progress row to be written to the OS; those rows are fsynced within
+  PROGRESS_SYNC_SECONDS, one fsync for all streams; the stream's final usage and receipt wait
+  for the fsync covering its settled row (and so every row before it). A power loss can thus
+  lose the charges of tokens delivered in the last PROGRESS_SYNC_SECONDS plus one fsync.
 - `batch:<ms>`: a caller is answered once its row is written to the OS, and the WAL is fsynced
   every <ms> while there are unsynced rows. A killed meter (kill -9, OOM kill, crash) still loses
   nothing a client received, since the OS holds every completed write(); a power loss or kernel
@@ -24,75 +31,34 @@ Sync modes (`--journal-sync`):
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cocoon.meter.journal_db import (
+    PROGRESS,
+    SETTLE,
+    TOTALS,
+    Charge,
+    connect,
+    journal_id,
+    read_charges,
+    settle_interrupted,
+)
 from cocoon.meter.pricing import Units
+
+__all__ = ["ChannelTotals", "Charge", "Journal", "parse_sync", "read_charges"]
+log = logging.getLogger(__name__)
 
 # Checkpoint (on the sync thread) after this many commits: each writes a few 4 KiB WAL
 # frames, so the WAL stays within a few MiB and is rewritten in place.
 _CHECKPOINT_COMMITS = 256
 _BUSY_RETRY_SECONDS = 0.0002  # the loop's commit retries while a checkpoint holds the lock
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS charges (
-    seq INTEGER PRIMARY KEY,
-    request_id TEXT NOT NULL UNIQUE,
-    channel TEXT NOT NULL,
-    model TEXT NOT NULL,
-    endpoint TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    requests INTEGER NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    cached_input_tokens INTEGER NOT NULL DEFAULT 0,
-    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
-    cost_nanoton INTEGER NOT NULL,
-    started_at REAL NOT NULL,
-    finished_at REAL NOT NULL
-)
-"""
-_INSERT = (
-    "INSERT OR IGNORE INTO charges (request_id, channel, model, endpoint, outcome, requests, "
-    "input_tokens, output_tokens, cached_input_tokens, reasoning_tokens, cost_nanoton, "
-    "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# Journals written before token categories existed gain the columns (zero for old rows).
-_CATEGORY_COLUMNS = ("cached_input_tokens", "reasoning_tokens")
-_TOTALS = (
-    "SELECT channel, SUM(requests), SUM(input_tokens), SUM(output_tokens), "
-    "SUM(cached_input_tokens), SUM(reasoning_tokens), SUM(cost_nanoton), MAX(seq) "
-    "FROM charges GROUP BY channel"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Charge:
-    """One journal row."""
-
-    request_id: str
-    channel: str
-    model: str
-    endpoint: str
-    outcome: str
-    units: Units
-    cost_nanoton: int
-    started_at: float
-    finished_at: float
-
-    def row(self) -> tuple[object, ...]:
-        u = self.units
-        return (
-            self.request_id, self.channel, self.model, self.endpoint, self.outcome,
-            u.requests, u.input_tokens, u.output_tokens, u.cached_input_tokens,
-            u.reasoning_tokens, self.cost_nanoton,
-            self.started_at, self.finished_at,
-        )
+# In `full` mode, how long a stream's progress rows may wait for their (shared) fsync.
+PROGRESS_SYNC_SECONDS = 0.01
 
 
 @dataclass(slots=True)
@@ -116,40 +82,8 @@ def parse_sync(mode: str) -> float | None:
     raise ValueError(f"journal sync mode {mode!r}: use 'full' or 'batch:<ms>' (0 < ms <= 10000)")
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """The writer's connection: WAL, commits written but not fsynced (the sync thread does it),
-    no automatic checkpoints (the sync thread does them too)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA wal_autocheckpoint=0")
-    db.execute(_SCHEMA)
-    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    columns = {row[1] for row in db.execute("PRAGMA table_info(charges)")}
-    for column in _CATEGORY_COLUMNS:
-        if column not in columns:
-            db.execute(f"ALTER TABLE charges ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
-    return db
-
-
-def journal_id(db: sqlite3.Connection) -> str:
-    """The journal's identity, made once with the file and durable with it.
-
-    Usage is accounted per journal (a meter instance's cumulative sequence), so a container that
-    restarts on the same journal continues its totals, while a new pod's new journal starts its
-    own; the signing key changes at every start and only authenticates.
-    """
-    row = db.execute("SELECT value FROM meta WHERE key = 'journal_id'").fetchone()
-    if row is not None:
-        return str(row[0])
-    made = secrets.token_hex(16)
-    db.execute("INSERT INTO meta (key, value) VALUES ('journal_id', ?)", (made,))
-    return made
-
-
 _CUMULATIVE_KEPT = 65536
-_Pending = tuple[Charge, asyncio.Future[int | None]]
+_Pending = tuple[Charge, asyncio.Future[int | None], bool]  # the bool: a settled charge
 _Committed = tuple[list[_Pending], list[int | None]]
 
 
@@ -157,9 +91,12 @@ class Journal:
     """Append charges durably and keep cumulative totals per channel in memory.
 
     `submit`/`append` resolve to the row's sequence number once committed (fsynced in `full`
-    mode, written to the OS in `batch` mode), or None when a row with that request id already
-    existed (idempotent: it is not counted again). Totals change on the loop before the future
-    resolves, so callbacks on it see them. Use from one event loop.
+    mode, written to the OS in `batch` mode), or None when a settled row with that request id
+    already existed (idempotent: it is not counted again). Totals change on the loop before the
+    future resolves, so callbacks on it see them. `progress` resolves once a stream's unsettled
+    row is written to the OS; it counts in the totals only when settled (by `submit`, or by the
+    next open after a crash), while the stream's credit reservation covers it. Use from one
+    event loop.
     """
 
     def __init__(self, path: Path, sync: str = "full") -> None:
@@ -167,10 +104,14 @@ class Journal:
         self.flush_interval = parse_sync(sync)
         self._db = connect(path)
         self.journal_id = journal_id(self._db)
+        self.interrupted = settle_interrupted(self._db)
+        if self.interrupted:
+            log.warning("settled streams a crash cut, charging what they delivered",
+                        extra={"streams": self.interrupted})
         self.totals: dict[str, ChannelTotals] = {}
         self._cumulative: dict[int, int] = {}
         self.sequence = 0
-        for channel, req, inp, out, cached, reasoning, cost, seq in self._db.execute(_TOTALS):
+        for channel, req, inp, out, cached, reasoning, cost, seq in self._db.execute(TOTALS):
             self.totals[channel] = ChannelTotals(
                 Units(req, inp, out, cached, reasoning), cost, seq
             )
@@ -185,7 +126,7 @@ class Journal:
         # Shared with the sync thread, under _cond.
         self._cond = threading.Condition()
         self._awaiting_sync: list[_Committed] = []
-        self._dirty = False
+        self._dirty = self.interrupted > 0  # settled on open: fsync them with the first sync
         self._stopping = False
         self._thread = threading.Thread(target=self._sync_loop, name="journal-sync", daemon=True)
         self._thread.start()
@@ -207,9 +148,16 @@ class Journal:
 
     def submit(self, charge: Charge) -> asyncio.Future[int | None]:
         """Queue a charge; it is committed with the others settled in this loop iteration."""
+        return self._queue(charge, True)
+
+    def progress(self, charge: Charge) -> asyncio.Future[int | None]:
+        """Queue a stream's cumulative charge so far (resolves to None once written to the OS)."""
+        return self._queue(charge, False)
+
+    def _queue(self, charge: Charge, settled: bool) -> asyncio.Future[int | None]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int | None] = loop.create_future()
-        self._pending.append((charge, future))
+        self._pending.append((charge, future, settled))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._commit_pending)
@@ -239,9 +187,13 @@ class Journal:
             self.busy_retries += 1
             return
         try:
-            for charge, _ in batch:
-                cursor = db.execute(_INSERT, charge.row())
-                results.append(cursor.lastrowid if cursor.rowcount == 1 else None)
+            for charge, _, settled in batch:
+                if settled:
+                    returned = db.execute(SETTLE, charge.row()).fetchall()
+                    results.append(returned[0][0] if returned else None)
+                else:
+                    db.execute(PROGRESS, charge.row())
+                    results.append(None)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             if db.in_transaction:
@@ -255,13 +207,26 @@ class Journal:
                 self._dirty = True
             self._resolve(batch, results)
             return
+        # full mode: progress rows go on now (the OS has them; their fsync is shared), settled
+        # rows once fsynced.
+        waiting = [(i, p) for i, p in enumerate(batch) if p[2]]
+        if len(waiting) < len(batch):
+            for _, future, settled in batch:
+                if not settled and not future.done():
+                    future.set_result(None)
         with self._cond:
-            self._awaiting_sync.append((batch, results))
-            self._cond.notify()
+            wake = bool(waiting) or not self._dirty
+            self._dirty = True
+            if waiting:
+                self._awaiting_sync.append(([p for _, p in waiting],
+                                            [results[i] for i, _ in waiting]))
+            if wake:
+                self._cond.notify()
 
     def _sync_loop(self) -> None:
-        """Make committed rows durable: in `full` mode as soon as any wait, in `batch` mode
-        every interval; checkpoint on this thread's own connection when the WAL grows."""
+        """Make committed rows durable: in `full` mode as soon as a settled row waits (progress
+        rows within PROGRESS_SYNC_SECONDS), in `batch` mode every interval; checkpoint on this
+        thread's own connection when the WAL grows."""
         checkpointer = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=1.0
         )
@@ -271,10 +236,19 @@ class Journal:
         try:
             while True:
                 with self._cond:
-                    if self.flush_interval is None:
-                        while not self._awaiting_sync and not self._stopping:
-                            self._cond.wait()
-                    elif not self._stopping:
+                    # full mode: settled rows at once; progress rows alone after a short
+                    # wait, so that one fsync covers many chunks of many streams
+                    while self.flush_interval is None and not (
+                        self._awaiting_sync or self._stopping
+                    ):
+                        if self._dirty:
+                            self._cond.wait_for(
+                                lambda: self._awaiting_sync or self._stopping,
+                                PROGRESS_SYNC_SECONDS,
+                            )
+                            break
+                        self._cond.wait()
+                    if self.flush_interval is not None and not self._stopping:
                         self._cond.wait(self.flush_interval)
                     waiting, self._awaiting_sync = self._awaiting_sync, []
                     dirty, self._dirty = self._dirty or bool(waiting), False
@@ -332,12 +306,12 @@ class Journal:
             loop.call_soon_threadsafe(callback, *args)  # type: ignore[arg-type]
 
     def _fail_all(self, batch: list[_Pending], error: BaseException) -> None:
-        for _, future in batch:
+        for _, future, _ in batch:
             _fail(future, error)
 
     def _resolve(self, batch: list[_Pending], results: list[int | None]) -> None:
         """On the loop: count committed rows in the totals, then wake their callers."""
-        for (charge, future), seq in zip(batch, results, strict=True):
+        for (charge, future, _), seq in zip(batch, results, strict=True):
             if seq is not None:
                 totals = self.totals.setdefault(charge.channel, ChannelTotals())
                 totals.units += charge.units
@@ -365,19 +339,3 @@ class Journal:
 def _fail(future: asyncio.Future[int | None], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
-
-
-def read_charges(path: Path) -> Iterable[Charge]:
-    """Every row, in order: for audits and tests."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        for row in db.execute(
-            "SELECT request_id, channel, model, endpoint, outcome, requests, input_tokens, "
-            "output_tokens, cached_input_tokens, reasoning_tokens, cost_nanoton, started_at, "
-            "finished_at FROM charges ORDER BY seq"
-        ):
-            yield Charge(row[0], row[1], row[2], row[3], row[4], Units(*row[5:10]),
-                         row[10], row[11], row[12])
-    finally:
-        db.close()
-

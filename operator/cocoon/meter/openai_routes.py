@@ -269,7 +269,11 @@ class _Stream:
                 self.error = (f"payment channel {call.credit.channel} ran out of credit; the "
                               "completion was cut and you are charged for the tokens sent")
                 return "credit_exhausted"
-            call.counter = trial
+            delivered = call.counter
+            if self.response is None:
+                call.counter = trial  # nothing leaves before the whole answer is settled
+            else:
+                await call.deliver(trial, self.counted or 0)  # journaled before it leaves
             self.text += pieces
             if self.response is not None and pieces:
                 data = b"".join(
@@ -278,6 +282,7 @@ class _Stream:
                 try:
                     await self.response.write(data)
                 except _WRITE_ERRORS:
+                    call.counter = delivered  # not sent: the settled charge leaves it out
                     return "client_closed"
         if call.counter.failed:
             return "error"

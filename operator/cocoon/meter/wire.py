@@ -18,6 +18,8 @@ _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 
 # ModelInferRequest / ModelInferResponse
 _MODEL_NAME = 1
+_ID = 3
+_RESPONSE_PARAMETERS = 4
 _RESPONSE_OUTPUTS = 5
 _RESPONSE_RAW_OUTPUTS = 6
 # ModelInferResponse.InferOutputTensor and InferTensorContents
@@ -25,6 +27,9 @@ _TENSOR_NAME, _TENSOR_DATATYPE, _TENSOR_CONTENTS = 1, 2, 5
 _INT_CONTENTS, _INT64_CONTENTS, _UINT_CONTENTS, _UINT64_CONTENTS = 2, 3, 4, 5
 # ModelStreamInferResponse
 _STREAM_ERROR, _STREAM_RESPONSE = 1, 2
+# map<string, InferParameter> entries, InferParameter.bool_param
+_MAP_KEY, _MAP_VALUE, _BOOL_PARAM = 1, 2, 1
+_FINAL = b"triton_final_response"
 
 _USAGE_MARK = b"_tokens"
 _RAW_FORMATS = {"INT32": "<i", "INT64": "<q", "UINT32": "<I", "UINT64": "<Q"}
@@ -87,10 +92,30 @@ def _text(value: int | memoryview) -> str:
 
 def model_name(request: bytes) -> str:
     """The model a ModelInferRequest (or ModelMetadata/ReadyRequest: also field 1) names."""
+    return request_names(request)[0]
+
+
+def request_names(request: bytes) -> tuple[str, str]:
+    """(model name, request id) of a ModelInferRequest; Triton echoes the id in its responses."""
+    model = ident = ""
     for number, value in fields(request):
         if number == _MODEL_NAME:
-            return _text(value)
-    return ""
+            model = _text(value)
+        elif number == _ID:
+            ident = _text(value)
+    return model, ident
+
+
+def _is_final_entry(entry: memoryview) -> bool:
+    """Whether a parameters map entry is `triton_final_response: true`."""
+    key = b""
+    flag = False
+    for number, value in fields(entry):
+        if number == _MAP_KEY and isinstance(value, memoryview):
+            key = bytes(value)
+        elif number == _MAP_VALUE and isinstance(value, memoryview):
+            flag = any(n == _BOOL_PARAM and v == 1 for n, v in fields(value))
+    return key == _FINAL and flag
 
 
 def _signed(value: int, bits: int) -> int:
@@ -113,10 +138,27 @@ def _first_content_int(contents: memoryview) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class ResponseSummary:
-    """What metering needs from one ModelInferResponse."""
+    """What metering needs from one ModelInferResponse: on a stream also the request it answers
+    (the id Triton echoes) and whether it is that request's last (`triton_final_response`)."""
 
     has_outputs: bool
     usage: dict[str, int]
+    id: str = ""
+    final: bool = False
+
+
+def _envelope(response: bytes | memoryview) -> tuple[bool, str, bool]:
+    """(has outputs, id, final) from the response's top-level fields."""
+    has_outputs = final = False
+    ident = ""
+    for number, value in fields(response):
+        if number == _RESPONSE_OUTPUTS:
+            has_outputs = True
+        elif number == _ID:
+            ident = _text(value)
+        elif number == _RESPONSE_PARAMETERS and isinstance(value, memoryview):
+            final = final or _is_final_entry(value)
+    return has_outputs, ident, final
 
 
 def summarize_response(response: bytes | memoryview) -> ResponseSummary:
@@ -124,12 +166,10 @@ def summarize_response(response: bytes | memoryview) -> ResponseSummary:
     # `in` on a memoryview compares items, not bytes: search the whole underlying message
     # instead (a superset, so a miss there is a miss here).
     haystack = response.obj if isinstance(response, memoryview) else response
+    has_outputs, ident, final = _envelope(response)
     if isinstance(haystack, bytes | bytearray) and _USAGE_MARK not in haystack:
-        # No usage tensor can be named here: only look for outputs.
-        return ResponseSummary(
-            has_outputs=any(number == _RESPONSE_OUTPUTS for number, _ in fields(response)),
-            usage={},
-        )
+        # No usage tensor can be named here.
+        return ResponseSummary(has_outputs, {}, ident, final)
     outputs: list[tuple[str, str, int | None]] = []
     raw: list[memoryview] = []
     for number, value in fields(response):
@@ -156,7 +196,7 @@ def summarize_response(response: bytes | memoryview) -> ResponseSummary:
             fmt = _RAW_FORMATS[datatype]
             if len(raw[index]) >= struct.calcsize(fmt):
                 usage[name] = int(struct.unpack_from(fmt, raw[index])[0])
-    return ResponseSummary(has_outputs=bool(outputs), usage=usage)
+    return ResponseSummary(bool(outputs), usage, ident, final)
 
 
 def response_usage(response: bytes) -> dict[str, int]:
