@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo test test-unit test-e2e test-contracts lint crds crds-check \
+.PHONY: help setup demo demo-real test test-unit test-e2e test-contracts lint crds crds-check \
         contracts contracts-check dev-up dev-down bench clean images debs
 
 help: ## list targets
@@ -44,6 +44,9 @@ images: debs ## build the images in images/ (buildah, no registry) into ~/.cache
 
 demo: setup ## run the story on the local stack (see README)
 	$(PY) -m cocoon.cli dev demo $(DEMO_ARGS)
+
+demo-real: setup ## paid calls served by real pods: the chart on a real node (root; see docs/operations.md)
+	$(PY) -m cocoon.cli dev demo-real $(DEMO_ARGS)
 
 test: setup crds-check contracts-check test-contracts ## everything CI runs: checks, contract tests, unit and e2e tests
 	$(PY) -m pytest -q -p no:cacheprovider

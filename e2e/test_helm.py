@@ -183,6 +183,18 @@ def test_rendered_shapes(cluster: LocalCluster) -> None:
     sa = find(docs, "ServiceAccount", "cocoon-agent")
     assert sa["automountServiceAccountToken"] is False
 
+    # uninstall: a pre-delete Job under the operator's identity releases what it vouched for
+    hook = find(docs, "Job", f"{RELEASE}-uninstall")
+    assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    hook_pod = hook["spec"]["template"]["spec"]
+    assert hook_pod["serviceAccountName"] == pod["serviceAccountName"]
+    assert hook_pod["containers"][0]["args"][:2] == ["uninstall", f"--operator={RELEASE}-operator"]
+    assert hook_pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"]
+    kept = render(
+        cluster, "--set", f"payout.address={PAYOUT}", "--set", "uninstall.releaseOnDelete=false"
+    )
+    assert not [d for d in kept if d["kind"] == "Job"]
+
     # monitoring is off by default, and needs the Prometheus Operator's API when on
     assert not [d for d in docs if d["kind"] in ("ServiceMonitor", "PrometheusRule")]
     on = [

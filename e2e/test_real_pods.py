@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from cocoon.devstack import chart
+from cocoon.devstack import chart, realpool
 from cocoon.devstack.cluster import LocalCluster, ensure_binaries
 from cocoon.devstack.node import RealNode
-from cocoon.devstack.stack import simulated_policy, simulated_tee
 from e2e.harness import eventually, get
 
 pytestmark = [pytest.mark.e2e]
@@ -113,17 +112,136 @@ def test_a_pod_resolves_and_reaches_the_kubernetes_service(real: RealStack) -> N
     assert answer == {"ip": "10.96.0.1", "version": "v1.34.4"}
 
 
-def test_the_chart_runs_for_real(real: RealStack) -> None:
-    sim = simulated_tee(real.cluster.workdir / "sim")
-    chart.install(real.cluster, simulated_dir=sim, payout=PAYOUT)
-    real.cluster.apply(simulated_policy(sim, gpus=1))
-    ns = chart.OPERATOR_NAMESPACE
+@dataclass
+class Installed:
+    real: RealStack
+    simulated: Path
+
+
+@pytest.fixture(scope="module")
+def installed(real: RealStack) -> Installed:
+    """The chart with stock values, and the real node attested by the agent pod."""
+    return Installed(real, realpool.install_attested(real.cluster, real.node, PAYOUT))
+
+
+def test_the_chart_runs_for_real(installed: Installed) -> None:
+    cluster, ns = installed.real.cluster, chart.OPERATOR_NAMESPACE
     for name in ("cocoon-operator", "cocoon-agent", "cocoon-chain-emulator"):
-        assert chart.ready_pods(real.cluster, ns, f"app.kubernetes.io/name={name}"), name
+        assert chart.ready_pods(cluster, ns, f"app.kubernetes.io/name={name}"), name
 
-    def verified() -> dict[str, Any] | None:
-        node = get(real.cluster, "node", real.node.name) or {}
-        labels = node.get("metadata", {}).get("labels", {})
-        return node if labels.get("cocoon.dev/attested") == "true" else None
 
-    eventually(verified, timeout=120, what="the real node attested by the agent pod")
+# -- a pool on real pods -------------------------------------------------------------------------
+
+TENANT = "tenant"
+POOL = "chat"
+CHANNEL = "main"
+
+
+@dataclass
+class Paid:
+    installed: Installed
+    caller: realpool.Caller
+    address: str  # the pool Service's ClusterIP
+
+    @property
+    def cluster(self) -> LocalCluster:
+        return self.installed.real.cluster
+
+    def channel(self) -> dict[str, Any]:
+        return realpool.status(self.cluster, "paymentchannel.cocoon.dev", TENANT, CHANNEL)
+
+    def settled(self) -> dict[str, Any] | None:
+        """The channel once it owes exactly what the caller's receipts charged, per journal."""
+        status = self.channel()
+        charged = sum(cost for _, cost in self.caller.costs())
+        meters = status.get("meters") or []
+        per_journal = sum(int(m["costNanoton"]) for m in meters)
+        done = charged > 0 and int(status.get("owed", 0)) == charged == per_journal
+        return status if done else None
+
+
+@pytest.fixture(scope="module")
+def paid(installed: Installed) -> Paid:
+    cluster, node = installed.real.cluster, installed.real.node
+    realpool.create_pool(cluster, TENANT, POOL, version=VERSION)
+    eventually(
+        lambda: realpool.ready_pool_pods(cluster, TENANT, POOL),
+        timeout=240,
+        what="the pool's pod Ready (Triton's readiness through the meter)",
+    )
+    credential = realpool.open_channel(cluster, node, TENANT, POOL, CHANNEL)
+    caller = realpool.Caller(node, cluster.workdir / "caller", credential)
+    caller.policy(installed.simulated)
+    return Paid(installed, caller, realpool.service_ip(cluster, TENANT, POOL))
+
+
+def test_a_pool_pod_runs_for_real_and_serves_a_paid_call(paid: Paid) -> None:
+    [pod] = realpool.ready_pool_pods(paid.cluster, TENANT, POOL)
+    assert pod["spec"]["nodeName"] == paid.installed.real.node.name
+    statuses = {s["name"]: s for s in pod["status"]["containerStatuses"]}
+    assert set(statuses) == {"triton", "meter"}
+    assert all(s["ready"] and s["restartCount"] == 0 for s in statuses.values()), statuses
+    paid.caller.paid(paid.address, "hello")
+    [(meter_key, cost)] = paid.caller.costs()
+    assert cost > 0
+    status = eventually(paid.settled, timeout=60, what="the channel owes what was charged")
+    assert [m["publicKey"] for m in status["meters"]] == [meter_key]
+
+
+def test_a_killed_pool_pod_is_replaced_and_billing_continues(paid: Paid) -> None:
+    [old] = realpool.ready_pool_pods(paid.cluster, TENANT, POOL)
+    before = {m["instance"] for m in paid.channel().get("meters") or []}
+    assert before, "the first test's usage was accepted"
+    paid.cluster.kubectl("delete", "pod", old["metadata"]["name"], "-n", TENANT, "--wait=false")
+    eventually(
+        lambda: [
+            p for p in realpool.ready_pool_pods(paid.cluster, TENANT, POOL)
+            if p["metadata"]["name"] != old["metadata"]["name"]
+        ],
+        timeout=240,
+        what="the Deployment's replacement pod Ready",
+    )  # fmt: skip
+    paid.caller.paid(paid.address, "after the kill")
+    status = eventually(
+        lambda: (s := paid.settled()) and len(s["meters"]) == len(before) + 1 and s,
+        timeout=60,
+        what="the new meter's usage accepted beside the old journal's",
+    )
+    after = {m["instance"] for m in status["meters"]}
+    assert before < after
+    keys = [key for key, _ in paid.caller.costs()]
+    assert keys[-1] != keys[0], "the replacement pod registered its own meter key"
+
+
+def test_helm_upgrade_rolls_the_operator_without_losing_usage(paid: Paid) -> None:
+    selector = "app.kubernetes.io/name=cocoon-operator"
+    ns = chart.OPERATOR_NAMESPACE
+    old = {p["metadata"]["name"] for p in chart.ready_pods(paid.cluster, ns, selector)}
+    charged = len(paid.caller.costs())
+    chart.upgrade(paid.cluster, payout=PAYOUT, extra=("--set", "operator.verbose=true"))
+    new = {p["metadata"]["name"] for p in chart.ready_pods(paid.cluster, ns, selector)}
+    assert new and not new & old, "every operator pod was replaced"
+    paid.caller.paid(paid.address, "after the upgrade")
+    assert len(paid.caller.costs()) == charged + 1
+    eventually(paid.settled, timeout=90, what="usage from before and after the upgrade settled")
+
+
+def test_uninstall_leaves_no_verdict_pool_or_finalizer_behind(paid: Paid) -> None:
+    cluster, node = paid.cluster, paid.installed.real.node
+    assert realpool.attested_label(cluster, node.name) == "true"
+    cluster.helm("uninstall", chart.RELEASE, "--namespace", chart.OPERATOR_NAMESPACE, "--wait")
+    assert realpool.attested_label(cluster, node.name) is None
+    assert (get(cluster, "attestednodes") or {}).get("items") == []
+    deployment = get(cluster, "deployment", POOL, "-n", TENANT) or {}
+    assert deployment["spec"]["replicas"] == 0
+    eventually(
+        lambda: not (get(cluster, "pods", "-n", TENANT) or {}).get("items"),
+        timeout=120,
+        what="the pool's pods gone",
+    )
+    refused = paid.caller.call(paid.address, "after the uninstall")
+    assert refused.returncode != 0
+    # the channel's finalizer was released: the tenant's namespace goes in bounded time
+    cluster.kubectl("delete", "namespace", TENANT, "--timeout=120s")
+    # the CRDs are kept (helm never deletes them); their removal command is in the docs
+    assert get(cluster, "crd", "inferencepools.cocoon.dev")

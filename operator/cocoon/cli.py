@@ -12,6 +12,7 @@ _AREAS: tuple[tuple[str, str, str], ...] = (
     ("crds", "cocoon.api.crdgen", "write the CustomResourceDefinitions generated from the models"),
     ("openapi", "cocoon.openapi", "write the OpenAPI descriptions of the meter and operator API"),
     ("operator", "cocoon.controllers.run", "run the operator (kopf)"),
+    ("uninstall", "cocoon.controllers.uninstall", "helm pre-delete: free nodes, pools, channels"),
     ("attest", "cocoon.attestation.cli", "verify TDX, SEV-SNP and NVIDIA GPU evidence"),
     ("agent", "cocoon.agent.cli", "run the node agent that answers attestation challenges"),
     ("meter", "cocoon.meter.cli", "run the metering proxy in front of Triton"),

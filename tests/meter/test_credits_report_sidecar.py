@@ -87,8 +87,9 @@ def test_sidecar_spec_renders_meter_container():
     assert "--model=llm" in spec["args"]
     assert {p["name"]: p["containerPort"] for p in spec["ports"]} == {
         "http": 8000, "grpc": 8001, "metrics": 9100}
-    assert spec["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert spec["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert spec["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
+    assert spec["startupProbe"]["httpGet"] == spec["livenessProbe"]["httpGet"]
     mounts = {m["mountPath"] for m in spec["volumeMounts"]}
     assert "/var/lib/cocoon-meter" in mounts
     assert "--http-address=127.0.0.1" in triton_listen_args()

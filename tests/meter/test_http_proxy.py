@@ -211,3 +211,13 @@ async def test_signed_usage_report_matches_journal(meter):
     metrics = await get_text(f"{meter.admin_url}/metrics")
     assert 'cocoon_meter_requests_total{model="add",outcome="ok",protocol="http"} 3.0' in metrics
     assert "tenant/alpha" not in metrics
+
+
+async def test_readiness_on_the_admin_port_is_tritons(meter):
+    async with aiohttp.ClientSession() as s, s.get(f"{meter.admin_url}/readyz") as r:
+        assert r.status == 200
+    # the same check against an upstream that does not answer: not ready
+    from cocoon.devstack.process import free_port
+    from cocoon.meter.admin import upstream_ready
+
+    assert await upstream_ready(f"http://127.0.0.1:{free_port()}") is False

@@ -60,10 +60,16 @@ class FakeKube:
     async def list(
         self, kind: Kind, namespace: str | None = None, *, labels: str = "", fields: str = ""
     ) -> list[Obj]:
+        # equality selectors (k=v,...) are honoured; set-based ones are not evaluated here
+        terms = [t for t in labels.split(",") if t]
+        simple = all("=" in t and "!=" not in t and " " not in t for t in terms)
+        wanted = dict(t.split("=", 1) for t in terms) if simple else {}
         return [
             copy.deepcopy(o)
             for (plural, ns, _), o in self.objects.items()
-            if plural == kind.plural and (namespace is None or ns == namespace)
+            if plural == kind.plural
+            and (namespace is None or ns == namespace)
+            and wanted.items() <= ((o.get("metadata") or {}).get("labels") or {}).items()
         ]
 
     async def patch(

@@ -158,7 +158,7 @@ def test_no_key_material_reaches_a_pool_pod(runtime_class: str | None) -> None:
     projected = token["projected"]["sources"][0]["serviceAccountToken"]
     assert projected["audience"] == "cocoon-operator"
     assert projected["expirationSeconds"] <= 3600
-    assert meter["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert meter["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     triton = next(c for c in pod["containers"] if c["name"] == "triton")
     assert not triton.get("volumeMounts", []) or all(
         m["name"] in ("models", "dshm") for m in triton["volumeMounts"]

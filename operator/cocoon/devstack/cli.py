@@ -94,6 +94,22 @@ def demo(requests: int, keep: bool, workdir: Path | None) -> int:
         return _demo(story.Story(workdir, say), requests, keep)
 
 
+def demo_real(requests: int, workdir: Path | None) -> int:
+    """`make demo-real`: paid calls served by real pods (cocoon.devstack.realdemo)."""
+    import tempfile
+
+    from cocoon.devstack import realdemo
+
+    start = time.monotonic()
+
+    def say(line: str) -> None:
+        sys.stdout.write(f"[{time.monotonic() - start:6.1f}s] {line}\n")
+        sys.stdout.flush()
+
+    with stop_on_signals():
+        return realdemo.run(requests, workdir or Path(tempfile.mkdtemp(prefix="cocoon-real-")), say)
+
+
 def _demo(told: Story, requests: int, keep: bool) -> int:
     from cocoon.devstack import picture, story
 
@@ -123,8 +139,11 @@ def _demo(told: Story, requests: int, keep: bool) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir) if args.workdir else None
     if args.action == "demo":
-        return demo(args.requests, args.keep, Path(args.workdir) if args.workdir else None)
+        return demo(args.requests or 40, args.keep, workdir)
+    if args.action == "demo-real":
+        return demo_real(args.requests or 5, workdir)
     if args.action == "up":
         kubeconfig = up(Path(args.crds) if args.crds else None)
         sys.stdout.write(
@@ -148,8 +167,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("up", "down", "status", "demo"))
-    parser.add_argument("--requests", type=int, default=40, help="demo: paid calls to send")
+    parser.add_argument("action", choices=("up", "down", "status", "demo", "demo-real"))
+    parser.add_argument(
+        "--requests", type=int, default=None, help="demo: paid calls to send (40; demo-real: 5)"
+    )
     parser.add_argument("--keep", action="store_true", help="demo: leave the stack up")
     parser.add_argument("--workdir", help="demo: where to keep logs and results")
     parser.add_argument("--crds", default="crds", help="CRD folder to apply on up (default: crds)")

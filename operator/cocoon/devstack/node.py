@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
 import subprocess
 import sys
 import tarfile
@@ -264,12 +265,22 @@ class RealNode:
             ["socat", f"UNIX-LISTEN:{sock},fork,mode=600", f"TCP:{address}:{port}"],
         )
         wait_for(sock.exists, timeout=10, what="forward socket")
-        self._start(
+        out = self._start(
             f"forward-{local}-out",
             ["socat", f"TCP-LISTEN:{local},bind=127.0.0.1,fork,reuseaddr", f"UNIX-CONNECT:{sock}"],
             inside=False,
         )
+        wait_for(lambda: listening(local), timeout=10, what="forward port", watch=out)
         return local
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on the host's loopback `port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 # -- configuration (pure) ---------------------------------------------------------------------

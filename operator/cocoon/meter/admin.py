@@ -1,4 +1,9 @@
-"""The admin port: Prometheus metrics, signed usage reports, liveness. Not exposed to tenants.
+"""The admin port: Prometheus metrics, signed usage reports, liveness and readiness. Not exposed
+to tenants.
+
+Readiness is Triton's, asked on loopback: the kubelet's prober (Go) cannot parse the data port's
+RA-TLS certificate (its evidence extension's 2.25 OID has an arc beyond Go's 31-bit limit), so
+the probe cannot go through the TLS listener; `serve` starts this port after that listener.
 
 Usage reports live here rather than on the data port because they list every channel's spend,
 which one tenant must not see of another.
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import aiohttp
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,10 +21,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from cocoon import keys
 from cocoon.meter.journal import Journal
 from cocoon.meter.metrics import MeterMetrics
-from cocoon.meter.sidecar import LIVENESS_PATH
+from cocoon.meter.sidecar import LIVENESS_PATH, READINESS_PATH
 from cocoon.meter.usage_report import SignedUsageReport, UsageReport, UsageUnits, sign
 
 USAGE_PATH = "/cocoon/v1/usage"
+TRITON_READY_PATH = "/v2/health/ready"
+READY_TIMEOUT = aiohttp.ClientTimeout(total=3)
 
 
 def usage_reports(
@@ -45,8 +53,20 @@ def usage_reports(
     return reports
 
 
+async def upstream_ready(upstream_http: str) -> bool:
+    """Triton answers 200 on its readiness path (`--strict-readiness`: every model ready)."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=READY_TIMEOUT) as session,
+            session.get(upstream_http.rstrip("/") + TRITON_READY_PATH) as response,
+        ):
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
 def admin_app(
-    journal: Journal, metrics: MeterMetrics, pool: str, key: Ed25519PrivateKey
+    journal: Journal, metrics: MeterMetrics, pool: str, key: Ed25519PrivateKey, upstream_http: str
 ) -> web.Application:
     async def get_metrics(request: web.Request) -> web.Response:
         return web.Response(
@@ -62,8 +82,14 @@ def admin_app(
             return web.json_response({"status": "journal writer stopped"}, status=500)
         return web.json_response({"status": "ok"})
 
+    async def ready(request: web.Request) -> web.Response:
+        if not await upstream_ready(upstream_http):
+            return web.json_response({"status": "Triton is not ready"}, status=503)
+        return web.json_response({"status": "ok"})
+
     app = web.Application()
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get(USAGE_PATH, get_usage)
     app.router.add_get(LIVENESS_PATH, live)
+    app.router.add_get(READINESS_PATH, ready)
     return app

@@ -7,8 +7,9 @@ or from configfs-tsm inside its own pod VM (pod isolation, `runtimeClassName`), 
 them with the operator using the pod's bound ServiceAccount token (audience cocoon-operator).
 No key file is mounted. Triton
 must listen on loopback only, on 18000/18001/18002 (`triton_listen_args`), so the Service can
-expose nothing that bypasses metering. Readiness is Triton's (`/v2/health/ready` through the
-meter, no credential needed); liveness is the meter's own (`/livez`), so a slow model never gets
+expose nothing that bypasses metering. Readiness is Triton's (`/readyz` on the admin port asks
+Triton's `/v2/health/ready` on loopback; see `admin` for why not through the TLS port); liveness
+is the meter's own (`/livez`, after a startup probe), so a slow model or a slow start never gets
 the meter restarted.
 """
 
@@ -37,7 +38,7 @@ TOKEN_AUDIENCE = "cocoon-operator"  # noqa: S105 - an audience
 TSM_ROOT = "/sys/kernel/config/tsm/report"
 OPERATOR_CA_ENV = "COCOON_OPERATOR_CA_PEM"
 MODELS_DIR = "/models"  # the model repository, read-only, when the meter needs the tokenizer
-READINESS_PATH = "/v2/health/ready"
+READINESS_PATH = "/readyz"  # on the admin port: Triton's readiness, asked on loopback
 LIVENESS_PATH = "/livez"
 
 
@@ -134,9 +135,15 @@ def sidecar_spec(
             {"name": "metrics", "containerPort": ADMIN_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": {
-            "httpGet": {"path": READINESS_PATH, "port": "http", "scheme": "HTTPS"},
+            "httpGet": {"path": READINESS_PATH, "port": "metrics"},
             "periodSeconds": 5,
             "failureThreshold": 3,
+        },
+        # a slow start (a loaded node) is not a hung meter: liveness counts only after this
+        "startupProbe": {
+            "httpGet": {"path": LIVENESS_PATH, "port": "metrics"},
+            "periodSeconds": 2,
+            "failureThreshold": 90,
         },
         "livenessProbe": {
             "httpGet": {"path": LIVENESS_PATH, "port": "metrics"},
