@@ -1,7 +1,7 @@
-"""The admin port: Prometheus metrics, signed usage reports, liveness. Not exposed to tenants.
-
-Usage reports live here rather than on the data port because they list every channel's spend,
-which one tenant must not see of another.
+"""The admin port: Prometheus metrics and liveness, reached on the pod only (kubelet probes,
+the chart's PodMonitor; the pool Service does not expose it, the NetworkPolicy admits only the
+monitoring namespace). It serves nothing a tenant could use against another: the signed usage
+reports (every channel's spend) go only to the operator, pushed by `operator_link`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from cocoon.meter.journal import Journal
 from cocoon.meter.metrics import MeterMetrics
 from cocoon.meter.sidecar import LIVENESS_PATH
 from cocoon.meter.usage_report import SignedUsageReport, UsageReport, UsageUnits, sign
-
-USAGE_PATH = "/cocoon/v1/usage"
 
 
 def usage_reports(
@@ -45,17 +43,11 @@ def usage_reports(
     return reports
 
 
-def admin_app(
-    journal: Journal, metrics: MeterMetrics, pool: str, key: Ed25519PrivateKey
-) -> web.Application:
+def admin_app(journal: Journal, metrics: MeterMetrics) -> web.Application:
     async def get_metrics(request: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
-
-    async def get_usage(request: web.Request) -> web.Response:
-        reports = usage_reports(journal, pool, key, request.query.get("channel"))
-        return web.json_response({"reports": [r.to_api() for r in reports]})
 
     async def live(request: web.Request) -> web.Response:
         if not journal.alive:
@@ -64,6 +56,5 @@ def admin_app(
 
     app = web.Application()
     app.router.add_get("/metrics", get_metrics)
-    app.router.add_get(USAGE_PATH, get_usage)
     app.router.add_get(LIVENESS_PATH, live)
     return app

@@ -163,9 +163,7 @@ async def serve(options: ServeOptions, credits: CreditSource | None = None) -> N
         header_timeout=options.config.limits.header_timeout, error_body=error_body,
         access_log=None, handle_signals=False,
     )
-    admin = web.AppRunner(
-        admin_app(journal, metrics, options.config.pool, key), access_log=None
-    )
+    admin = web.AppRunner(admin_app(journal, metrics), access_log=None)
     channel = grpc.aio.insecure_channel(options.upstream_grpc, options=_GRPC_OPTIONS)
     grpc_server = _grpc_server(options, GrpcProxy(meter, channel), attested)
     stop = asyncio.Event()
