@@ -28,7 +28,7 @@ from cocoon.kube import INFERENCE_POOLS, PAYMENT_CHANNELS
 from cocoon.meter import usage_report
 
 from .conftest import NS, POOL, channel_body, journal_of, meter_record
-from .fakekube import FakeKube
+from .fakekube import FakeKube, views_of
 
 SECRET = "zebracanary7731-token"
 METER_KEY = keys.generate()
@@ -45,6 +45,7 @@ def operator_api() -> Iterator[int]:
     kube.put(PAYMENT_CHANNELS, channel_body("ch", {"poolName": POOL}))
     memo = kopf.Memo()
     memo.kube = kube
+    memo.views = views_of(kube)
     port = free_port()
     loop = asyncio.new_event_loop()
     ready = threading.Event()

@@ -180,7 +180,7 @@ class Operator:
         marker = "watch-stream for" if lead else "waiting to lead"
         wait_for(
             lambda: marker in process.tail(400)
-            and http_ok(f"{self.api_url}/healthz", context=self.tls),
+            and http_ok(f"{self.api_url}/readyz", context=self.tls),
             timeout=60,
             what=f"{self.name}'s API and {'watch streams' if lead else 'lease wait'}",
             watch=process,
