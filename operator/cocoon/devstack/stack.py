@@ -167,6 +167,10 @@ class Operator:
             "COCOON_NAMESPACE": OPERATOR_NAMESPACE,
             "COCOON_OPERATOR_URL": self.api_url,
             "COCOON_RESYNC_SECONDS": "2",
+            # every local agent, meter and test shares 127.0.0.1: one source address, not one
+            # per pod as in a cluster
+            "COCOON_API_RATE_PER_SOURCE": "500",
+            "COCOON_API_BURST_PER_SOURCE": "2000",
             **SHORT_LEASE,
             **self.env,
         }
