@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys, signed_request
-from cocoon.controllers import api_guard, httpapi, usage_api
+from cocoon.controllers import api_guard, credit_auth, httpapi, usage_api
 from cocoon.controllers.views import Views
 from cocoon.kube import INFERENCE_POOLS, PAYMENT_CHANNELS
 from cocoon.meter import usage_report
@@ -58,7 +58,7 @@ def cluster() -> FakeKube:
 
 async def _client(
     kube: FakeKube, view: Views, limits: api_guard.Limits,
-    gate: usage_api.SignedRequests | None = None,
+    gate: credit_auth.SignedRequests | None = None,
 ) -> Client:
     memo = kopf.Memo()
     memo.kube, memo.views = kube, view
@@ -228,7 +228,7 @@ async def test_a_flood_from_one_address_is_answered_429_and_costs_nothing() -> N
 
 async def test_one_meter_key_polling_too_fast_is_answered_429() -> None:
     kube = cluster()
-    gate = usage_api.SignedRequests(per_key=api_guard.TokenBuckets(0.001, 3))
+    gate = credit_auth.SignedRequests(per_key=api_guard.TokenBuckets(0.001, 3))
     client = await _client(kube, views_of(kube), UNLIMITED, gate)
     try:
         statuses = [(await client.get(credit_path(), headers=credit_headers(METER))).status

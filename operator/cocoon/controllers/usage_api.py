@@ -9,9 +9,9 @@ Client signing mode submit their promises.
   also counted in the channel's status.rejectedReports (a forgery writes nothing).
 - `GET /usage/v1/credit/{namespace}/{pool}`: the meter's credit document (the format of
   `cocoon.meter.credits`) for that pool's Open channels, and only for a request signed by a
-  live registered meter of that pool (`Cocoon-Signature`, see `cocoon.signed_request`: the
-  receipt key over method, path, time and a nonce; 30 s window, each nonce once). 401 unsigned,
-  403 badly signed, stale, replayed or not a meter of the pool; 429 beyond 5 a second per key.
+  live registered meter of that pool (`Cocoon-Signature`, see `cocoon.signed_request` and
+  `credit_auth`: the receipt key over method, path, time and a nonce; 30 s window, each nonce
+  once).
 - `POST /payments/v1/channels/{namespace}/{name}/promises`: `{"cumulative", "signature"}`, a
   promise signed by the channel's payer key (Client signing); the signature authenticates it.
 
@@ -26,9 +26,7 @@ concurrent reports never lose each other's meters.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +36,6 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from pydantic import ValidationError
 
-from cocoon import signed_request
 from cocoon.api.paymentchannel import (
     ChannelState,
     MeterUsage,
@@ -46,7 +43,7 @@ from cocoon.api.paymentchannel import (
     PaymentChannelStatus,
     SigningMode,
 )
-from cocoon.controllers import api_guard, httpapi, meter_api, views
+from cocoon.controllers import credit_auth, httpapi, meter_api, views
 from cocoon.kube import PAYMENT_CHANNELS, Kube, Obj
 from cocoon.meter import usage_report
 from cocoon.ton import accounting, promises
@@ -257,44 +254,14 @@ async def credit_document(kube: Kube, namespace: str, pool: str, meter: str, liv
     return {"channels": entries}
 
 
-@dataclass
-class SignedRequests:
-    """What the credit route remembers between requests: nonces seen, and each key's bucket."""
-
-    replays: signed_request.ReplayGuard = field(default_factory=signed_request.ReplayGuard)
-    per_key: api_guard.TokenBuckets = field(
-        default_factory=lambda: api_guard.TokenBuckets(
-            api_guard.Limits.per_key_rate, api_guard.Limits.per_key_burst
-        )
-    )
-
-
-async def get_credit(request: web.Request, kube: Kube, gate: SignedRequests) -> web.Response:
-    """Only for a registered meter of this pool, proven by a signed request (no API call
-    before that)."""
+async def get_credit(
+    request: web.Request, kube: Kube, gate: credit_auth.SignedRequests
+) -> web.Response:
     namespace, pool = request.match_info["namespace"], request.match_info["pool"]
-    now = time.time()
-    try:
-        signed = signed_request.parse(request.headers.get(signed_request.HEADER))
-        signed_request.verify(signed, request.method, request.path_qs, now=now)
-    except signed_request.SignatureRefused as exc:
-        status = 401 if exc.reason in {"unsigned", "malformed_signature"} else 403
-        return api_guard.refuse(api_guard.Refusal(exc.reason), status, "Unauthenticated", str(exc))
-    records = views.of(request).meters(f"{namespace}/{pool}")
-    meter = next((r for r in records if r.receipt_public_key == signed.key_hex), None)
-    if meter is None:
-        return api_guard.refuse(
-            api_guard.Refusal.UNREGISTERED, 403, "Unattested",
-            f"the signing key is not a registered meter of {namespace}/{pool}; only a meter of "
-            "the pool, registered with its evidence, may read the pool's credit",
-        )
-    try:
-        gate.replays.admit(signed, now=now)
-    except signed_request.SignatureRefused as exc:
-        return api_guard.refuse(api_guard.Refusal(exc.reason), 403, "Unauthenticated", str(exc))
-    wait = gate.per_key.take(signed.key_hex)
-    if wait:
-        return api_guard.too_many(wait, "this meter key")
+    caller = credit_auth.credit_caller(request, gate, f"{namespace}/{pool}")
+    if isinstance(caller, web.Response):
+        return caller
+    meter, records = caller
     document = await credit_document(
         kube, namespace, pool, meter.journal_id, {r.journal_id for r in records}
     )
@@ -364,7 +331,7 @@ async def metrics(_: web.Request) -> web.Response:
 
 def setup_routes(
     app: web.Application, memo: kopf.Memo, on_change: OnChange,
-    gate: SignedRequests | None = None,
+    gate: credit_auth.SignedRequests | None = None,
 ) -> None:
     view: views.Views = memo.views
     views.attach(app, view)
@@ -380,7 +347,7 @@ def setup_routes(
         return route
 
     app.router.add_post(REPORTS_PATH, bind(submit_report, on_change))
-    app.router.add_get(CREDIT_PATH, bind(get_credit, gate or SignedRequests()))
+    app.router.add_get(CREDIT_PATH, bind(get_credit, gate or credit_auth.SignedRequests()))
     app.router.add_post(PROMISES_PATH, bind(submit_promise, on_change))
     if not any(getattr(r, "canonical", "") == "/metrics" for r in app.router.resources()):
         app.router.add_get("/metrics", metrics)
