@@ -1,7 +1,7 @@
 """An in-memory stand-in for `cocoon.kube.Kube`: JSON merge patches, resourceVersion
 preconditions and 409s on conflicting creates, the semantics the payments code relies on.
 
-Every API call is recorded in `calls` (verb, resource), and every change is passed to the
+Every API call is recorded in `api_calls` (verb, resource), and every change is passed to the
 `watchers` as a watch event, so a test can feed the API's in-memory views and count what a
 request cost the API server."""
 
@@ -37,7 +37,7 @@ class FakeKube:
         self.objects: dict[tuple[str, str, str], Obj] = {}
         self.events: list[Obj] = []
         self.status_writes = 0
-        self.calls: list[tuple[str, str]] = []
+        self.api_calls: list[tuple[str, str]] = []
         self.watchers: list[Callable[[Kind, Obj, str], None]] = []
         self._rv = itertools.count(1)
 
@@ -59,7 +59,7 @@ class FakeKube:
         return copy.deepcopy(obj)
 
     async def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj:
-        self.calls.append(("get", kind.plural))
+        self.api_calls.append(("get", kind.plural))
         try:
             return copy.deepcopy(self.objects[self._key(kind, name, namespace)])
         except KeyError:
@@ -74,7 +74,7 @@ class FakeKube:
     async def list(
         self, kind: Kind, namespace: str | None = None, *, labels: str = "", fields: str = ""
     ) -> list[Obj]:
-        self.calls.append(("list", kind.plural))
+        self.api_calls.append(("list", kind.plural))
         return [
             copy.deepcopy(o)
             for (plural, ns, _), o in self.objects.items()
@@ -90,7 +90,7 @@ class FakeKube:
         *,
         subresource: str = "",
     ) -> Obj:
-        self.calls.append(("patch", kind.plural + (f"/{subresource}" if subresource else "")))
+        self.api_calls.append(("patch", kind.plural + (f"/{subresource}" if subresource else "")))
         key = self._key(kind, name, namespace)
         if key not in self.objects:
             raise NotFound(kind.path(namespace, name))
@@ -110,7 +110,7 @@ class FakeKube:
         return copy.deepcopy(updated)
 
     async def create(self, kind: Kind, obj: Obj) -> Obj:
-        self.calls.append(("create", kind.plural))
+        self.api_calls.append(("create", kind.plural))
         if kind == EVENTS:
             self.events.append(obj)
             return obj
@@ -120,7 +120,7 @@ class FakeKube:
         return self.put(kind, obj)
 
     async def delete(self, kind: Kind, name: str, namespace: str | None = None) -> None:
-        self.calls.append(("delete", kind.plural))
+        self.api_calls.append(("delete", kind.plural))
         gone = self.objects.pop(self._key(kind, name, namespace), None)
         if gone is not None:
             self._changed(kind, gone, "DELETED")

@@ -108,7 +108,7 @@ async def test_credit_needs_the_meters_signature_not_its_public_key(api: Any) ->
         assert CREDENTIAL not in text and SECRET_CREDENTIAL not in text
         assert f"{NS}/ch" not in text and f"{NS}/secret" not in text
         assert json.loads(text)["error"]["message"]
-    assert kube.calls == []  # refused from memory, before any Kubernetes call
+    assert kube.api_calls == []  # refused from memory, before any Kubernetes call
 
     good = await client.get(credit_path(), headers=credit_headers(METER))
     assert good.status == 200
@@ -135,7 +135,7 @@ async def test_a_signature_is_for_one_path_one_time_and_thirty_seconds(api: Any)
     old = await client.get(credit_path(), headers={signed_request.HEADER: stale})
     assert old.status == 403
     assert "30 s" in (await old.json())["error"]["message"]
-    assert kube.calls == [("list", "paymentchannels")]  # only the one accepted request
+    assert kube.api_calls == [("list", "paymentchannels")]  # only the one accepted request
 
 
 def _report(signer: Ed25519PrivateKey, claimed: Ed25519PrivateKey, **fields: Any) -> Any:
@@ -174,7 +174,7 @@ async def test_fifty_junk_posts_of_each_kind_cost_the_api_server_nothing(api: An
                                             headers=headers)
             assert 400 <= response.status < 500 and response.status != 429, (path, body)
             assert (await response.json())["error"]["message"]
-    assert kube.calls == []
+    assert kube.api_calls == []
     assert kube.status_writes == 0
     assert versions == {k: o["metadata"]["resourceVersion"] for k, o in kube.objects.items()}
 
@@ -205,7 +205,7 @@ async def test_an_oversized_body_is_refused_before_it_is_read(
         assert chunked.status == 413
         assert (await chunked.json())["error"]["reason"] == "RequestTooLarge"
     assert usage_api.REJECTED.labels(reason="malformed")._value.get() == malformed
-    assert kube.calls == []
+    assert kube.api_calls == []
 
 
 async def test_a_flood_from_one_address_is_answered_429_and_costs_nothing() -> None:
@@ -223,7 +223,7 @@ async def test_a_flood_from_one_address_is_answered_429_and_costs_nothing() -> N
     finally:
         await client.close()
     assert api_guard.REFUSALS.labels(reason="rate_limited")._value.get() == refused + 4
-    assert kube.calls == []
+    assert kube.api_calls == []
 
 
 async def test_one_meter_key_polling_too_fast_is_answered_429() -> None:
@@ -259,7 +259,7 @@ async def test_a_replica_whose_view_is_not_loaded_says_503_and_calls_nothing() -
         assert (await client.get("/readyz")).status == 200
     finally:
         await client.close()
-    assert kube.calls == []
+    assert kube.api_calls == []
 
 
 async def test_the_meters_credit_source_signs_its_polls(api: Any) -> None:
