@@ -27,9 +27,11 @@ from e2e.test_paymentchannel import (
     channel_status,
     payer_and_channel,
     payouts,
+    post_report,
     reconciled,
     registered_meter,
     report,
+    signed_credit,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chain]
@@ -93,32 +95,15 @@ def test_leader_killed_while_usage_is_settled(
         timeout=90,
         what="the channel open",
     )
-    meter_hex = keys.public_bytes(meter).hex()
 
     # the standby serves the API too: a report to it is accepted and its credit is visible
     # (below the claim threshold: the only claim is the one made across the failover)
-    code, answer = http_json(
-        "POST",
-        f"{standby.api_url}/usage/v1/reports",
-        report(meter, namespace, TON // 20, 1),
-        context=standby.tls,
-    )
-    assert code == 200, answer
-    code, document = http_json(
-        "GET",
-        f"{standby.api_url}/usage/v1/credit/{namespace}/pool?meter={meter_hex}",
-        context=standby.tls,
-    )
+    post_report(standby, report(meter, namespace, TON // 20, 1))
+    code, document = signed_credit(standby, namespace, meter)
     assert code == 200, document
 
     # usage reaches the leader, which starts settling it; kill -9 the leader right then
-    code, answer = http_json(
-        "POST",
-        f"{operator.api_url}/usage/v1/reports",
-        report(meter, namespace, TON // 4, 2),
-        context=operator.tls,
-    )
-    assert code == 200, answer
+    post_report(operator, report(meter, namespace, TON // 4, 2))
     operator.kill()
     killed_at = time.monotonic()
 

@@ -196,7 +196,9 @@ def test_rendered_shapes(cluster: LocalCluster) -> None:
     assert not [d for d in kept if d["kind"] == "Job"]
 
     # monitoring is off by default, and needs the Prometheus Operator's API when on
-    assert not [d for d in docs if d["kind"] in ("ServiceMonitor", "PrometheusRule")]
+    assert not [
+        d for d in docs if d["kind"] in ("ServiceMonitor", "PodMonitor", "PrometheusRule")
+    ]
     on = [
         "--set",
         "monitoring.serviceMonitor.enabled=true",
@@ -212,9 +214,14 @@ def test_rendered_shapes(cluster: LocalCluster) -> None:
         "--api-versions", "monitoring.coreos.com/v1",
     )  # fmt: skip
     kinds = sorted(
-        d["kind"] for d in with_monitoring if d["kind"] in ("ServiceMonitor", "PrometheusRule")
+        d["kind"]
+        for d in with_monitoring
+        if d["kind"] in ("ServiceMonitor", "PodMonitor", "PrometheusRule")
     )
-    assert kinds == ["PrometheusRule", "ServiceMonitor", "ServiceMonitor"]
+    # meters are scraped on the pod: their Service exposes serving ports only
+    assert kinds == ["PodMonitor", "PrometheusRule", "ServiceMonitor"]
+    meters = find(with_monitoring, "PodMonitor", f"{RELEASE}-meters")
+    assert meters["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     rules = find(with_monitoring, "PrometheusRule", f"{RELEASE}-alerts")["spec"]["groups"][0][
         "rules"
     ]

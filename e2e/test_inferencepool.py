@@ -236,13 +236,9 @@ def test_ready_pool_rolls_scales_and_is_garbage_collected(
     assert stored["status"]["readyReplicas"] == 1
     assert not stored["metadata"].get("finalizers")  # nothing blocks deleting a pool
 
-    # the Service exposes the meter's ports only
+    # the Service exposes the meter's serving ports only (metrics are scraped on the pod)
     svc = get(cluster, "service", "roll", "-n", namespace)
-    assert {p["targetPort"] for p in svc["spec"]["ports"]} == {
-        "http",
-        "grpc",
-        "metrics",
-    }
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} == {"http", "grpc"}
     dep = get(cluster, "deployment", "roll", "-n", namespace)
     template = dep["spec"]["template"]["spec"]
     triton = next(c for c in template["containers"] if c["name"] == "triton")

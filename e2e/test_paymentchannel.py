@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cocoon import keys
+from cocoon import keys, signed_request
 from cocoon.devstack import money
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.stack import Operator
@@ -88,18 +88,41 @@ def registered_meter(cluster: LocalCluster, namespace: str) -> Ed25519PrivateKey
     return key
 
 
-def report(key: Ed25519PrivateKey, namespace: str, cost: int, seq: int) -> dict[str, Any]:
+def report(
+    key: Ed25519PrivateKey, namespace: str, cost: int, seq: int, *, pool: str = "pool",
+    channel: str = "ch",
+) -> dict[str, Any]:
     unsigned = usage_report.UsageReport(
         meter_public_key=keys.public_bytes(key).hex(),
         journal_id=journal_of(key),
-        pool=f"{namespace}/pool",
-        channel=f"{namespace}/ch",
+        pool=f"{namespace}/{pool}",
+        channel=f"{namespace}/{channel}",
         units=usage_report.UsageUnits(requests=seq, input_tokens=0, output_tokens=cost),
         cost_nanoton=str(cost),
         journal_sequence=seq,
         issued_at=datetime.now(UTC),
     )
     return usage_report.sign(unsigned, key).to_api()
+
+
+def signed_credit(
+    operator: Operator, namespace: str, key: Ed25519PrivateKey, pool: str = "pool"
+) -> tuple[int, Any]:
+    """The meter's credit poll: a request signed with its receipt key (cocoon.signed_request)."""
+    path = f"/usage/v1/credit/{namespace}/{pool}"
+    header = {signed_request.HEADER: signed_request.sign(key, "GET", path)}
+    return http_json("GET", f"{operator.api_url}{path}", context=operator.tls, headers=header)
+
+
+def post_report(operator: Operator, body: dict[str, Any], *, expect: int = 200) -> Any:
+    """POST a report as a meter does: until answered `expect` (a replica's view of the pool's
+    meter records trails the API server by a watch event; meanwhile it answers 403)."""
+    url = f"{operator.api_url}/usage/v1/reports"
+    return eventually(
+        lambda: (r := http_json("POST", url, body, context=operator.tls))[0] == expect and r,
+        timeout=30,
+        what=f"the report answered {expect}",
+    )[1]
 
 
 def payer_and_channel(
@@ -214,13 +237,7 @@ def test_paid_inference_channel(
         lambda: channel_status(cluster, namespace).get("maxPrice"),
         what="the pool's price pinned as the channel's maximum",
     )
-    code, answer = http_json(
-        "POST",
-        f"{operator.api_url}/usage/v1/reports",
-        report(meter, namespace, TON // 4, 10),
-        context=operator.tls,
-    )
-    assert code == 200, (answer, [x for x in operator.log().splitlines() if "failed" in x][-3:])
+    post_report(operator, report(meter, namespace, TON // 4, 10))
     status = eventually(
         lambda: (s := channel_status(cluster, namespace)).get("claimed") == str(TON // 4) and s,
         timeout=60,
@@ -246,13 +263,15 @@ def test_paid_inference_channel(
     assert columns["FEES"] == fees and int(fees) > books.claim_charges
     assert columns["REFUNDED"] == "0"
 
-    # the meter's credit document
+    # the meter's credit document, for its signed request only: its public key is no credential
     meter_hex = keys.public_bytes(meter).hex()
-    code, document = http_json(
+    code, refused = http_json(
         "GET",
         f"{operator.api_url}/usage/v1/credit/{namespace}/pool?meter={meter_hex}",
         context=operator.tls,
     )
+    assert code == 401 and "channels" not in refused
+    code, document = signed_credit(operator, namespace, meter)
     assert code == 200, document
     [entry] = document["channels"]
     assert entry["credentialSha256"] == hashlib.sha256(token.encode()).hexdigest()
@@ -289,11 +308,7 @@ def test_paid_inference_channel(
         timeout=60,
         what="the top-up",
     )
-    code, document = http_json(
-        "GET",
-        f"{operator.api_url}/usage/v1/credit/{namespace}/pool?meter={meter_hex}",
-        context=operator.tls,
-    )
+    code, document = signed_credit(operator, namespace, meter)
     assert int(document["channels"][0]["creditLimitNanoton"]) >= 3 * TON - TON // 100
 
     # deletion: more usage is claimed, the close starts, and after the delay the payer
@@ -329,6 +344,46 @@ def test_paid_inference_channel(
     returned = balance(chain_url, payer) - payer_before
     assert returned == closed.deposits - closed.claimed - payer_fees
     assert balance(chain_url, Address(closed.address)) == 0
+
+
+def test_junk_requests_cost_the_api_server_nothing(
+    cluster: LocalCluster, operator: Operator, namespace: str
+) -> None:
+    """50 forged, unregistered or unsigned requests of each kind reach no Kubernetes call, as
+    the API server's own audit log shows; an authenticated request does, and is seen there."""
+    meter, stranger = registered_meter(cluster, namespace), keys.generate()
+    forged = report(meter, namespace, 10 * TON, 1, channel="ghost")
+    forged["signature"] = report(stranger, namespace, 10 * TON, 1, channel="ghost")["signature"]
+    credit = f"/usage/v1/credit/{namespace}/ghostpool"
+    api = operator.api_url
+    junk: list[tuple[str, str, Any, dict[str, str]]] = [
+        ("POST", f"{api}/usage/v1/reports", forged, {}),  # badly signed
+        ("POST", f"{api}/usage/v1/reports",  # well signed by a key no pool registered
+         report(stranger, namespace, TON, 1, pool="ghostpool", channel="ghost"), {}),
+        ("GET", f"{api}{credit}?meter={keys.public_bytes(meter).hex()}", None, {}),  # key only
+        ("GET", f"{api}{credit}", None,
+         {signed_request.HEADER: signed_request.sign(stranger, "GET", credit)}),
+        ("POST", f"{api}/payments/v1/channels/{namespace}/ghost/promises",
+         {"cumulative": "1", "signature": "00" * 64}, {}),
+    ]
+    for method, url, body, headers in junk:
+        for _ in range(50):
+            code, answer = http_json(method, url, body, context=operator.tls, headers=headers)
+            assert code in (401, 403, 404), (url, code, answer)
+
+    # the control: the registered meter's report about the same missing channel costs one GET
+    post_report(operator, report(meter, namespace, TON, 1, channel="ghost"), expect=410)
+
+    def ghostly() -> list[tuple[str, str, str]]:
+        return [
+            (ref.get("resource", ""), ref.get("name", ""), event["verb"])
+            for event in cluster.audit_events()
+            if (ref := event.get("objectRef") or {}).get("namespace") == namespace
+            and ref.get("name") in ("ghost", "ghostpool")
+        ]
+
+    seen = eventually(ghostly, timeout=30, what="the control's GET in the audit log")
+    assert seen == [("paymentchannels", "ghost", "get")]
 
 
 @pytest.mark.parametrize("kill_after_s", [0.0, 0.3, 1.0])
@@ -368,13 +423,7 @@ def test_operator_killed_while_usage_is_settled_claims_exactly_once(
         timeout=90,
         what="the channel open",
     )
-    code, answer = http_json(
-        "POST",
-        f"{operator.api_url}/usage/v1/reports",
-        report(meter, namespace, TON // 4, 1),
-        context=operator.tls,
-    )
-    assert code == 200, answer
+    post_report(operator, report(meter, namespace, TON // 4, 1))
     time.sleep(kill_after_s)  # the kill point is the variable under test, not a wait for luck
     operator.kill()
     operator.start()

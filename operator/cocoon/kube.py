@@ -6,8 +6,10 @@ kinds and our CRDs; built on kubernetes_asyncio for kubeconfig and in-cluster au
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,6 +179,44 @@ class Kube:
         result = await self._call("GET", path, query=query)
         items: list[Obj] = result.get("items", [])
         return items
+
+    async def list_versioned(self, kind: Kind) -> tuple[builtins.list[Obj], str]:
+        """Every object of `kind` in every namespace, and the list's resourceVersion (where a
+        watch of the same kind starts)."""
+        result = await self._call("GET", kind.path())
+        return list(result.get("items") or []), str((result.get("metadata") or {}).get(
+            "resourceVersion", ""))
+
+    async def watch(
+        self, kind: Kind, resource_version: str, timeout_seconds: int = 300
+    ) -> AsyncIterator[Obj]:
+        """Watch events (`{"type", "object"}`) of `kind` in every namespace after
+        `resource_version`, until the server ends the stream (at most `timeout_seconds`)."""
+        path = kind.path()
+        REQUESTS.labels("WATCH", resource_of(path)).inc()
+        response = await self._api.call_api(
+            path,
+            "GET",
+            query_params=[
+                ("watch", "true"),
+                ("resourceVersion", resource_version),
+                ("allowWatchBookmarks", "true"),
+                ("timeoutSeconds", str(timeout_seconds)),
+            ],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout_seconds + 30,
+        )
+        try:
+            if response.status != 200:
+                raise ApiException(status=response.status, reason=response.reason)
+            while line := await response.content.readline():
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    yield event
+        finally:
+            response.release()
 
     async def apply(self, kind: Kind, obj: Obj) -> Obj:
         """Server-side apply with our field manager; we own what we render, nothing else."""

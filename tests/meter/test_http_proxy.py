@@ -11,7 +11,6 @@ from conftest import AUTH, CHANNEL, POOR_CREDENTIAL, PRICE, get_text
 
 from cocoon.meter.journal import read_charges
 from cocoon.meter.pricing import Units
-from cocoon.meter.usage_report import verify
 
 pytestmark = pytest.mark.triton
 
@@ -198,16 +197,16 @@ async def test_health_and_metadata_are_open_control_is_refused(meter):
             assert r.status == 403
 
 
-async def test_signed_usage_report_matches_journal(meter):
+async def test_admin_port_serves_metrics_but_no_usage_listing(meter):
+    """Every channel's spend goes only to the operator: the admin port has no usage route."""
     for _ in range(3):
         await _post(f"{meter.http_url}/v2/models/add/infer", ADD_BODY)
-    text = await get_text(f"{meter.admin_url}/cocoon/v1/usage?channel={CHANNEL}")
-    (envelope,) = json.loads(text)["reports"]
-    report = verify(envelope)
-    assert report.units.requests == 3
-    assert report.cost_nanoton == "3000"
-    assert report.pool == "tenant/pool"
-    assert report.journal_sequence == 3
+    assert len(list(read_charges(meter.journal))) == 3
+    async with aiohttp.ClientSession() as s:
+        for path in ("/cocoon/v1/usage", f"/cocoon/v1/usage?channel={CHANNEL}"):
+            async with s.get(meter.admin_url + path) as r:
+                assert r.status == 404, path
+                assert CHANNEL not in await r.text()
     metrics = await get_text(f"{meter.admin_url}/metrics")
     assert 'cocoon_meter_requests_total{model="add",outcome="ok",protocol="http"} 3.0' in metrics
     assert "tenant/alpha" not in metrics

@@ -33,7 +33,6 @@ async def test_malformed_requests_get_json_4xx_and_leave_no_trace(meter):
     for text in (
         meter.log_text(),
         await get_text(f"{meter.admin_url}/metrics"),
-        await get_text(f"{meter.admin_url}/cocoon/v1/usage"),
     ):
         assert CANARY not in text
         assert CREDENTIAL not in text

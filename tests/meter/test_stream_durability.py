@@ -6,20 +6,21 @@ charge every token the client received (counted as the meter counts them), and a
 chunk the meter had journaled but not yet written.
 """
 
-import asyncio
 import json
 import queue
 import signal
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import aiohttp
 import grpc
 import pytest
-from conftest import AUTH, CHANNEL, CREDENTIAL, PRICE, get_text
+from conftest import AUTH, CHANNEL, CREDENTIAL, PRICE
 from test_grpc_proxy import _tokens_request
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from cocoon.meter.credits import credential_hash
 from cocoon.meter.journal import Journal, read_charges
 from cocoon.meter.pricing import Units
 from cocoon.meter.process import MeterProcess, start_meter, write_credits
@@ -100,14 +101,64 @@ def test_kill_9_mid_grpc_stream_keeps_every_delivered_token(killable):
     _reopened_charge(killable, delivered.units())
 
 
-async def _usage_requests(meter: MeterProcess) -> int:
-    reports = json.loads(await get_text(f"{meter.admin_url}/cocoon/v1/usage"))["reports"]
-    return sum(verify(envelope).units.requests for envelope in reports)
+class _Operator(ThreadingHTTPServer):
+    """A stand-in for the operator's usage API: grants credit, keeps the signed reports."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _OperatorHandler)
+        self.reports: list[dict] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def reported_requests(self) -> int:
+        """Requests in the latest report of the channel (reports are cumulative)."""
+        latest = [verify(r) for r in self.reports]
+        return max((r.units.requests for r in latest if r.channel == CHANNEL), default=0)
 
 
-def test_each_request_on_an_open_grpc_stream_is_charged_while_it_stays_open(meter):
+class _OperatorHandler(BaseHTTPRequestHandler):
+    server: _Operator
+
+    def _answer(self, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        entry = {"channel": CHANNEL, "credentialSha256": credential_hash(CREDENTIAL),
+                 "creditLimitNanoton": str(10**15)}
+        self._answer({"channels": [entry]})
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        self.server.reports.append(json.loads(self.rfile.read(length)))
+        self._answer({"accepted": True})
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def reporting_meter(triton_server, tmp_path):
+    """A meter that pushes its signed usage reports every 100 ms to a stand-in operator."""
+    operator = _Operator()
+    threading.Thread(target=operator.serve_forever, daemon=True).start()
+    process = start_meter(triton_server, tmp_path, price=PRICE, operator_url=operator.url,
+                          extra_args=("--report-interval=0.1",))
+    yield process, operator
+    process.stop()
+    operator.shutdown()
+
+
+def test_each_request_on_an_open_grpc_stream_is_charged_while_it_stays_open(reporting_meter):
     """As perf_analyzer does: one stream, many requests; each is journaled and reported as
     soon as its last response went by, long before the stream closes."""
+    meter, operator = reporting_meter
     sending: queue.Queue = queue.Queue()
     requests = iter(sending.get, None)
     k = 4
@@ -128,7 +179,7 @@ def test_each_request_on_an_open_grpc_stream_is_charged_while_it_stays_open(mete
             # the stream is still open: the request is journaled, and the signed report counts
             # it (once its row is fsynced, a moment after it is written)
             _wait_for(lambda i=i: len(_settled(meter)) == i + 1
-                      and asyncio.run(_usage_requests(meter)) == i + 1)
+                      and operator.reported_requests() == i + 1)
         charges = _settled(meter)
         assert [c.units for c in charges] == [Units(1, 2, 3)] * k
         assert len({c.request_id for c in charges}) == k

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cocoon import keys
+from cocoon import keys, signed_request
 from cocoon.controllers import paymentchannel, usage_api
 from cocoon.kube import ATTESTED_NODES, INFERENCE_POOLS, PAYMENT_CHANNELS, SECRETS
 from cocoon.ton import emulator, keyfile
@@ -24,7 +24,7 @@ from cocoon.ton.toncenter import ToncenterChain
 from cocoon.ton.tvm import raw
 from cocoon.ton.wallet import wallet_address
 
-from .fakekube import FakeKube
+from .fakekube import FakeKube, views_of
 
 TON = 1_000_000_000
 NS = "dev"
@@ -89,6 +89,7 @@ class Env:
         self.kube = FakeKube()
         self.memo = kopf.Memo()
         self.memo.kube = self.kube
+        self.memo.views = views_of(self.kube)
         self.payer_key = keys.generate()
         self.payer = wallet_address(keys.public_bytes(self.payer_key))
         self.payee = wallet_address(keys.public_bytes(keys.generate()))
@@ -118,6 +119,7 @@ class Env:
         """A new operator process: nothing in memory survives, only what was persisted."""
         self.memo = kopf.Memo()
         self.memo.kube = self.kube
+        self.memo.views = views_of(self.kube)
         self.memo.payments = paymentchannel.Payments.for_url(self.url, raw(self.payee))
 
     def add_channel(self, name: str = "ch", **spec: Any) -> None:
@@ -151,6 +153,13 @@ async def env(emulator_url: str) -> AsyncIterator[Env]:
         yield environment
     finally:
         await chain.close()
+
+
+def credit_headers(key: Ed25519PrivateKey, namespace: str = NS, pool: str = POOL
+                   ) -> dict[str, str]:
+    """The header a meter signs its credit poll with (cocoon.signed_request)."""
+    target = f"/usage/v1/credit/{namespace}/{pool}"
+    return {signed_request.HEADER: signed_request.sign(key, "GET", target)}
 
 
 @pytest.fixture

@@ -1,16 +1,22 @@
 """An in-memory stand-in for `cocoon.kube.Kube`: JSON merge patches, resourceVersion
-preconditions and 409s on conflicting creates, the semantics the payments code relies on."""
+preconditions and 409s on conflicting creates, the semantics the payments code relies on.
+
+Every API call is recorded in `api_calls` (verb, resource), and every change is passed to the
+`watchers` as a watch event, so a test can feed the API's in-memory views and count what a
+request cost the API server."""
 
 from __future__ import annotations
 
 import copy
 import itertools
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from cocoon.kube import EVENTS, Kind, NotFound, Obj
+from cocoon.controllers.views import Views
+from cocoon.kube import EVENTS, INFERENCE_POOLS, PAYMENT_CHANNELS, Kind, NotFound, Obj
 
 
 def merge(target: Any, patch: Any) -> Any:
@@ -31,7 +37,13 @@ class FakeKube:
         self.objects: dict[tuple[str, str, str], Obj] = {}
         self.events: list[Obj] = []
         self.status_writes = 0
+        self.api_calls: list[tuple[str, str]] = []
+        self.watchers: list[Callable[[Kind, Obj, str], None]] = []
         self._rv = itertools.count(1)
+
+    def _changed(self, kind: Kind, obj: Obj, event: str = "MODIFIED") -> None:
+        for watcher in self.watchers:
+            watcher(kind, copy.deepcopy(obj), event)
 
     def _key(self, kind: Kind, name: str, namespace: str | None) -> tuple[str, str, str]:
         return (kind.plural, namespace or "", name)
@@ -43,9 +55,11 @@ class FakeKube:
         meta.setdefault("generation", 1)
         meta["resourceVersion"] = str(next(self._rv))
         self.objects[self._key(kind, meta["name"], meta.get("namespace"))] = obj
+        self._changed(kind, obj)
         return copy.deepcopy(obj)
 
     async def get(self, kind: Kind, name: str, namespace: str | None = None) -> Obj:
+        self.api_calls.append(("get", kind.plural))
         try:
             return copy.deepcopy(self.objects[self._key(kind, name, namespace)])
         except KeyError:
@@ -60,6 +74,7 @@ class FakeKube:
     async def list(
         self, kind: Kind, namespace: str | None = None, *, labels: str = "", fields: str = ""
     ) -> list[Obj]:
+        self.api_calls.append(("list", kind.plural))
         # equality selectors (k=v,...) are honoured; set-based ones are not evaluated here
         terms = [t for t in labels.split(",") if t]
         simple = all("=" in t and "!=" not in t and " " not in t for t in terms)
@@ -81,6 +96,7 @@ class FakeKube:
         *,
         subresource: str = "",
     ) -> Obj:
+        self.api_calls.append(("patch", kind.plural + (f"/{subresource}" if subresource else "")))
         key = self._key(kind, name, namespace)
         if key not in self.objects:
             raise NotFound(kind.path(namespace, name))
@@ -96,9 +112,11 @@ class FakeKube:
         updated = merge(current, patch)
         updated["metadata"]["resourceVersion"] = str(next(self._rv))
         self.objects[key] = updated
+        self._changed(kind, updated)
         return copy.deepcopy(updated)
 
     async def create(self, kind: Kind, obj: Obj) -> Obj:
+        self.api_calls.append(("create", kind.plural))
         if kind == EVENTS:
             self.events.append(obj)
             return obj
@@ -108,4 +126,23 @@ class FakeKube:
         return self.put(kind, obj)
 
     async def delete(self, kind: Kind, name: str, namespace: str | None = None) -> None:
-        self.objects.pop(self._key(kind, name, namespace), None)
+        self.api_calls.append(("delete", kind.plural))
+        gone = self.objects.pop(self._key(kind, name, namespace), None)
+        if gone is not None:
+            self._changed(kind, gone, "DELETED")
+
+
+def views_of(kube: FakeKube) -> Views:
+    """The API's in-memory views, loaded from and kept current with `kube` like a watch."""
+    view = Views()
+    informers = {INFERENCE_POOLS.plural: view.pools, PAYMENT_CHANNELS.plural: view.channels}
+    for (plural, _, _), obj in kube.objects.items():
+        if plural in informers:
+            informers[plural].feed(obj)
+    kube.watchers.append(
+        lambda kind, obj, event: informers[kind.plural].feed(obj, event)
+        if kind.plural in informers else None
+    )
+    view.pools.synced.set()
+    view.channels.synced.set()
+    return view

@@ -26,7 +26,16 @@ from cocoon.ton.accounting import CLAIM_GAS_CHARGE, Step
 from cocoon.ton.channel import State
 from cocoon.ton.tvm import raw
 
-from .conftest import NS, POOL, TON, Env, attested_node, journal_of, meter_record
+from .conftest import (
+    NS,
+    POOL,
+    TON,
+    Env,
+    attested_node,
+    credit_headers,
+    journal_of,
+    meter_record,
+)
 
 pytestmark = pytest.mark.chain
 Client = TestClient[web.Request, web.Application]
@@ -115,9 +124,7 @@ async def test_usage_promise_claim_and_credit(env: Env, api: Client) -> None:
     assert TON // 4 - CLAIM_GAS_CHARGE - TON // 1000 < received < TON // 4 - CLAIM_GAS_CHARGE
 
     # the meter's credit: its own cost plus what is left of min(deposit, promise + window)
-    credit = await api.get(
-        f"/usage/v1/credit/{NS}/{POOL}", params={"meter": keys.public_bytes(env.meter_key).hex()}
-    )
+    credit = await api.get(f"/usage/v1/credit/{NS}/{POOL}", headers=credit_headers(env.meter_key))
     assert credit.status == 200
     [entry] = (await credit.json())["channels"]
     assert entry["channel"] == f"{NS}/ch"
@@ -168,9 +175,7 @@ async def test_reports_from_unregistered_keys_are_refused_and_write_nothing(
     assert "rejectedReports" not in status
     assert status.get("owed", "0") == "0"
 
-    credit = await api.get(
-        f"/usage/v1/credit/{NS}/{POOL}", params={"meter": keys.public_bytes(stranger).hex()}
-    )
+    credit = await api.get(f"/usage/v1/credit/{NS}/{POOL}", headers=credit_headers(stranger))
     assert credit.status == 403
     metrics = await (await api.get("/metrics")).text()
     assert 'cocoon_usage_reports_rejected_total{reason="unattested"}' in metrics
@@ -199,8 +204,8 @@ async def test_a_registered_meter_of_another_pool_is_refused_and_counted(
 async def test_raising_the_deposit_tops_up_and_raises_credit(env: Env, api: Client) -> None:
     env.add_channel(creditWindow=str(10 * TON))
     await env.reconcile()
-    meter = {"meter": keys.public_bytes(env.meter_key).hex()}
-    [entry] = (await (await api.get(f"/usage/v1/credit/{NS}/{POOL}", params=meter)).json())[
+    path = f"/usage/v1/credit/{NS}/{POOL}"
+    [entry] = (await (await api.get(path, headers=credit_headers(env.meter_key))).json())[
         "channels"
     ]
     assert int(entry["creditLimitNanoton"]) < 3 * TON
@@ -210,7 +215,7 @@ async def test_raising_the_deposit_tops_up_and_raises_credit(env: Env, api: Clie
     status = await env.status()
     assert int(status["deposited"]) >= 5 * TON
     assert status["lastTransaction"]["kind"] == "topup"
-    [entry] = (await (await api.get(f"/usage/v1/credit/{NS}/{POOL}", params=meter)).json())[
+    [entry] = (await (await api.get(path, headers=credit_headers(env.meter_key))).json())[
         "channels"
     ]
     assert int(entry["creditLimitNanoton"]) >= 5 * TON

@@ -28,7 +28,7 @@ from cocoon.kube import INFERENCE_POOLS, PAYMENT_CHANNELS
 from cocoon.meter import usage_report
 
 from .conftest import NS, POOL, PRICE, channel_body, journal_of, meter_record
-from .fakekube import FakeKube
+from .fakekube import FakeKube, views_of
 
 SECRET = "zebracanary7731-token"
 METER_KEY = keys.generate()
@@ -46,6 +46,7 @@ def operator_api() -> Iterator[int]:
         "status": {"maxPrice": PRICE}})
     memo = kopf.Memo()
     memo.kube = kube
+    memo.views = views_of(kube)
     port = free_port()
     loop = asyncio.new_event_loop()
     ready = threading.Event()

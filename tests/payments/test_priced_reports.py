@@ -19,7 +19,7 @@ from cocoon.meter import usage_report
 from cocoon.placement import meters
 from cocoon.placement.render import meter_container
 
-from .conftest import NS, POOL, PRICE, TON, Env, journal_of, meter_record
+from .conftest import NS, POOL, PRICE, TON, Env, credit_headers, journal_of, meter_record
 from .test_channel_lifecycle import condition, signed_report
 
 Client = TestClient[web.Request, web.Application]
@@ -85,6 +85,7 @@ async def test_a_meter_priced_above_the_channels_max_is_refused(env: Env, api: C
     pool = env.kube.objects[(INFERENCE_POOLS.plural, NS, POOL)]
     pool["status"]["meters"].append(meter_record(dear, pod="pool-1") | {
         "price": {"perOutputToken": "2"}})
+    env.kube.put(INFERENCE_POOLS, pool)  # as a watch event: the API's view follows
     writes, before = env.kube.status_writes, refused("price_above_max")
     answer = await api.post("/usage/v1/reports", json=priced_report(
         dear, usage_report.UsageUnits(requests=1, input_tokens=0, output_tokens=5), 10, 1))
@@ -96,14 +97,13 @@ async def test_a_meter_priced_above_the_channels_max_is_refused(env: Env, api: C
 
     # its credit document refuses the channel: no credit, and the reason its callers will see
     document = await (await api.get(
-        f"/usage/v1/credit/{NS}/{POOL}", params={"meter": keys.public_bytes(dear).hex()})).json()
+        f"/usage/v1/credit/{NS}/{POOL}", headers=credit_headers(dear))).json()
     [entry] = document["channels"]
     assert entry["creditLimitNanoton"] == "0"
     assert "maxPrice" in entry["refusal"]
     # the fairly priced meter keeps its credit
     fair = await (await api.get(
-        f"/usage/v1/credit/{NS}/{POOL}",
-        params={"meter": keys.public_bytes(env.meter_key).hex()})).json()
+        f"/usage/v1/credit/{NS}/{POOL}", headers=credit_headers(env.meter_key))).json()
     [kept] = fair["channels"]
     assert "refusal" not in kept and int(kept["creditLimitNanoton"]) > 0
 
@@ -111,7 +111,9 @@ async def test_a_meter_priced_above_the_channels_max_is_refused(env: Env, api: C
 async def test_a_channel_without_a_pinned_max_serves_nothing(env: Env, api: Client) -> None:
     env.add_channel()
     await env.reconcile()
-    del env.kube.objects[(PAYMENT_CHANNELS.plural, NS, "ch")]["status"]["maxPrice"]
+    channel = env.kube.objects[(PAYMENT_CHANNELS.plural, NS, "ch")]
+    del channel["status"]["maxPrice"]
+    env.kube.put(PAYMENT_CHANNELS, channel)
     answer = await api.post("/usage/v1/reports", json=signed_report(env.meter_key, 5, 1))
     assert answer.status == 409
     assert (await answer.json())["error"]["reason"] == "PriceAboveMax"
@@ -148,6 +150,7 @@ async def test_a_replaced_pod_neither_loses_nor_double_counts(env: Env, api: Cli
     new_key = keys.generate()
     pool = env.kube.objects[(INFERENCE_POOLS.plural, NS, POOL)]
     pool["status"]["meters"] = [meter_record(new_key, pod="pool-1")]
+    env.kube.put(INFERENCE_POOLS, pool)
     late = await api.post("/usage/v1/reports", json=signed_report(env.meter_key, 120, 8))
     assert late.status == 403, "the dead pod's key is no longer registered"
     answer = await api.post("/usage/v1/reports", json=signed_report(new_key, 40, 1))
@@ -157,8 +160,7 @@ async def test_a_replaced_pod_neither_loses_nor_double_counts(env: Env, api: Cli
     assert sorted((m["instance"], m["costNanoton"]) for m in status["meters"]) == sorted(
         [(journal_of(env.meter_key), "100"), (journal_of(new_key), "40")])
     document = await (await api.get(
-        f"/usage/v1/credit/{NS}/{POOL}", params={"meter": keys.public_bytes(new_key).hex()}
-    )).json()
+        f"/usage/v1/credit/{NS}/{POOL}", headers=credit_headers(new_key))).json()
     [entry] = document["channels"]
     promised = int(status.get("promised") or 0)
     cap = min(int(status["deposited"]), promised + 10**6)

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from cocoon.api.inferencepool import InferencePoolSpec
+from cocoon.meter import sidecar
 from cocoon.placement import render
 
 POOL = render.PoolRef(name="chat", namespace="team-a", uid="u-1")
@@ -54,9 +55,12 @@ def test_triton_listens_on_loopback_and_only_the_meter_is_exposed() -> None:
     } <= set(triton["args"])
     assert "ports" not in triton
     svc = render.service(POOL)
-    meter_ports = {p["name"] for p in container(dep, "meter")["ports"]}
-    assert {p["targetPort"] for p in svc["spec"]["ports"]} == meter_ports
+    meter_ports = {p["name"]: p["containerPort"] for p in container(dep, "meter")["ports"]}
     assert svc["spec"]["selector"] == {"cocoon.dev/pool": "chat"}
+    # serving ports only: metrics and liveness (the admin port) are scraped on the pod
+    assert meter_ports["metrics"] == sidecar.ADMIN_PORT
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} == {"http", "grpc"}
+    assert sidecar.ADMIN_PORT not in {p["port"] for p in svc["spec"]["ports"]}
 
 
 @pytest.mark.parametrize(("gpus", "limit", "surge"), [(2, "2", 0), (0, None, 1)])

@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from cocoon.controllers import api_guard
 from cocoon.httpguard import GuardedAppRunner
 from cocoon.kube import Kube
 
@@ -143,8 +144,14 @@ async def answer_every_error(request: web.Request, handler: Handler) -> web.Stre
         )
 
 
-def make_app(setups: list[RouteSetup]) -> web.Application:
-    app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[answer_every_error])
+def make_app(
+    setups: list[RouteSetup], limits: api_guard.Limits | None = None
+) -> web.Application:
+    """Rate limit and body size first (api_guard), then the handlers, every error as JSON."""
+    app = web.Application(
+        client_max_size=max(api_guard.BODY_LIMITS.values()),
+        middlewares=[api_guard.middleware(limits or api_guard.Limits()), answer_every_error],
+    )
     app.router.add_get("/healthz", _healthz)
     for setup in setups:
         setup(app)
@@ -157,7 +164,7 @@ def make_runner(app: web.Application) -> web.AppRunner:
 
 
 async def start(settings: ServerSettings, setups: list[RouteSetup]) -> web.AppRunner:
-    runner = make_runner(make_app(setups))
+    runner = make_runner(make_app(setups, api_guard.Limits.from_env()))
     await runner.setup()
     tls = settings.ssl_context()
     await web.TCPSite(runner, settings.host, settings.port, ssl_context=tls).start()

@@ -28,7 +28,7 @@ from cocoon.api.inferencepool import InferencePoolStatus, MeterRecord
 from cocoon.attestation import endpoint
 from cocoon.attestation.endpoint import EndpointEvidence
 from cocoon.attestation.policy import PolicyError
-from cocoon.controllers import httpapi
+from cocoon.controllers import httpapi, views
 from cocoon.controllers.attestednode import load_policy
 from cocoon.kube import ATTESTED_NODES, INFERENCE_POOLS, PODS, Kube, NotFound
 from cocoon.meter.pricing import Price
@@ -70,6 +70,7 @@ def setup_routes(app: web.Application, memo: kopf.Memo) -> None:
     async def post_register(request: web.Request) -> web.Response:
         return await register(request, memo)
 
+    views.attach(app, memo.views)
     app.router.add_get(CHALLENGE_PATH, get_challenge)
     app.router.add_post(REGISTER_PATH, post_register)
 
@@ -144,7 +145,8 @@ async def register(request: web.Request, memo: kopf.Memo) -> web.Response:
     )
     pool_name = pod["metadata"]["labels"][POOL_LABEL]
     written = await _write_record(
-        kube, who.namespace, pool_name, who, registration, price=price, lifetime=lifetime
+        kube, who.namespace, pool_name, who, registration, price=price, lifetime=lifetime,
+        view=views.of(request),
     )
     if written is None:
         return _refuse(404, "UnknownPool", f"InferencePool {who.namespace}/{pool_name} is gone")
@@ -178,6 +180,7 @@ async def _write_record(
     *,
     price: Price,
     lifetime: timedelta,
+    view: views.Views,
 ) -> MeterRecord | None:
     for _ in range(WRITE_ATTEMPTS):
         body = await kube.get_or_none(INFERENCE_POOLS, pool, namespace)
@@ -199,31 +202,18 @@ async def _write_record(
             "status": {"meters": [r.to_api() for r in meters.merged(current, record, now)]},
         }
         try:
-            await kube.patch(INFERENCE_POOLS, pool, patch, namespace, subresource="status")
+            updated = await kube.patch(
+                INFERENCE_POOLS, pool, patch, namespace, subresource="status"
+            )
         except ApiException as exc:
             if exc.status != 409:
                 raise
             continue
+        view.pools.feed(updated)  # this replica trusts the key at once, before the watch says so
         return record
     raise web.HTTPServiceUnavailable(reason="pool status kept changing; retry")
 
 
-async def live_records(kube: Kube, pool_ref: str) -> list[MeterRecord]:
-    """The pool's unexpired meter records (one GET)."""
-    namespace, _, name = pool_ref.partition("/")
-    if not namespace or not name or "/" in name:
-        return []
-    body = await kube.get_or_none(INFERENCE_POOLS, name, namespace)
-    if body is None:
-        return []
-    try:
-        records = InferencePoolStatus.model_validate(body.get("status") or {}).meters
-    except ValidationError:
-        return []
-    now = utcnow()
-    return [r for r in records if r.expires_at > now]
-
-
-async def registered(kube: Kube, pool_ref: str, public_key: str) -> MeterRecord | None:
-    """The live record of `public_key` among the pool's meters."""
-    return meters.find(await live_records(kube, pool_ref), public_key, utcnow())
+def registered(view: views.Views, pool_ref: str, public_key: str) -> MeterRecord | None:
+    """The live record of `public_key` among the pool's meters, from memory (no API call)."""
+    return meters.find(view.meters(pool_ref), public_key, utcnow())

@@ -30,6 +30,7 @@ from cocoon.controllers import (
     meter_api,
     nodes,
     paymentchannel,
+    views,
 )
 from cocoon.controllers import settings as operator_settings
 from cocoon.kube import Kube
@@ -102,6 +103,8 @@ async def prepare(memo: kopf.Memo) -> None:
     memo.caches = cache.Caches()
     memo.payments = paymentchannel.Payments.from_env()
     memo.leading = partial(leading, memo)
+    memo.views = views.Views()
+    memo.view_tasks = memo.views.start(memo.kube)
     memo.api = await httpapi.start(
         httpapi.ServerSettings.from_env(),
         [
@@ -141,6 +144,9 @@ async def serve(args: argparse.Namespace) -> int:
         if elector is not None and not elector.lost.is_set():
             await elector.release()
         await memo.api.cleanup()
+        for task in memo.view_tasks:
+            task.cancel()
+        await asyncio.gather(*memo.view_tasks, return_exceptions=True)
         await memo.kube.close()
 
 

@@ -7,10 +7,17 @@ Client signing mode submit their promises.
   authentication. Refusals are 4xx JSON errors counted in
   `cocoon_usage_reports_rejected_total{reason}`; only refusals of an authenticated meter are
   also counted in the channel's status.rejectedReports (a forgery writes nothing).
-- `GET /usage/v1/credit/{namespace}/{pool}?meter=<hex key>`: the meter's credit document
-  (the format of `cocoon.meter.credits`) for the pool's Open channels; only registered keys.
+- `GET /usage/v1/credit/{namespace}/{pool}`: the meter's credit document (the format of
+  `cocoon.meter.credits`) for that pool's Open channels, and only for a request signed by a
+  live registered meter of that pool (`Cocoon-Signature`, see `cocoon.signed_request` and
+  `credit_auth`: the receipt key over method, path, time and a nonce; 30 s window, each nonce
+  once).
 - `POST /payments/v1/channels/{namespace}/{name}/promises`: `{"cumulative", "signature"}`, a
   promise signed by the channel's payer key (Client signing); the signature authenticates it.
+
+Callers are checked against the replica's in-memory view (`views`: meter records, channels'
+payer keys) before any Kubernetes call, so a forged, badly signed, replayed or unregistered
+request makes none; api_guard has already bounded each source's rate and each route's body.
 
 Status writes here are read-modify-write with the object's resourceVersion as precondition, so
 concurrent reports never lose each other's meters.
@@ -36,7 +43,7 @@ from cocoon.api.paymentchannel import (
     PaymentChannelStatus,
     SigningMode,
 )
-from cocoon.controllers import httpapi, meter_api
+from cocoon.controllers import credit_auth, httpapi, meter_api, views
 from cocoon.kube import PAYMENT_CHANNELS, Kube, Obj
 from cocoon.meter import usage_report
 from cocoon.meter.pricing import Price
@@ -126,7 +133,7 @@ async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -
     except usage_report.UsageReportError as exc:
         REJECTED.labels(reason=RejectReason.BAD_SIGNATURE.value).inc()
         return _reject(RejectReason.BAD_SIGNATURE, 403, f"{exc}; sign with the meter's key.")
-    record = await meter_api.registered(kube, report.pool, report.meter_public_key)
+    record = meter_api.registered(views.of(request), report.pool, report.meter_public_key)
     if record is None or record.journal_id != report.journal_id:
         REJECTED.labels(reason=RejectReason.UNATTESTED.value).inc()
         return _reject(
@@ -299,18 +306,14 @@ async def credit_document(
     return {"channels": entries}
 
 
-async def get_credit(request: web.Request, kube: Kube) -> web.Response:
+async def get_credit(
+    request: web.Request, kube: Kube, gate: credit_auth.SignedRequests
+) -> web.Response:
     namespace, pool = request.match_info["namespace"], request.match_info["pool"]
-    records = await meter_api.live_records(kube, f"{namespace}/{pool}")
-    meter = next(
-        (r for r in records if r.receipt_public_key == request.query.get("meter", "")), None
-    )
-    if meter is None:
-        return httpapi.error(
-            403,
-            "Unattested",
-            f"pass ?meter=<receipt public key, hex> of a registered meter of {namespace}/{pool}.",
-        )
+    caller = credit_auth.credit_caller(request, gate, f"{namespace}/{pool}")
+    if isinstance(caller, web.Response):
+        return caller
+    meter, records = caller
     document = await credit_document(
         kube, namespace, pool, meter.journal_id, {r.journal_id for r in records}, price=meter.price
     )
@@ -329,7 +332,7 @@ async def submit_promise(request: web.Request, kube: Kube, on_change: OnChange) 
             "MalformedPromise",
             f"expected JSON {{cumulative: nanoton string, signature: hex}}: {exc}",
         )
-    body = await kube.get_or_none(PAYMENT_CHANNELS, name, namespace)
+    body = views.of(request).channel(namespace, name)  # checked in memory before any API call
     if body is None:
         return httpapi.error(404, "UnknownChannel", f"no PaymentChannel {namespace}/{name}.")
     spec = PaymentChannelSpec.model_validate(body["spec"])
@@ -378,17 +381,25 @@ async def metrics(_: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def setup_routes(app: web.Application, memo: kopf.Memo, on_change: OnChange) -> None:
+def setup_routes(
+    app: web.Application, memo: kopf.Memo, on_change: OnChange,
+    gate: credit_auth.SignedRequests | None = None,
+) -> None:
+    view: views.Views = memo.views
+    views.attach(app, view)
+
     def bind(
         handler: Callable[..., Awaitable[web.Response]], *extra: Any
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def route(request: web.Request) -> web.Response:
+            if not view.ready:  # nothing to check callers against yet
+                return views.not_ready()
             return await handler(request, memo.kube, *extra)
 
         return route
 
     app.router.add_post(REPORTS_PATH, bind(submit_report, on_change))
-    app.router.add_get(CREDIT_PATH, bind(get_credit))
+    app.router.add_get(CREDIT_PATH, bind(get_credit, gate or credit_auth.SignedRequests()))
     app.router.add_post(PROMISES_PATH, bind(submit_promise, on_change))
     if not any(getattr(r, "canonical", "") == "/metrics" for r in app.router.resources()):
         app.router.add_get("/metrics", metrics)

@@ -140,6 +140,29 @@ class GpuNode:
         }
 
 
+# Metadata only, and only for the resources callers of the operator's API name: enough to prove a
+# refused request reached no further, small enough to leave the API server unhurried.
+AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {
+            "level": "Metadata",
+            "resources": [
+                {
+                    "group": "cocoon.dev",
+                    "resources": [
+                        "inferencepools", "inferencepools/*", "paymentchannels", "paymentchannels/*"
+                    ],
+                }
+            ],
+        },
+        {"level": "None"},
+    ],
+}
+
+
 @dataclass
 class LocalCluster:
     workdir: Path
@@ -158,6 +181,17 @@ class LocalCluster:
     @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The API server's audit events so far: every request for our own resources
+        (`AUDIT_POLICY`), so a test can count what a request cost the API server."""
+        if not self.audit_log.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line]
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -204,6 +238,8 @@ class LocalCluster:
 
     def _start_apiserver(self, pki: pkimod.Pki) -> None:
         port = self.ports["apiserver"]
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY))
         apiserver = self.supervisor.start(
             "kube-apiserver",
             [
@@ -224,6 +260,9 @@ class LocalCluster:
                 "--endpoint-reconciler-type=none",
                 "--enable-priority-and-fairness=false",
                 "--enable-admission-plugins=NodeRestriction",
+                f"--audit-policy-file={policy}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
                 "--v=0",
             ],
         )

@@ -167,6 +167,10 @@ class Operator:
             "COCOON_NAMESPACE": OPERATOR_NAMESPACE,
             "COCOON_OPERATOR_URL": self.api_url,
             "COCOON_RESYNC_SECONDS": "2",
+            # every local agent, meter and test shares 127.0.0.1: one source address, not one
+            # per pod as in a cluster
+            "COCOON_API_RATE_PER_SOURCE": "500",
+            "COCOON_API_BURST_PER_SOURCE": "2000",
             **SHORT_LEASE,
             **self.env,
         }
@@ -180,7 +184,7 @@ class Operator:
         marker = "watch-stream for" if lead else "waiting to lead"
         wait_for(
             lambda: marker in process.tail(400)
-            and http_ok(f"{self.api_url}/healthz", context=self.tls),
+            and http_ok(f"{self.api_url}/readyz", context=self.tls),
             timeout=60,
             what=f"{self.name}'s API and {'watch streams' if lead else 'lease wait'}",
             watch=process,

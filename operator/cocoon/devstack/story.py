@@ -132,9 +132,9 @@ def ton(nanoton: int) -> str:
 
 def http_json(
     method: str, url: str, body: Any = None, token: str = "",
-    context: ssl.SSLContext | None = None,
+    context: ssl.SSLContext | None = None, *, headers: dict[str, str] | None = None,
 ) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode() if body is not None else None

@@ -1,12 +1,11 @@
-"""The admin port: Prometheus metrics, signed usage reports, liveness and readiness. Not exposed
-to tenants.
+"""The admin port: Prometheus metrics, liveness and readiness, reached on the pod only (kubelet
+probes, the chart's PodMonitor; the pool Service does not expose it, the NetworkPolicy admits
+only the monitoring namespace). It serves nothing a tenant could use against another: the signed
+usage reports (every channel's spend) go only to the operator, pushed by `operator_link`.
 
 Readiness is Triton's, asked on loopback: the kubelet's prober (Go) cannot parse the data port's
 RA-TLS certificate (its evidence extension's 2.25 OID has an arc beyond Go's 31-bit limit), so
 the probe cannot go through the TLS listener; `serve` starts this port after that listener.
-
-Usage reports live here rather than on the data port because they list every channel's spend,
-which one tenant must not see of another.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from cocoon.meter.metrics import MeterMetrics
 from cocoon.meter.sidecar import LIVENESS_PATH, READINESS_PATH
 from cocoon.meter.usage_report import SignedUsageReport, UsageReport, UsageUnits, sign
 
-USAGE_PATH = "/cocoon/v1/usage"
 TRITON_READY_PATH = "/v2/health/ready"
 READY_TIMEOUT = aiohttp.ClientTimeout(total=3)
 
@@ -65,17 +63,11 @@ async def upstream_ready(upstream_http: str) -> bool:
         return False
 
 
-def admin_app(
-    journal: Journal, metrics: MeterMetrics, pool: str, key: Ed25519PrivateKey, upstream_http: str
-) -> web.Application:
+def admin_app(journal: Journal, metrics: MeterMetrics, upstream_http: str) -> web.Application:
     async def get_metrics(request: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
-
-    async def get_usage(request: web.Request) -> web.Response:
-        reports = usage_reports(journal, pool, key, request.query.get("channel"))
-        return web.json_response({"reports": [r.to_api() for r in reports]})
 
     async def live(request: web.Request) -> web.Response:
         if not journal.alive:
@@ -89,7 +81,6 @@ def admin_app(
 
     app = web.Application()
     app.router.add_get("/metrics", get_metrics)
-    app.router.add_get(USAGE_PATH, get_usage)
     app.router.add_get(LIVENESS_PATH, live)
     app.router.add_get(READINESS_PATH, ready)
     return app

@@ -7,9 +7,10 @@ that the token belongs to a pod of this pool on the node the evidence comes from
 the meter's receipt key in the pool's status; only recorded keys may report usage or read
 credit. The meter registers again before the record expires.
 
-Credit: the meter polls `GET /usage/v1/credit/<ns>/<pool>?meter=<key>` and keeps the last good
-table (the same document the file source reads), so a top-up reaches callers within one poll and
-an unreachable operator never locks callers out of credit they already had.
+Credit: the meter polls `GET /usage/v1/credit/<ns>/<pool>`, each poll signed afresh with its
+receipt key (`Cocoon-Signature`, cocoon.signed_request), and keeps the last good table (the same
+document the file source reads), so a top-up reaches callers within one poll and an unreachable
+operator never locks callers out of credit they already had.
 
 Usage: after calls are journaled, the meter POSTs each channel's cumulative report, signed with
 the node workload key, to `/usage/v1/reports`. Reports are cumulative, so a lost or repeated
@@ -28,7 +29,7 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
-from cocoon import keys
+from cocoon import signed_request
 from cocoon.meter.admin import usage_reports
 from cocoon.meter.credits import ChannelCredit, parse_credit_file
 from cocoon.meter.evidence_source import EvidenceUnavailable
@@ -47,8 +48,9 @@ class OperatorCreditSource:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         namespace, name = pool.split("/", 1)
-        public = keys.public_bytes(key).hex()
-        self.url = f"{operator_url.rstrip('/')}/usage/v1/credit/{namespace}/{name}?meter={public}"
+        self.path = f"/usage/v1/credit/{namespace}/{name}"
+        self.url = f"{operator_url.rstrip('/')}{self.path}"
+        self.key = key
         self.poll_seconds = poll_seconds
         self.ssl_context = ssl_context
         self._table: dict[str, ChannelCredit] = {}
@@ -60,7 +62,10 @@ class OperatorCreditSource:
         """One poll; True when a table was loaded. Failures keep the last good table."""
         try:
             tls = _ssl(self.ssl_context)
-            async with session.get(self.url, timeout=_TIMEOUT, ssl=tls) as response:
+            signature = signed_request.sign(self.key, "GET", self.path)
+            async with session.get(
+                self.url, timeout=_TIMEOUT, ssl=tls, headers={signed_request.HEADER: signature}
+            ) as response:
                 text = await response.text()
                 if response.status != 200:
                     log.warning(
@@ -111,6 +116,10 @@ class UsagePusher:
                     if resp.status == 200:
                         self._accepted[report.channel] = state
                         accepted += 1
+                    elif resp.status in (429, 503):
+                        # the operator asks for a pause: the rest waits for the next round
+                        log.info("operator asked to slow down", extra={"status": resp.status})
+                        break
                     elif resp.status == 410:
                         # The channel is gone: resending the same figures cannot succeed.
                         self._accepted[report.channel] = state

@@ -166,8 +166,7 @@ async def serve(options: ServeOptions, credits: CreditSource | None = None) -> N
         access_log=None, handle_signals=False,
     )
     admin = web.AppRunner(
-        admin_app(journal, metrics, options.config.pool, key, options.upstream_http),
-        access_log=None,
+        admin_app(journal, metrics, options.upstream_http), access_log=None
     )
     channel = grpc.aio.insecure_channel(options.upstream_grpc, options=_GRPC_OPTIONS)
     grpc_server = _grpc_server(options, GrpcProxy(meter, channel), attested)

@@ -1,14 +1,14 @@
 """The meter's container in a pool's pod, for the Deployment renderer.
 
 Ports: the meter owns the pod's public ports, HTTPS 8000 and gRPC over TLS 8001 (Triton's usual
-numbers), plus admin 9100 (metrics, usage reports, liveness). Its TLS and receipt keys are made
-in memory at start; it proves them with evidence from the node agent's socket (node isolation)
-or from configfs-tsm inside its own pod VM (pod isolation, `runtimeClassName`), and registers
-them with the operator using the pod's bound ServiceAccount token (audience cocoon-operator).
-No key file is mounted. Triton
-must listen on loopback only, on 18000/18001/18002 (`triton_listen_args`), so the Service can
-expose nothing that bypasses metering. Readiness is Triton's (`/readyz` on the admin port asks
-Triton's `/v2/health/ready` on loopback; see `admin` for why not through the TLS port); liveness
+numbers), plus admin 9100 (metrics, liveness, readiness; on the pod only, not in the pool's
+Service). Its TLS and receipt keys are made in memory at start; it proves them with evidence from
+the node agent's socket (node isolation) or from configfs-tsm inside its own pod VM (pod
+isolation, `runtimeClassName`), and registers them with the operator using the pod's bound
+ServiceAccount token (audience cocoon-operator). No key file is mounted. Triton must listen on
+loopback only, on 18000/18001/18002 (`triton_listen_args`), so the Service can expose nothing
+that bypasses metering. Readiness is Triton's (`/readyz` on the admin port asks Triton's
+`/v2/health/ready` on loopback; see `admin` for why not through the TLS port); liveness
 is the meter's own (`/livez`, after a startup probe), so a slow model or a slow start never gets
 the meter restarted.
 """

@@ -277,7 +277,9 @@ def deployment(
 
 
 def service(pool: PoolRef) -> Obj:
-    """Only the meter's ports; Triton's are bound to loopback and never exposed."""
+    """Only the meter's serving ports. Triton's are bound to loopback; the meter's admin port
+    (metrics, liveness) is scraped on the pod (the chart's PodMonitor), never through the
+    Service every tenant can reach."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -304,12 +306,6 @@ def service(pool: PoolRef) -> Obj:
                     "targetPort": "grpc",
                     "protocol": "TCP",
                     "appProtocol": "kubernetes.io/h2c",
-                },
-                {
-                    "name": "metrics",
-                    "port": sidecar.ADMIN_PORT,
-                    "targetPort": "metrics",
-                    "protocol": "TCP",
                 },
             ],
         },
