@@ -238,7 +238,8 @@ class FeeLedger(ApiModel):
         default="0", description="Every fee charged for this channel: channelFees + fundingFees."
     )
     last_lt: str = Field(
-        default="0", pattern=r"^[0-9]{1,20}$",
+        default="0",
+        pattern=r"^[0-9]{1,20}$",
         description="Logical time of the newest transaction counted; older ones never count again.",
     )
     last_hash: str = Field(
@@ -282,8 +283,9 @@ class PaymentChannelStatus(ApiModel):
         "crash can never deploy a second channel under another id.",
     )
     network: str = Field(
-        default="", max_length=63, description="The provider network the channel lives on, "
-        "pinned when its id is chosen."
+        default="",
+        max_length=63,
+        description="The provider network the channel lives on, pinned when its id is chosen.",
     )
     max_price: Price | None = Field(
         default=None,
@@ -300,11 +302,13 @@ class PaymentChannelStatus(ApiModel):
         "parameters.payerPublicKey.",
     )
     promise_key_secret: str = Field(
-        default="", max_length=253, description="The Secret holding that key; empty: "
-        "<channel>-promise-key."
+        default="",
+        max_length=253,
+        description="The Secret holding that key; empty: <channel>-promise-key.",
     )
     promise_key_rotation: str = Field(
-        default="", max_length=253,
+        default="",
+        max_length=253,
         description="The value of the cocoon.dev/rotate-promise-key annotation last carried out.",
     )
     meters: list[MeterUsage] = Field(

@@ -82,7 +82,8 @@ class TokenBuckets:
 
     def _forget_idle(self, now: float) -> None:
         self._buckets = {
-            k: (t, last) for k, (t, last) in self._buckets.items()
+            k: (t, last)
+            for k, (t, last) in self._buckets.items()
             if t + (now - last) * self.rate < self.burst
         }
 
@@ -103,8 +104,9 @@ class Limits:
         )
 
 
-def refuse(reason: Refusal, status: int, code: str, message: str,
-           headers: Mapping[str, str] | None = None) -> web.Response:
+def refuse(
+    reason: Refusal, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
     """A counted refusal in the API's one JSON error shape."""
     REFUSALS.labels(reason=reason.value).inc()
     return web.json_response(
@@ -115,7 +117,9 @@ def refuse(reason: Refusal, status: int, code: str, message: str,
 def too_many(wait: float, what: str) -> web.Response:
     seconds = max(1, math.ceil(wait))
     return refuse(
-        Refusal.RATE_LIMITED, 429, "TooManyRequests",
+        Refusal.RATE_LIMITED,
+        429,
+        "TooManyRequests",
         f"{what} sent more requests than the operator admits; wait {seconds} s (Retry-After) "
         "and retry with backoff",
         headers={"Retry-After": str(seconds)},
@@ -124,7 +128,9 @@ def too_many(wait: float, what: str) -> web.Response:
 
 def _too_large(limit: int) -> web.Response:
     response = refuse(
-        Refusal.TOO_LARGE, 413, "RequestTooLarge",
+        Refusal.TOO_LARGE,
+        413,
+        "RequestTooLarge",
         f"the request body is larger than {limit} bytes, this route's limit; send only the "
         "document the route expects",
     )

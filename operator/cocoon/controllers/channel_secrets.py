@@ -62,7 +62,6 @@ async def secret_value(kube: Kube, namespace: str, name: str, key: str) -> str |
     return base64.b64decode(value).decode() if value else None
 
 
-
 def _owned_secret(body: Obj, name: str, data: dict[str, bytes]) -> Obj:
     meta = body["metadata"]
     return {
@@ -128,9 +127,7 @@ def promise_key_secret_name(channel: str) -> str:
     return f"{channel}-promise-key"
 
 
-async def ensure_promise_key(
-    kube: Kube, body: Obj, name: str | None = None
-) -> Ed25519PrivateKey:
+async def ensure_promise_key(kube: Kube, body: Obj, name: str | None = None) -> Ed25519PrivateKey:
     """The channel's own promise key (Managed signing), generated once per channel (and once
     per rotation, under the rotation's Secret name)."""
     name = name or promise_key_secret_name(body["metadata"]["name"])

@@ -45,7 +45,9 @@ def credit_caller(
     meter = next((r for r in records if r.receipt_public_key == signed.key_hex), None)
     if meter is None:
         return api_guard.refuse(
-            api_guard.Refusal.UNREGISTERED, 403, "Unattested",
+            api_guard.Refusal.UNREGISTERED,
+            403,
+            "Unattested",
             f"the signing key is not a registered meter of {pool_ref}; only a meter of the "
             "pool, registered with its evidence, may read the pool's credit",
         )

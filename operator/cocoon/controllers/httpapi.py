@@ -144,9 +144,7 @@ async def answer_every_error(request: web.Request, handler: Handler) -> web.Stre
         )
 
 
-def make_app(
-    setups: list[RouteSetup], limits: api_guard.Limits | None = None
-) -> web.Application:
+def make_app(setups: list[RouteSetup], limits: api_guard.Limits | None = None) -> web.Application:
     """Rate limit and body size first (api_guard), then the handlers, every error as JSON."""
     app = web.Application(
         client_max_size=max(api_guard.BODY_LIMITS.values()),

@@ -145,7 +145,13 @@ async def register(request: web.Request, memo: kopf.Memo) -> web.Response:
     )
     pool_name = pod["metadata"]["labels"][POOL_LABEL]
     written = await _write_record(
-        kube, who.namespace, pool_name, who, registration, price=price, lifetime=lifetime,
+        kube,
+        who.namespace,
+        pool_name,
+        who,
+        registration,
+        price=price,
+        lifetime=lifetime,
         view=views.of(request),
     )
     if written is None:

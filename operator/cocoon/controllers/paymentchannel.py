@@ -312,19 +312,27 @@ async def pin_max_price(kube: Kube, body: Obj, spec: PaymentChannelSpec) -> Upda
         )
     if pool is None or ceiling is None:
         return (
-            "PriceAccepted", ConditionStatus.FALSE, "PoolNotFound",
+            "PriceAccepted",
+            ConditionStatus.FALSE,
+            "PoolNotFound",
             f"InferencePool {spec.pool_name} does not exist; its price is pinned as the "
             "channel's maxPrice when it does (or set spec.maxPrice).",
         )
     over = price_bounds.above_max(price, ceiling)
     if over:
         return (
-            "PriceAccepted", ConditionStatus.FALSE, "PriceAboveMax",
+            "PriceAccepted",
+            ConditionStatus.FALSE,
+            "PriceAboveMax",
             f"The pool's price exceeds status.maxPrice for {', '.join(over)}; its meters do not "
             "serve this channel (callers get 409). Create a channel with a higher spec.maxPrice.",
         )
-    return ("PriceAccepted", ConditionStatus.TRUE, "WithinMaxPrice",
-            "The pool's price is within status.maxPrice.")
+    return (
+        "PriceAccepted",
+        ConditionStatus.TRUE,
+        "WithinMaxPrice",
+        "The pool's price is within status.maxPrice.",
+    )
 
 
 async def _perform(

@@ -166,8 +166,13 @@ async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -
         REJECTED.labels(reason=refusal[0].value).inc()
         log.warning(
             "usage report refused",
-            extra={"fields": {"reason": refusal[0].value, "channel": report.channel,
-                              "meter": report.meter_public_key}},
+            extra={
+                "fields": {
+                    "reason": refusal[0].value,
+                    "channel": report.channel,
+                    "meter": report.meter_public_key,
+                }
+            },
         )
         return _reject(*refusal)
     usage = accounting.MeterUsage(
@@ -206,8 +211,7 @@ async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -
 def max_price(body: Obj) -> Price | None:
     """The channel's maximum price in force: spec.maxPrice, else the pool price pinned in
     status when the channel was prepared (None before that: nothing is served yet)."""
-    pinned = ((body.get("spec") or {}).get("maxPrice")
-              or (body.get("status") or {}).get("maxPrice"))
+    pinned = (body.get("spec") or {}).get("maxPrice") or (body.get("status") or {}).get("maxPrice")
     return Price.model_validate(pinned) if pinned else None
 
 
@@ -217,14 +221,20 @@ def _price_refusal(
     """A report is charged at its meter's registered price, within the channel's maxPrice."""
     ceiling = max_price(body)
     if ceiling is None:
-        return RejectReason.PRICE_ABOVE_MAX, 409, (
-            f"channel {report.channel} has no maximum price pinned yet; it serves nothing."
+        return (
+            RejectReason.PRICE_ABOVE_MAX,
+            409,
+            (f"channel {report.channel} has no maximum price pinned yet; it serves nothing."),
         )
     over = price_bounds.above_max(price, ceiling)
     if over:
-        return RejectReason.PRICE_ABOVE_MAX, 409, (
-            f"this meter's price exceeds channel {report.channel}'s maxPrice for "
-            f"{', '.join(over)}; the channel must not be served by it."
+        return (
+            RejectReason.PRICE_ABOVE_MAX,
+            409,
+            (
+                f"this meter's price exceeds channel {report.channel}'s maxPrice for "
+                f"{', '.join(over)}; the channel must not be served by it."
+            ),
         )
     wrong = price_bounds.cost_refusal(
         price_bounds.units_of(report.units), int(report.cost_nanoton), price
@@ -382,7 +392,9 @@ async def metrics(_: web.Request) -> web.Response:
 
 
 def setup_routes(
-    app: web.Application, memo: kopf.Memo, on_change: OnChange,
+    app: web.Application,
+    memo: kopf.Memo,
+    on_change: OnChange,
     gate: credit_auth.SignedRequests | None = None,
 ) -> None:
     view: views.Views = memo.views

@@ -60,7 +60,8 @@ class Informer:
                 continue
             except Exception as exc:  # the API server is away: keep the last view, retry
                 log.warning(
-                    "watch of %s failed; retrying", self.kind.plural,
+                    "watch of %s failed; retrying",
+                    self.kind.plural,
                     extra={"error": type(exc).__name__},
                 )
                 await asyncio.sleep(self.retry_seconds)
@@ -129,7 +130,9 @@ def attach(app: web.Application, views: Views) -> None:
 
 def not_ready() -> web.Response:
     return api_guard.refuse(
-        api_guard.Refusal.NOT_READY, 503, "NotReady",
+        api_guard.Refusal.NOT_READY,
+        503,
+        "NotReady",
         "this operator replica is still loading its view of the cluster; retry in a few seconds",
         headers={"Retry-After": "2"},
     )
