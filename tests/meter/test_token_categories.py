@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from cocoon import keys
-from cocoon.meter import cli
+from cocoon.meter import cli, pricing
 from cocoon.meter.journal import Charge, Journal, read_charges
 from cocoon.meter.pricing import Price, Units
 from cocoon.meter.usage import UsageCounter, generate_usage
@@ -146,4 +146,6 @@ def test_cli_flags_carry_every_price_field():
     args = parser.parse_args([
         "serve", "--pool=a/b", "--journal=j", "--credits=c", "--plaintext", *price.cli_args(),
     ])
-    assert cli.price_from_args(args) == price
+    assert pricing.from_namespace(args) == price
+    # and the operator reads the same price back from a pod's arguments
+    assert pricing.from_cli_args(price.cli_args()) == price
