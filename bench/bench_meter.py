@@ -78,12 +78,13 @@ class Measurement:
     in_meter_mean_us: float | None = None
 
 
-def perf_analyzer(case: Case, url: str, workdir: Path, interval_ms: int) -> Measurement:
+def perf_analyzer(case: Case, url: str, workdir: Path, interval_ms: int,
+                  max_trials: int = 3) -> Measurement:
     report = workdir / "pa.csv"
     args = [
         str(VENV_BIN / "perf_analyzer"), "-m", case.model, "-u", url, "-i", case.protocol,
         "--concurrency-range", f"{case.concurrency}:{case.concurrency}",
-        "-p", str(interval_ms), "--max-trials", "3", "--stability-percentage", "100",
+        "-p", str(interval_ms), "--max-trials", str(max_trials), "--stability-percentage", "100",
         "-f", str(report),
     ]
     args += ["-H", f"authorization: Bearer {CREDENTIAL}"]
@@ -120,12 +121,12 @@ def meter_stats(meter: MeterProcess) -> dict[str, float]:
 
 
 def measure_meter(
-    case: Case, meter: MeterProcess, workdir: Path, interval_ms: int
+    case: Case, meter: MeterProcess, workdir: Path, interval_ms: int, max_trials: int = 3
 ) -> Measurement:
     url = meter.http_url.removeprefix("http://")
     stats0 = meter_stats(meter)
     before, start = cpu_seconds(meter.process.pid), time.monotonic()
-    result = perf_analyzer(case, url, workdir, interval_ms)
+    result = perf_analyzer(case, url, workdir, interval_ms, max_trials)
     result.cpu_seconds = round(cpu_seconds(meter.process.pid) - before, 3)
     result.wall_seconds = round(time.monotonic() - start, 3)
     stats = {k: v - stats0[k] for k, v in meter_stats(meter).items()}
@@ -223,9 +224,13 @@ def _reason(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interval-ms", type=int, default=3000)
+    parser.add_argument("--max-trials", type=int, default=3,
+                        help="perf_analyzer windows to reach a stable measurement (raise on a "
+                             "loaded machine)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     results: list[dict[str, object]] = []
+    load_before = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="bench-meter-") as tmp, triton.start() as server:
         work = Path(tmp)
         meters = {name: start_bench_meter(server, work / name, extra)
@@ -233,8 +238,9 @@ def main() -> int:
         try:
             for case in CASES:
                 direct_url = server.http_url.removeprefix("http://")
-                direct = perf_analyzer(case, direct_url, work, args.interval_ms)
-                metered = {name: measure_meter(case, meter, work, args.interval_ms)
+                direct = perf_analyzer(case, direct_url, work, args.interval_ms, args.max_trials)
+                metered = {name: measure_meter(case, meter, work, args.interval_ms,
+                                               args.max_trials)
                            for name, meter in meters.items()}
                 result: dict[str, object] = {"case": asdict(case), "direct": asdict(direct)}
                 for name, measurement in metered.items():
@@ -249,7 +255,8 @@ def main() -> int:
     document = {
         "command": shlex.join([".venv/bin/python", "bench/bench_meter.py", *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "note": "2 cores shared by Triton, meter and perf_analyzer"},
+                    "note": "2 cores shared by Triton, meter and perf_analyzer",
+                    "loadAverage1m": [load_before, round(os.getloadavg()[0], 2)]},
         "variants": {name: list(extra) for name, extra in VARIANTS.items()},
         "targets": TARGETS,
         "results": results,
