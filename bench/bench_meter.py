@@ -1,16 +1,14 @@
 """Meter overhead: Triton's perf_analyzer direct to Triton and through the meter, in one run.
 
-Cases: HTTP and gRPC on the toy `add` model (FP32[16]) at concurrency 1 and 8, and gRPC
-streaming on the decoupled `tokens` model (8 tokens, 5 ms apart) at concurrency 1 and 8. Each
-case runs direct, then through each meter variant, back to back:
+Cases: HTTP on the toy `add` model (FP32[16]) at concurrency 1 and 8. Each case runs direct,
+then through each meter variant, back to back:
 - `meter`: the production defaults (uvloop, journal on disk, fsync before answering);
 - `meterBatchJournal`: `--journal-sync=batch:5` (answer once the OS has the row, fsync every 5 ms);
 - `meterNoUvloop`: the defaults on asyncio's own loop (to show what uvloop buys).
-HTTP calls carry a real credential (`-H authorization: Bearer ...`). perf_analyzer 2.51 sends -H
-headers over HTTP only, never as gRPC metadata, so gRPC cases rely on the meter's benchmark-only
-`--anonymous-channel` (uncredentialed calls are charged to a channel that must exist in the
-credit file; gate, pricing, journal and metrics all still run). Writes bench/results/meter.json
-and prints a table.
+Every call carries a real credential (`-H authorization: Bearer ...`). perf_analyzer 2.51 sends
+-H headers over HTTP only, never as gRPC metadata, so gRPC (unary and streaming, credential in
+metadata, over the meter's attested TLS) is measured by our own load generator,
+bench/bench_grpc.py. Writes bench/results/meter.json and prints a table.
 
 Needs: apt-get install -y libb64-0d (for tritonclient 2.51's perf_analyzer).
 Note: this machine has 2 cores, shared by Triton, the meter and perf_analyzer.
@@ -45,7 +43,6 @@ CHANNEL = "bench/channel"
 VENV_BIN = Path(sys.executable).parent
 CUDA_RT = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" \
     / "site-packages" / "nvidia" / "cuda_runtime" / "lib"
-STREAM_TOKENS, STREAM_DELAY_MS = 8, 5
 
 
 @dataclass(frozen=True)
@@ -54,25 +51,19 @@ class Case:
     protocol: str
     model: str
     concurrency: int
-    streaming: bool = False
 
 
 CASES = (
     Case("http add c1", "http", "add", 1),
     Case("http add c8", "http", "add", 8),
-    Case("grpc add c1", "grpc", "add", 1),
-    Case("grpc add c8", "grpc", "add", 8),
-    Case("grpc stream c1", "grpc", "tokens", 1, streaming=True),
-    Case("grpc stream c8", "grpc", "tokens", 8, streaming=True),
 )
 VARIANTS: dict[str, tuple[str, ...]] = {
     "meter": (),
     "meterBatchJournal": ("--journal-sync=batch:5",),
     "meterNoUvloop": ("--no-uvloop",),
 }
-TARGETS = {"throughputRatio": 0.9, "addedP50MsToyModel": 0.3, "addedP50PercentStreaming": 1.0}
-_OVERHEAD_KEY = {"throughputRatio": "throughputRatio", "addedP50MsToyModel": "addedP50Ms",
-                 "addedP50PercentStreaming": "addedP50Percent"}
+TARGETS = {"throughputRatio": 0.9, "addedP50MsToyModel": 0.3}
+_OVERHEAD_KEY = {"throughputRatio": "throughputRatio", "addedP50MsToyModel": "addedP50Ms"}
 
 
 @dataclass
@@ -87,23 +78,16 @@ class Measurement:
     in_meter_mean_us: float | None = None
 
 
-def perf_analyzer(case: Case, url: str, workdir: Path, interval_ms: int) -> Measurement:
+def perf_analyzer(case: Case, url: str, workdir: Path, interval_ms: int,
+                  max_trials: int = 3) -> Measurement:
     report = workdir / "pa.csv"
     args = [
         str(VENV_BIN / "perf_analyzer"), "-m", case.model, "-u", url, "-i", case.protocol,
         "--concurrency-range", f"{case.concurrency}:{case.concurrency}",
-        "-p", str(interval_ms), "--max-trials", "3", "--stability-percentage", "100",
+        "-p", str(interval_ms), "--max-trials", str(max_trials), "--stability-percentage", "100",
         "-f", str(report),
     ]
-    if case.protocol == "http":
-        args += ["-H", f"authorization: Bearer {CREDENTIAL}"]
-    if case.streaming:
-        data = workdir / "tokens.json"
-        data.write_text(json.dumps({"data": [{
-            "text_input": ["the quick brown fox"], "max_tokens": [STREAM_TOKENS],
-            "delay_ms": [STREAM_DELAY_MS],
-        }]}))
-        args += ["--streaming", "--input-data", str(data)]
+    args += ["-H", f"authorization: Bearer {CREDENTIAL}"]
     env = {**os.environ, "LD_LIBRARY_PATH": str(CUDA_RT)}
     run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300,
                          check=False)
@@ -137,12 +121,12 @@ def meter_stats(meter: MeterProcess) -> dict[str, float]:
 
 
 def measure_meter(
-    case: Case, meter: MeterProcess, workdir: Path, interval_ms: int
+    case: Case, meter: MeterProcess, workdir: Path, interval_ms: int, max_trials: int = 3
 ) -> Measurement:
-    url = meter.http_url.removeprefix("http://") if case.protocol == "http" else meter.grpc_target
+    url = meter.http_url.removeprefix("http://")
     stats0 = meter_stats(meter)
     before, start = cpu_seconds(meter.process.pid), time.monotonic()
-    result = perf_analyzer(case, url, workdir, interval_ms)
+    result = perf_analyzer(case, url, workdir, interval_ms, max_trials)
     result.cpu_seconds = round(cpu_seconds(meter.process.pid) - before, 3)
     result.wall_seconds = round(time.monotonic() - start, 3)
     stats = {k: v - stats0[k] for k, v in meter_stats(meter).items()}
@@ -160,7 +144,7 @@ def start_bench_meter(
     write_credits(workdir / "credits.json", {CREDENTIAL: (CHANNEL, 10**30)})
     return start_meter(
         server, workdir, price=Price(per_request="1000", per_output_token="100"),
-        extra_args=("--reserve-output-tokens=16", f"--anonymous-channel={CHANNEL}", *extra),
+        extra_args=("--reserve-output-tokens=16", *extra),
         log_level="warning",
     )
 
@@ -189,13 +173,8 @@ def shortfalls(results: list[dict[str, object]]) -> list[dict[str, object]]:
         b: dict[str, Any] = result["overheadBatchJournal"]  # type: ignore[assignment]
         m: dict[str, Any] = result["meter"]  # type: ignore[assignment]
         d: dict[str, Any] = result["direct"]  # type: ignore[assignment]
-        checks = [("throughputRatio", o["throughputRatio"], ">=", TARGETS["throughputRatio"])]
-        if case.streaming:
-            checks.append(("addedP50PercentStreaming", o["addedP50Percent"], "<=",
-                           TARGETS["addedP50PercentStreaming"]))
-        else:
-            checks.append(("addedP50MsToyModel", o["addedP50Ms"], "<=",
-                           TARGETS["addedP50MsToyModel"]))
+        checks = [("throughputRatio", o["throughputRatio"], ">=", TARGETS["throughputRatio"]),
+                  ("addedP50MsToyModel", o["addedP50Ms"], "<=", TARGETS["addedP50MsToyModel"])]
         for target, value, op, goal in checks:
             ok = value >= goal if op == ">=" else value <= goal
             if ok:
@@ -213,20 +192,6 @@ def _reason(
     b: dict[str, Any],
 ) -> str:
     cpu = o["meterCpuUsPerRequest"]
-    if case.streaming:
-        messages = STREAM_TOKENS + 1
-        return (
-            f"+{o['addedP50Ms']} ms on a {d['p50_us'] / 1000:.1f} ms stream: the request and "
-            f"each of the {STREAM_TOKENS} token messages cross the meter's grpc.aio server and "
-            f"client, ~{1000 * o['addedP50Ms'] / messages:.0f} us of added latency and "
-            f"~{cpu / messages:.0f} us of meter CPU per message (grpc.aio per-message cost; the "
-            "meter's own per-message Python is a protobuf field scan, plus the write of the "
-            "request's units to the journal before each message is forwarded). The fsynced "
-            "settle follows each request's last token, outside this latency (perf_analyzer "
-            "keeps one stream per concurrency slot for the run; each request on it is its own "
-            "journaled call). "
-            f"Throughput ratio {o['throughputRatio']}; run-to-run noise here is ~1 ms."
-        )
     if target == "addedP50MsToyModel":
         return (
             f"time inside the meter averages {m['in_meter_mean_us']} us, of which "
@@ -259,19 +224,23 @@ def _reason(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interval-ms", type=int, default=3000)
+    parser.add_argument("--max-trials", type=int, default=3,
+                        help="perf_analyzer windows to reach a stable measurement (raise on a "
+                             "loaded machine)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     results: list[dict[str, object]] = []
+    load_before = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="bench-meter-") as tmp, triton.start() as server:
         work = Path(tmp)
         meters = {name: start_bench_meter(server, work / name, extra)
                   for name, extra in VARIANTS.items()}
         try:
             for case in CASES:
-                direct_url = (server.http_url.removeprefix("http://")
-                              if case.protocol == "http" else server.grpc_target)
-                direct = perf_analyzer(case, direct_url, work, args.interval_ms)
-                metered = {name: measure_meter(case, meter, work, args.interval_ms)
+                direct_url = server.http_url.removeprefix("http://")
+                direct = perf_analyzer(case, direct_url, work, args.interval_ms, args.max_trials)
+                metered = {name: measure_meter(case, meter, work, args.interval_ms,
+                                               args.max_trials)
                            for name, meter in meters.items()}
                 result: dict[str, object] = {"case": asdict(case), "direct": asdict(direct)}
                 for name, measurement in metered.items():
@@ -286,7 +255,8 @@ def main() -> int:
     document = {
         "command": shlex.join([".venv/bin/python", "bench/bench_meter.py", *sys.argv[1:]]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "note": "2 cores shared by Triton, meter and perf_analyzer"},
+                    "note": "2 cores shared by Triton, meter and perf_analyzer",
+                    "loadAverage1m": [load_before, round(os.getloadavg()[0], 2)]},
         "variants": {name: list(extra) for name, extra in VARIANTS.items()},
         "targets": TARGETS,
         "results": results,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import openai
 import yaml
 
 from cocoon import keys
@@ -179,6 +180,32 @@ def generate_stream(
                     call.tokens += 1
                 event = ""
         return call
+
+
+def chat_stream(
+    http: httpx2.Client, base_url: str, token: str, prompt: str, max_tokens: int
+) -> Call:
+    """A streamed chat completion with the official `openai` package, unchanged but for the base
+    URL, the key and the caller's verified client: attested before the prompt leaves, its signed
+    receipt checked and kept. The cost is the one the final usage chunk reports under `cocoon`."""
+    client = openai.OpenAI(
+        base_url=f"{base_url}/v1", api_key=token, http_client=http, max_retries=0, timeout=60
+    )
+    call = Call(200)
+    try:
+        with client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
+            stream=True, stream_options={"include_usage": True},
+        ) as stream:
+            for chunk in stream:
+                if chunk.usage is not None:
+                    call.tokens = chunk.usage.completion_tokens
+                    call.cost = int((chunk.model_extra or {})["cocoon"]["cost_nanoton"])
+    except openai.APIStatusError as exc:
+        return Call(exc.status_code, error=exc.message[:300])
+    except openai.APIError as exc:  # an error event inside the stream
+        call.error = exc.message[:300]
+    return call
 
 
 class Story:
@@ -452,10 +479,11 @@ class Story:
         return calls[-1]
 
     def serve(self, pod: PodStandIn, token: str, count: int, channel: str) -> list[Call]:
+        """Paid calls as a developer makes them: OpenAI chat streams through the `openai` SDK."""
         calls = []
         for i in range(count):
             prompt = f"a private prompt {i}"
-            calls.append(generate_stream(self.caller, pod.http_url, token, prompt, 16))
+            calls.append(chat_stream(self.caller, pod.http_url, token, prompt, 16))
             if i % 5 == 4:
                 self.sample(channel)
         return calls
@@ -578,7 +606,10 @@ def tell(story: Story, requests: int = 40) -> Summary:
         "the caller verified the meter itself, on the connection, before sending a prompt "
         f"(its own policy and nonce; the operator is not asked): {pinned}"
     )
-    say(f"sending {requests} streamed generations through the meter (16 tokens each)")
+    say(
+        f"sending {requests} streamed chat completions with the official openai package "
+        "through the caller's verified transport (16 tokens each)"
+    )
     calls += story.serve(pod, token, requests, "main")
     refused: dict[int, int] = {}
     bad = generate_stream(story.caller, pod.http_url, "not-a-credential", "x", 1)

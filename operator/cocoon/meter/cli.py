@@ -90,10 +90,6 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="full (default): fsync each group commit before answering; batch:MS: "
                         "answer once the OS has the row and fsync every MS ms (a killed meter "
                         "loses nothing; a power loss can lose the last MS ms of charges)")
-    p.add_argument("--anonymous-channel", metavar="NS/NAME", default=None,
-                   help="BENCHMARKS/OPEN DEMOS ONLY, never production tenants: charge calls "
-                        "that carry no credential to this channel (it must be in --credits); "
-                        "the operator never sets it")
     p.add_argument("--tokenizer", default=None, metavar="TOKENIZER_JSON",
                    help="the pool model's tokenizer.json (Hugging Face format): the OpenAI "
                         "routes count prompts with it when the model does not report them")
@@ -119,7 +115,6 @@ def _serve(args: argparse.Namespace) -> int:
                 body_timeout=args.body_timeout,
                 max_in_flight_per_channel=args.max_in_flight_per_channel,
             ),
-            anonymous_channel=args.anonymous_channel,
             journal_sync=args.journal_sync,
             tokenizer=args.tokenizer,
         ),

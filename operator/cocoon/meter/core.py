@@ -14,7 +14,6 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -47,10 +46,6 @@ class MeterConfig:
     max_in_flight: int = 256
     # Body sizes, read timeouts and the per-channel bound: cocoon.meter.limits.
     limits: Limits = field(default_factory=Limits)
-    # Benchmarks and open demos only, never production tenants (the operator never sets it):
-    # calls that carry no credential at all are charged to this channel, which must exist in
-    # the credit source. A credential that is present but wrong is still refused.
-    anonymous_channel: str | None = None
     # `full` (fsync before answering) or `batch:<ms>`: see cocoon.meter.journal.
     journal_sync: str = "full"
     # The pool's tokenizer.json: counts prompts for the OpenAI routes (cocoon.meter.prompt_tokens).
@@ -249,20 +244,6 @@ class Meter:
         # they do not tell a tenant how many calls other tenants made in between.
         self._id_key = os.urandom(32)
         self._id_counter = itertools.count(1)
-        self._lookup_channel: Callable[[str], ChannelCredit | None] | None = None
-        if config.anonymous_channel is not None:
-            lookup = getattr(credits, "lookup_channel", None)
-            if lookup is None:
-                raise ValueError(
-                    "--anonymous-channel needs a credit source that can look channels up by "
-                    "name (--credits); it is for benchmarks, never for operator-managed pools"
-                )
-            self._lookup_channel = lookup
-            log.warning(
-                "ANONYMOUS CHANNEL ENABLED: calls without a credential are charged to %s; "
-                "for benchmarks and open demos only, never for production tenants",
-                config.anonymous_channel,
-            )
 
     def cost(self, units: Units) -> int:
         """`config.price.cost(units)` with the prices parsed once."""
@@ -273,21 +254,7 @@ class Meter:
             next(self._id_counter).to_bytes(8, "little"), key=self._id_key, digest_size=16
         ).hexdigest()
 
-    def _anonymous(self) -> ChannelCredit:
-        assert self._lookup_channel is not None and self.config.anonymous_channel is not None
-        credit = self._lookup_channel(self.config.anonymous_channel)
-        if credit is None:
-            self.metrics.rejections.labels(Reason.UNAUTHENTICATED.value).inc()
-            raise MeterError(
-                Reason.UNAUTHENTICATED,
-                f"no credential, and the anonymous channel {self.config.anonymous_channel} is "
-                "not in the credit source",
-            )
-        return credit
-
     def authenticate(self, authorization: str | None) -> ChannelCredit:
-        if not authorization and self._lookup_channel is not None:
-            return self._anonymous()
         if not authorization or authorization[:7].lower() != _BEARER:
             self.metrics.rejections.labels(Reason.UNAUTHENTICATED.value).inc()
             raise MeterError(

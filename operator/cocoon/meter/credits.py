@@ -86,10 +86,6 @@ class StaticCreditSource:
     def lookup(self, credential_sha256: str) -> ChannelCredit | None:
         return self.table.get(credential_sha256)
 
-    def lookup_channel(self, channel: str) -> ChannelCredit | None:
-        """A channel by name: only for the meter's benchmark-only anonymous channel."""
-        return next((c for c in self.table.values() if c.channel == channel), None)
-
     async def run(self) -> None:
         await asyncio.Event().wait()
 
@@ -110,10 +106,6 @@ class FileCreditSource:
 
     def lookup(self, credential_sha256: str) -> ChannelCredit | None:
         return self._table.get(credential_sha256)
-
-    def lookup_channel(self, channel: str) -> ChannelCredit | None:
-        """A channel by name: only for the meter's benchmark-only anonymous channel."""
-        return next((c for c in self._table.values() if c.channel == channel), None)
 
     def reload(self) -> bool:
         """Re-read the file if it changed; True when a new table was loaded."""
