@@ -303,7 +303,7 @@ async def credit_document(
             "credentialSha256": status.credential_sha256,
             "creditLimitNanoton": str(limit),
         }
-        ceiling = spec.max_price or status.max_price
+        ceiling = max_price(item)
         over = price_bounds.above_max(price, ceiling) if ceiling is not None else ["all"]
         if over:
             entry["creditLimitNanoton"] = str(costs.get(meter, 0))
