@@ -188,12 +188,7 @@ async def test_a_managed_promise_key_rotates_on_chain_and_old_promises_stay_paya
     assert keys.public_bytes(Ed25519PrivateKey.from_private_bytes(seed)).hex() == status[
         "promiseKey"]
 
-    # the next promise is signed by the new key; the payee can claim the old one and the new one
-    await report(3 * 10**8, 2)
-    await env.reconcile()
-    status = await env.status()
-    latest = status["latestPromise"]
-    assert latest["cumulative"] == str(3 * 10**8)
+    # a promise signed by the retired key before the rotation is still payable on chain
     config = _config(PaymentChannelStatus.model_validate(status))
     assert config is not None
     onchain = PaymentChannel(env.chain, config)
@@ -201,9 +196,16 @@ async def test_a_managed_promise_key_rotates_on_chain_and_old_promises_stay_paya
     retired_key = Ed25519PrivateKey.from_private_bytes(
         base64.b64decode(retired["data"]["promise-key"])
     )
+    assert (await onchain.state()).claimed < 2 * 10**8
     held = promises.sign(retired_key, onchain.address, config.channel_id, 2 * 10**8)
-    if (await onchain.state()).claimed < held.cumulative:
-        assert await onchain.claim(held) is not None, "signed before: still payable"
+    assert await onchain.claim(held) is not None, "signed before: still payable"
+    assert (await onchain.state()).claimed == 2 * 10**8
+
+    # the next promise is signed by the new key, and the payee can claim it
+    await report(3 * 10**8, 2)
+    await env.reconcile()
+    latest = (await env.status())["latestPromise"]
+    assert latest["cumulative"] == str(3 * 10**8)
     new = promises.Promise(onchain.address, config.channel_id, int(latest["cumulative"]),
                            bytes.fromhex(latest["signature"]))
     await onchain.claim(new)
