@@ -138,6 +138,7 @@ async def serve(args: argparse.Namespace) -> int:
         if elector is not None and not elector.lost.is_set():
             await elector.release()
         await memo.api.cleanup()
+        memo.attestation.appraiser.close()
         await memo.kube.close()
 
 
