@@ -15,7 +15,7 @@ from cocoon.attestation import appraisal, encoding
 from cocoon.attestation.policy import Policy
 from cocoon.controllers import appraiser as appraiser_module
 from cocoon.controllers.appraiser import Appraiser, Busy
-from tests.controllers.test_leader import LeaseServer, elector
+from tests.controllers.test_leader import LeaseServer, elector, until
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "attestation" / "nvgpu"
 REPORT = encoding.decode_blob((DATA / "h100_535_report.hex").read_bytes())
@@ -56,12 +56,13 @@ async def test_the_lease_is_renewed_and_the_api_answers_during_a_burst() -> None
     try:
         before = renewals(server)
         burst = asyncio.gather(*(pool.run(appraise_gpu) for _ in range(BURST)))
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/ping") as response:
-                assert response.status == 200
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/ping") as response,
+        ):
+            assert response.status == 200
         assert not burst.done()  # the API answered while the burst was still being appraised
-        while renewals(server) < before + 2:
-            await asyncio.sleep(0.01)
+        await until(lambda: renewals(server) >= before + 2)
         assert not burst.done()  # and the Lease was renewed twice meanwhile
         assert all(await burst)
         assert leader.leading and not leader.lost.is_set()
@@ -75,16 +76,14 @@ async def test_a_full_queue_refuses_at_once_and_frees_its_slots() -> None:
     pool = Appraiser(workers=1, queue=1)
     gate = threading.Event()
     running = [asyncio.create_task(pool.run(gate.wait, 30)) for _ in range(2)]
-    while pool.in_flight < 2:
-        await asyncio.sleep(0.01)
+    await until(lambda: pool.in_flight == 2)
     refused = appraiser_module.REFUSED._value.get()
     with pytest.raises(Busy, match="appraising 2 submissions; retry"):
         await pool.run(appraise_gpu)
     assert appraiser_module.REFUSED._value.get() == refused + 1
     gate.set()
     assert await asyncio.gather(*running) == [True, True]
-    while pool.in_flight:  # slots free when the work ends
-        await asyncio.sleep(0.01)
+    await until(lambda: pool.in_flight == 0)  # slots free when the work ends
     assert await pool.run(appraise_gpu)
     pool.close()
 
@@ -93,16 +92,14 @@ async def test_a_cancelled_caller_keeps_its_slot_until_the_work_ends() -> None:
     pool = Appraiser(workers=1, queue=0)
     gate = threading.Event()
     task = asyncio.create_task(pool.run(gate.wait, 30))
-    while pool.in_flight < 1:
-        await asyncio.sleep(0.01)
+    await until(lambda: pool.in_flight == 1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     with pytest.raises(Busy):  # the thread is still busy: no second appraisal beside it
         await pool.run(appraise_gpu)
     gate.set()
-    while pool.in_flight:
-        await asyncio.sleep(0.01)
+    await until(lambda: pool.in_flight == 0)
     assert await pool.run(appraise_gpu)
     pool.close()
 

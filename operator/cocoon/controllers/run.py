@@ -122,7 +122,7 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         if elector is not None:
             await elector.acquire()
-            keeper = asyncio.create_task(elector.keep())
+            keeper = asyncio.create_task(elector.keep_apart(Kube.connect))
         await kopf.operator(
             clusterwide=not args.namespace,
             namespaces=args.namespace or [],
@@ -133,8 +133,9 @@ async def serve(args: argparse.Namespace) -> int:
         )
         return LOST_LEADERSHIP if elector is not None and elector.lost.is_set() else 0
     finally:
-        if keeper is not None:
-            keeper.cancel()
+        if keeper is not None and elector is not None:
+            elector.stop_renewing()
+            await asyncio.gather(keeper, return_exceptions=True)
         if elector is not None and not elector.lost.is_set():
             await elector.release()
         await memo.api.cleanup()
