@@ -144,24 +144,32 @@ async def placement_and_lapse(
         placed.append(await when(bound) - at)
     for node in nodes:
         agents.stop(node)
-    tainted: list[float] = []
-    evicted: list[float] = []
-    for node in nodes:
-        expires = await kube.get(ATTESTED, node)
-        expires_at = datetime.fromisoformat(expires["status"]["expiresAt"]).timestamp()
-
-        async def taint(node: str = node) -> bool:
-            taints = (await kube.get(NODES, node))["spec"].get("taints") or []
-            return any(t["key"] == UNATTESTED and t["effect"] == "NoExecute" for t in taints)
-
-        async def gone(node: str = node) -> bool:
-            return all(p["spec"].get("nodeName") != node for p in await pool_pods(kube, "wait"))
-
-        await when(taint)
-        observed = time.time()  # wall clock: expiresAt is wall-clock time
-        tainted.append(max(0.0, observed - expires_at))
-        await when(gone)
-        evicted.append(max(0.0, time.time() - expires_at))
+    expires = {
+        node: datetime.fromisoformat(
+            (await kube.get(ATTESTED, node))["status"]["expiresAt"]
+        ).timestamp()
+        for node in nodes
+    }
+    # one poller watches every node at once (wall clock: expiresAt is wall-clock time)
+    tainted_at: dict[str, float] = {}
+    evicted_at: dict[str, float] = {}
+    async with asyncio.timeout(240):
+        while len(evicted_at) < len(nodes):
+            now = time.time()
+            for item in await kube.list(NODES):
+                name = item["metadata"]["name"]
+                taints = item["spec"].get("taints") or []
+                if name in expires and any(
+                    t["key"] == UNATTESTED and t["effect"] == "NoExecute" for t in taints
+                ):
+                    tainted_at.setdefault(name, now)
+            occupied = {p["spec"].get("nodeName") for p in await pool_pods(kube, "wait")}
+            for name in tainted_at:
+                if name not in occupied:
+                    evicted_at.setdefault(name, now)
+            await asyncio.sleep(POLL_S)
+    tainted = [max(0.0, tainted_at[n] - expires[n]) for n in nodes]
+    evicted = [max(0.0, evicted_at[n] - expires[n]) for n in nodes]
     return {"placed": placed, "tainted": tainted, "evicted": evicted}
 
 
