@@ -245,7 +245,7 @@ async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response
         nodes.caches(memo).attested.put(body)
         node = await kube.get_or_none(NODES, node_name)
         if node is not None:
-            nodes.caches(memo).nodes.put(await nodes.apply_effects(kube, node, body))
+            nodes.caches(memo).nodes.put(await nodes.apply_effects_or_defer(kube, node, body))
     log.info(
         "appraised evidence of node %s: %s",
         node_name,
