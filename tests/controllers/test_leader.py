@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import itertools
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -127,3 +129,61 @@ async def test_release_hands_over_at_once() -> None:
     await a.release()
     assert server.lease is not None and server.lease["spec"]["holderIdentity"] is None
     assert await b.try_once()
+
+
+class ClosableLeaseServer(LeaseServer):
+    """The LeaseServer as the renewing thread's own client."""
+
+    async def close(self) -> None:
+        return None
+
+
+async def until(check: Callable[[], bool]) -> None:
+    while True:
+        if check():
+            return
+        await asyncio.sleep(0.01)
+
+
+def version(server: LeaseServer) -> int:
+    assert server.lease is not None
+    return int(server.lease["metadata"]["resourceVersion"])
+
+
+async def test_renewal_apart_goes_on_while_the_operator_loop_is_blocked() -> None:
+    server = ClosableLeaseServer()
+    a = elector(server, "a")
+    await a.acquire()
+
+    async def connect() -> Any:
+        return server
+
+    keeper = asyncio.create_task(a.keep_apart(connect))
+    first = version(server)
+    await until(lambda: version(server) > first)  # the thread renews
+    before = version(server)
+    # the operator's loop held, as by a burst or a thousand nodes' events at start
+    time.sleep(3 * FAST.lease_s)  # noqa: ASYNC251
+    assert version(server) >= before + 2  # renewals went on meanwhile
+    assert a.leading and not a.lost.is_set()
+    a.stop_renewing()
+    await asyncio.wait_for(keeper, timeout=5)
+    stopped = version(server)
+    await a.release()  # nothing renews after the release: a follower may take over at once
+    assert server.lease is not None and server.lease["spec"]["holderIdentity"] is None
+    assert version(server) == stopped + 1 and not a.lost.is_set()
+
+
+async def test_a_renewal_thread_that_cannot_renew_makes_the_leader_stop() -> None:
+    server = ClosableLeaseServer()
+    a = elector(server, "a")
+    await a.acquire()
+
+    async def connect() -> Any:
+        return server
+
+    keeper = asyncio.create_task(a.keep_apart(connect))
+    server.down = True
+    await asyncio.wait_for(a.lost.wait(), timeout=5 * FAST.lease_s)
+    assert not a.leading
+    await asyncio.wait_for(keeper, timeout=5)

@@ -34,6 +34,7 @@ from cocoon.attestation.verdict import Rejected
 from cocoon.attestation.verdict import Verdict as AppraisalVerdict
 from cocoon.controllers import cache, httpapi, loops, nodes
 from cocoon.controllers import status as status_writer
+from cocoon.controllers.appraiser import Appraiser, Busy
 from cocoon.kube import ATTESTATION_POLICIES, ATTESTED_NODES, CONFIGMAPS, NODES, Kube, NotFound
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class AttestationState:
     collateral: CollateralSupplier = dataclasses.field(
         default_factory=lambda: CollateralSupplier(CollateralCache())
     )
+    appraiser: Appraiser = dataclasses.field(default_factory=Appraiser)
 
     @classmethod
     def from_env(cls) -> AttestationState:
@@ -75,6 +77,7 @@ class AttestationState:
             pccs_url=os.environ.get("COCOON_PCCS_URL") or None,
             kds_url=os.environ.get("COCOON_KDS_URL") or None,
             collateral=CollateralSupplier(CollateralCache(Path(cache_dir) if cache_dir else None)),
+            appraiser=Appraiser.from_env(),
         )
 
 
@@ -208,14 +211,18 @@ async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response
         evidence = await state.collateral.supply(evidence, sources, int(time.time()))
         fetched = await state.collateral.crls(evidence, sources, int(time.time()))
         policy = dataclasses.replace(policy, crls=(*policy.crls, *fetched))
-        verdict = appraise_node(
-            evidence,
-            policy,
-            now=int(time.time()),
-            nonce=nonce,
-            public_key=public_key,
-            nonce_issued_at=int(challenge.issued_at.timestamp()),
-        )
+        try:
+            verdict = await state.appraiser.run(
+                appraise_node,
+                evidence,
+                policy,
+                now=int(time.time()),
+                nonce=nonce,
+                public_key=public_key,
+                nonce_issued_at=int(challenge.issued_at.timestamp()),
+            )
+        except Busy as exc:
+            return httpapi.error(503, "AppraisalBusy", str(exc))
         refusal = lifecycle.node_refusal(spec.tee, spec.expected_gpus, evidence)
         if refusal is not None:
             verdict = dataclasses.replace(verdict, node_failures=(*verdict.node_failures, refusal))
@@ -238,7 +245,7 @@ async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response
         nodes.caches(memo).attested.put(body)
         node = await kube.get_or_none(NODES, node_name)
         if node is not None:
-            nodes.caches(memo).nodes.put(await nodes.apply_effects(kube, node, body))
+            nodes.caches(memo).nodes.put(await nodes.apply_effects_or_defer(kube, node, body))
     log.info(
         "appraised evidence of node %s: %s",
         node_name,

@@ -15,7 +15,9 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -92,6 +94,7 @@ class Elector:
         self._seen: tuple[str, str] | None = None
         self._seen_at = 0.0
         self._renewed_at = 0.0
+        self._stop = threading.Event()
 
     @classmethod
     def from_env(cls, kube: Kube) -> Elector:
@@ -174,18 +177,50 @@ class Elector:
         """Renew until it fails for longer than the renew deadline, then set `lost`."""
         while self.leading:
             await asyncio.sleep(self.timing.retry_s)
+            await self.renew_once()
+
+    async def renew_once(self) -> None:
+        """Renew; past the renew deadline without a renewal, lose."""
+        try:
+            async with asyncio.timeout(self.timing.renew_deadline_s / 2):
+                renewed = await self.try_once()
+        except (ApiException, NotFound, OSError, TimeoutError) as exc:
+            log.warning("lease renewal failed (%s)", type(exc).__name__)
+            renewed = False
+        if not renewed and self._clock() - self._renewed_at >= self.timing.renew_deadline_s:
+            log.error("lost the lease %s/%s; stopping the controllers", self.namespace, self.name)
+            self._lose()
+
+    async def keep_apart(self, connect: Callable[[], Awaitable[Kube]]) -> None:
+        """`keep`, from a thread with its own event loop and API client (`connect`): the
+        operator's loop, busy with a thousand nodes' events at start or a burst of submissions,
+        cannot delay a renewal. Returns when leadership is lost (then `lost` is set) or, after
+        `stop_renewing`, within one retry (before `release`, so nothing renews after it)."""
+        main = asyncio.get_running_loop()
+
+        async def renew() -> None:
+            kube = await connect()
+            apart = Elector(kube, self.namespace, self.name, self.identity, self.timing)
+            apart.leading = True
+            apart._renewed_at = apart._clock()
             try:
-                async with asyncio.timeout(self.timing.renew_deadline_s / 2):
-                    renewed = await self.try_once()
-            except (ApiException, NotFound, OSError, TimeoutError) as exc:
-                log.warning("lease renewal failed (%s)", type(exc).__name__)
-                renewed = False
-            if not renewed and self._clock() - self._renewed_at >= self.timing.renew_deadline_s:
-                log.error(
-                    "lost the lease %s/%s; stopping the controllers", self.namespace, self.name
-                )
-                self.leading = False
-                self.lost.set()
+                while apart.leading:
+                    await asyncio.sleep(self.timing.retry_s)
+                    if self._stop.is_set():
+                        return
+                    await apart.renew_once()
+            finally:
+                await kube.close()
+            main.call_soon_threadsafe(self._lose)
+
+        await asyncio.to_thread(asyncio.run, renew())
+
+    def stop_renewing(self) -> None:
+        self._stop.set()
+
+    def _lose(self) -> None:
+        self.leading = False
+        self.lost.set()
 
     async def release(self) -> None:
         """On a clean stop, free the Lease so a follower takes over at once."""

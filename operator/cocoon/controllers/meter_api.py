@@ -29,6 +29,7 @@ from cocoon.attestation import endpoint
 from cocoon.attestation.endpoint import EndpointEvidence
 from cocoon.attestation.policy import PolicyError
 from cocoon.controllers import httpapi, views
+from cocoon.controllers.appraiser import Busy
 from cocoon.controllers.attestednode import load_policy
 from cocoon.kube import ATTESTED_NODES, INFERENCE_POOLS, PODS, Kube, NotFound
 from cocoon.meter.pricing import Price
@@ -134,9 +135,17 @@ async def register(request: web.Request, memo: kopf.Memo) -> web.Response:
         policy, _ = await load_policy(kube, spec.policy_name, memo.attestation.namespace)
     except (NotFound, ValidationError, PolicyError) as exc:
         return _refuse(503, "PolicyUnavailable", f"policy {spec.policy_name}: {exc}")
-    verdict = endpoint.appraise(
-        document, policy, now=now, nonce=bytes.fromhex(document.nonce), tls_spki_sha256=None
-    )
+    try:
+        verdict = await memo.attestation.appraiser.run(
+            endpoint.appraise,
+            document,
+            policy,
+            now=now,
+            nonce=bytes.fromhex(document.nonce),
+            tls_spki_sha256=None,
+        )
+    except Busy as exc:
+        return _refuse(503, "AppraisalBusy", str(exc))
     if not verdict.verified:
         return _refuse(403, verdict.reason or "Rejected", verdict.message[:600])
     lifetime = min(

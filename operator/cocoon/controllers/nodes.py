@@ -7,6 +7,7 @@ without it: new nodes get an AttestedNode, verdicts lapse on time, challenges ar
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,8 @@ from cocoon.attestation import lifecycle, upkeep
 from cocoon.controllers import cache, loops
 from cocoon.controllers import status as status_writer
 from cocoon.kube import ATTESTATION_POLICIES, ATTESTED_NODES, NODES, Kube
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from cocoon.controllers.attestednode import AttestationState
@@ -110,6 +113,23 @@ async def apply_effects(kube: Kube, node: Obj, attested: Obj | None) -> Obj | No
                 raise
             node = await kube.get(NODES, node["metadata"]["name"])
     return None
+
+
+async def apply_effects_or_defer(kube: Kube, node: Obj, attested: Obj) -> Obj | None:
+    """`apply_effects` right after a verdict was written: a Node that keeps changing under us
+    (kwok's or a kubelet's heartbeats at fleet scale) is left to the AttestedNode's watch event
+    and the next pass, which apply the same effects; the caller's verdict stands either way,
+    so it must not answer 500 for it."""
+    try:
+        return await apply_effects(kube, node, attested)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        log.info(
+            "node %s changed twice while its labels were written; the pass applies them",
+            node["metadata"]["name"],
+        )
+        return None
 
 
 # -- the level-based pass ---------------------------------------------------------------------

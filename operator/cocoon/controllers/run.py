@@ -128,7 +128,7 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         if elector is not None:
             await elector.acquire()
-            keeper = asyncio.create_task(elector.keep())
+            keeper = asyncio.create_task(elector.keep_apart(Kube.connect))
         await kopf.operator(
             clusterwide=not args.namespace,
             namespaces=args.namespace or [],
@@ -139,14 +139,16 @@ async def serve(args: argparse.Namespace) -> int:
         )
         return LOST_LEADERSHIP if elector is not None and elector.lost.is_set() else 0
     finally:
-        if keeper is not None:
-            keeper.cancel()
+        if keeper is not None and elector is not None:
+            elector.stop_renewing()
+            await asyncio.gather(keeper, return_exceptions=True)
         if elector is not None and not elector.lost.is_set():
             await elector.release()
         await memo.api.cleanup()
         for task in memo.view_tasks:
             task.cancel()
         await asyncio.gather(*memo.view_tasks, return_exceptions=True)
+        memo.attestation.appraiser.close()
         await memo.kube.close()
 
 
