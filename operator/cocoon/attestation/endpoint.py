@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import Field
 
 from cocoon.api.common import ApiModel
-from cocoon.attestation import appraisal
+from cocoon.attestation import appraisal, cmw
 from cocoon.attestation.evidence import NodeEvidence
 from cocoon.attestation.policy import Policy
 from cocoon.attestation.verdict import Failure, Rejected, Verdict, combine
@@ -34,9 +34,9 @@ FORMAT = "cocoon.dev/endpoint-evidence/v1"
 DOMAIN = b"cocoon.dev/endpoint-evidence/v1\n"
 KEYS_DOMAIN = b"cocoon.dev/endpoint-keys/v1\n"
 NONCE_BYTES = 32
-# RA-TLS certificate extension holding the endpoint evidence document (JSON, UTF-8). A 2.25 OID
-# (ITU-T X.667: an OID derived from a UUID) needs no registration.
-EVIDENCE_EXTENSION = x509.ObjectIdentifier("2.25.238349829164911307468711640582436425001")
+# RA-TLS certificates carry the endpoint evidence document in the standard CMW extension
+# (`cmw`), as a JSON record of this media type.
+MEDIA_TYPE = "application/vnd.cocoon.endpoint-evidence+json"
 # RA-TLS certificates carry no caller nonce; theirs is derived from the issue time instead.
 CERT_NONCE_DOMAIN = b"cocoon.dev/ratls-certificate/v1\n"
 
@@ -157,12 +157,23 @@ def appraise(
     )
 
 def evidence_in_certificate(certificate: x509.Certificate) -> EndpointEvidence | None:
-    """The endpoint evidence an RA-TLS certificate carries, if any."""
+    """The endpoint evidence an RA-TLS certificate carries, if any; ValueError when its CMW
+    record is ours but malformed."""
     try:
-        ext = certificate.extensions.get_extension_for_oid(EVIDENCE_EXTENSION)
+        ext = certificate.extensions.get_extension_for_oid(cmw.EXTENSION)
     except x509.ExtensionNotFound:
         return None
     value = ext.value
     if not isinstance(value, x509.UnrecognizedExtension):
         return None
-    return EndpointEvidence.model_validate_json(value.value)
+    try:
+        document = cmw.decode(value.value, MEDIA_TYPE)
+    except cmw.NotOurs:
+        return None
+    return EndpointEvidence.model_validate_json(document)
+
+
+def certificate_extension(document: EndpointEvidence) -> x509.UnrecognizedExtension:
+    """The CMW extension that carries `document` in an RA-TLS certificate."""
+    return x509.UnrecognizedExtension(
+        cmw.EXTENSION, cmw.encode(MEDIA_TYPE, document.model_dump_json(by_alias=True).encode()))

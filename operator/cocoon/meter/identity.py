@@ -108,12 +108,7 @@ class MeterIdentity:
                 # a fixed name for clients that insist on one (gRPC); trust is the pinned key
                 x509.SubjectAlternativeName([x509.DNSName(TLS_NAME)]), critical=False
             )
-            .add_extension(
-                x509.UnrecognizedExtension(
-                    endpoint.EVIDENCE_EXTENSION, document.model_dump_json(by_alias=True).encode()
-                ),
-                critical=False,
-            )
+            .add_extension(endpoint.certificate_extension(document), critical=False)
         )
         self.certificate = builder.sign(self.tls_key, hashes.SHA256())
         return self.certificate
