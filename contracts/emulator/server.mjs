@@ -81,6 +81,24 @@ function messageJson(msg) {
   };
 }
 
+// An account's transactions newest first, from the one named by lt and hash when given, as
+// toncenter's getTransactions answers. Not the sandbox's own getTransactions: 0.41 reverses its
+// transaction list in place on every call (so pages come out of order) and compares hashes by
+// identity (so no lt/hash cursor is ever found).
+function history(address, q) {
+  let txs = chain.transactions
+    .filter((tx) => Address.isAddress(tx.inMessage?.info?.dest) && tx.inMessage.info.dest.equals(address))
+    .sort((a, b) => (a.lt < b.lt ? 1 : a.lt > b.lt ? -1 : 0));
+  if (q.lt && q.hash) {
+    const hash = Buffer.from(q.hash, /^[0-9a-fA-F]{64}$/.test(q.hash) ? 'hex' : 'base64');
+    const from = txs.findIndex((tx) => tx.lt === BigInt(q.lt) && tx.hash().equals(hash));
+    if (from < 0) throw new HttpError(404, 'Transaction with provided lt and hash not found.');
+    txs = txs.slice(from);
+  }
+  const toLt = BigInt(q.to_lt ?? 0);
+  return txs.filter((tx) => tx.lt > toLt).slice(0, Number(q.limit ?? 10)).map(transactionJson);
+}
+
 function transactionJson(tx) {
   return {
     '@type': 'raw.transaction',
@@ -160,16 +178,7 @@ const routes = {
     await send(loadMessage(cell.beginParse()));
     return { '@type': 'raw.extMessageInfo', hash: cell.hash().toString('base64') };
   },
-  'GET /api/v2/getTransactions': async (q) => {
-    const opts = { limit: Number(q.limit ?? 10) };
-    if (q.lt && q.hash) {
-      opts.lt = q.lt;
-      opts.hash = Buffer.from(q.hash, /^[0-9a-fA-F]{64}$/.test(q.hash) ? 'hex' : 'base64');
-    }
-    const txs = await chain.getTransactions(parseAddress(q.address), opts);
-    const toLt = BigInt(q.to_lt ?? 0);
-    return txs.filter((tx) => tx.lt > toLt).map(transactionJson);
-  },
+  'GET /api/v2/getTransactions': async (q) => history(parseAddress(q.address), q),
   'POST /emulator/faucet': async (_q, body) => {
     chain.now = clock();
     const to = parseAddress(body.address);

@@ -145,7 +145,9 @@ async def test_the_reconciliation_names_the_figure_that_was_changed(
 class _HistoryDown(ToncenterChain):
     """The chain answers everything but the transaction history."""
 
-    async def transactions(self, address: Address, limit: int = 16) -> list[TxInfo]:
+    async def transactions(
+        self, address: Address, limit: int = 16, start: tuple[int, bytes] | None = None
+    ) -> list[TxInfo]:
         raise ChainError("getTransactions: 503")
 
 

@@ -75,6 +75,9 @@ class TxInfo:
     out_created_lts: tuple[int, ...] = ()
     in_created_lt: int = 0
     in_body: Cell | None = field(default=None, compare=False)
+    # the account's previous transaction: where the next (older) page of history starts
+    prev_lt: int = 0
+    prev_hash: bytes = b""
 
     @classmethod
     def from_transaction(cls, tx: Transaction) -> TxInfo:
@@ -93,6 +96,8 @@ class TxInfo:
         return cls(
             lt=tx.lt,
             hash=tx.cell.hash,
+            prev_lt=tx.prev_trans_lt,
+            prev_hash=tx.prev_trans_hash,
             utime=tx.now,
             in_body_hash=in_msg.body.hash if in_msg is not None else None,
             in_source=getattr(info, "src", None) if info is not None else None,
@@ -134,8 +139,11 @@ class Chain(ABC):
         """Sends a serialized external message; raises MessageRejected when it is refused."""
 
     @abstractmethod
-    async def transactions(self, address: Address, limit: int = 16) -> list[TxInfo]:
-        """The newest `limit` transactions of `address`, newest first."""
+    async def transactions(
+        self, address: Address, limit: int = 16, start: tuple[int, bytes] | None = None
+    ) -> list[TxInfo]:
+        """`limit` transactions of `address`, newest first: the newest ones, or those from the
+        transaction `start` (its lt and hash, included) back."""
 
     @abstractmethod
     async def now(self) -> int:

@@ -3,29 +3,53 @@ wallet's transactions that sent its deposits (their fees are part of what fundin
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from cocoon.ton import ledger
 from cocoon.ton.chain import Chain, ChainError, TxInfo
 from cocoon.ton.tvm import Address, user_friendly
 
-# Pages of newest-first history tried in turn; the controller folds after every pass, so the
-# first page nearly always reaches the watermark.
-PAGES = (16, 100)  # toncenter v2 answers at most 100 per call
+# The first page is small (the controller folds after every pass, so it nearly always reaches the
+# watermark); later pages are as large as toncenter v2 answers. A catch-up reads at most
+# MAX_TRANSACTIONS: a channel settles once a pass, so that is weeks of history.
+FIRST_PAGE = 16
+PAGE = 100
+MAX_TRANSACTIONS = 20_000
 
 
 class HistoryTooLong(ChainError):
     pass
 
 
+async def _back_from_newest(chain: Chain, address: Address) -> AsyncIterator[list[TxInfo]]:
+    """Pages of `address`'s history, newest first, each starting where the last one ended."""
+    start: tuple[int, bytes] | None = None
+    limit, read = FIRST_PAGE, 0
+    while True:
+        page = await chain.transactions(address, limit, start)
+        if not page:
+            return
+        yield page
+        read += len(page)
+        oldest = min(page, key=lambda t: t.lt)
+        if oldest.prev_lt == 0:
+            return
+        if read >= MAX_TRANSACTIONS:
+            raise HistoryTooLong(
+                f"{user_friendly(address)} has more than {MAX_TRANSACTIONS} transactions to "
+                "read; read it with `cocoon ton ledger` against an archival endpoint"
+            )
+        start, limit = (oldest.prev_lt, oldest.prev_hash), PAGE
+
+
 async def since(chain: Chain, address: Address, after_lt: int) -> list[TxInfo]:
-    """Every transaction of `address` after `after_lt`, oldest first."""
-    for limit in PAGES:
-        txs = await chain.transactions(address, limit)
-        if len(txs) < limit or min(t.lt for t in txs) <= after_lt:
-            return sorted((t for t in txs if t.lt > after_lt), key=lambda t: t.lt)
-    raise HistoryTooLong(
-        f"{user_friendly(address)} has more than {PAGES[-1]} transactions after lt {after_lt}; "
-        "read it with an archival endpoint page by page"
-    )
+    """Every transaction of `address` after `after_lt`, oldest first, each once."""
+    found: dict[int, TxInfo] = {}
+    async for page in _back_from_newest(chain, address):
+        found.update((t.lt, t) for t in page if t.lt > after_lt)
+        if min(t.lt for t in page) <= after_lt:
+            break
+    return [found[lt] for lt in sorted(found)]
 
 
 async def wallet_fees(chain: Chain, wallet: Address, created: set[int]) -> dict[int, int]:
@@ -33,12 +57,12 @@ async def wallet_fees(chain: Chain, wallet: Address, created: set[int]) -> dict[
     if not created:
         return {}
     oldest = min(created) - 1  # a message's creation lt is its transaction's lt plus 1 or more
-    for limit in PAGES:
-        txs = await chain.transactions(wallet, limit)
-        index = ledger.wallet_fee_index(txs)
-        if created <= index.keys() or len(txs) < limit or min(t.lt for t in txs) < oldest:
-            return {lt: index[lt] for lt in created if lt in index}
-    return {}
+    index: dict[int, int] = {}
+    async for page in _back_from_newest(chain, wallet):
+        index |= ledger.wallet_fee_index(page)
+        if created <= index.keys() or min(t.lt for t in page) < oldest:
+            break
+    return {lt: index[lt] for lt in created if lt in index}
 
 
 async def catch_up(

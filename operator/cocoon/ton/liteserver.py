@@ -91,8 +91,13 @@ class LiteServerChain(Chain):
                 raise MessageRejected.from_error(str(exc)) from exc
             raise ChainError(f"sending the message failed: {exc}") from exc
 
-    async def transactions(self, address: Address, limit: int = 16) -> list[TxInfo]:
-        txs = await self._client.get_transactions(address, limit)
+    async def transactions(
+        self, address: Address, limit: int = 16, start: tuple[int, bytes] | None = None
+    ) -> list[TxInfo]:
+        if start is None:
+            txs = await self._client.get_transactions(address, limit)
+        else:
+            txs = await self._client.get_transactions(address, limit, start[0], start[1])
         return [TxInfo.from_transaction(tx) for tx in txs]
 
     async def now(self) -> int:

@@ -107,8 +107,12 @@ class ToncenterChain(Chain):
     async def send_boc(self, boc: bytes) -> None:
         await self._call("/api/v2/sendBoc", body={"boc": base64.b64encode(boc).decode()})
 
-    async def transactions(self, address: Address, limit: int = 16) -> list[TxInfo]:
+    async def transactions(
+        self, address: Address, limit: int = 16, start: tuple[int, bytes] | None = None
+    ) -> list[TxInfo]:
         params = {"address": raw(address), "limit": str(limit), "archival": "true"}
+        if start is not None:
+            params |= {"lt": str(start[0]), "hash": start[1].hex()}
         result = await self._call("/api/v2/getTransactions", params)
         return [TxInfo.from_boc(base64.b64decode(tx["data"])) for tx in result]
 
