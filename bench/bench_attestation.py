@@ -22,7 +22,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cocoon.agent.simulated import SimulatedTee, simulated_gpu_measurement
+from cocoon.agent.simulated import SimulatedTee
+from cocoon.agent.simulated_gpu import simulated_gpu_measurement
 from cocoon.agent.simulated_rim import SimulatedRimSigner
 from cocoon.api.attestationpolicy import TrustedRoots
 from cocoon.attestation import appraisal, encoding

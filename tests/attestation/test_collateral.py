@@ -20,7 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from cocoon import keys
-from cocoon.agent.simulated import PSS, SimulatedTee
+from cocoon.agent.simulated import SimulatedTee
+from cocoon.agent.simulated_pki import PSS
 from cocoon.api.attestationpolicy import AttestationPolicySpec, ConfigMapKeyRef
 from cocoon.attestation import appraisal, encoding
 from cocoon.attestation.collateral import (

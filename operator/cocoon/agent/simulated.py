@@ -16,127 +16,31 @@ import json
 import os
 import struct
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
 
-from cocoon.agent import simulated_tdx
-from cocoon.agent.simulated_tdx import (
-    SimulatedTdx,
-    der_int,
-    der_tlv,
-    write_private,
-)
+from cocoon.agent import simulated_gpu, simulated_pki, simulated_tdx
+from cocoon.agent.simulated_pki import write_private
+from cocoon.agent.simulated_tdx import SimulatedTdx
 from cocoon.api.attestationpolicy import AttestationPolicySpec, ExtraRoot, TrustedRoots
-from cocoon.attestation import binding, dice, nvgpu, snp
+from cocoon.attestation import binding, nvgpu, snp
 from cocoon.attestation.chain import sha256_der
 from cocoon.attestation.encoding import pem
 from cocoon.attestation.enums import RootPurpose
 from cocoon.attestation.evidence import CpuEvidence, GpuEvidence, NodeEvidence
-from cocoon.attestation.roots import SIMULATED_ORGANIZATION
 from cocoon.attestation.verdict import Tee
 
 DEFAULT_MEASUREMENT = simulated_tdx.DEFAULT_MEASUREMENT
-PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 DEFAULT_TCB = snp.Tcb(bootloader=3, tee=0, snp=8, microcode=115)
-GPU_MEASUREMENTS = 64
-P384_ORDER = int(
-    "ffffffffffffffffffffffffffffffffffffffffffffffff"
-    "c7634d81f4372ddf581a0db248b0a77aecec196accc52973",
-    16,
-)
-Key = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-SPL_OIDS = {
-    "bootloader": "1.3.6.1.4.1.3704.1.3.1",
-    "tee": "1.3.6.1.4.1.3704.1.3.2",
-    "snp": "1.3.6.1.4.1.3704.1.3.3",
-    "microcode": "1.3.6.1.4.1.3704.1.3.8",
-    "fmc": "1.3.6.1.4.1.3704.1.3.9",
-}
-OID_PRODUCT_NAME = "1.3.6.1.4.1.3704.1.2"
-OID_HWID = "1.3.6.1.4.1.3704.1.4"
 # File names inside a saved simulated TEE: flat, so the directory can become a Secret as is.
 _CERTS = ("ark", "ask", "vcek", "gpu-root", "gpu-ica")
 _KEYS = ("ark", "ask", "vcek", "gpu-ica")
 _META = "simulated-tee.json"
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, SIMULATED_ORGANIZATION),
-        ]
-    )
-
-
-def _cert(
-    subject: str,
-    key: Key,
-    issuer: x509.Certificate | None,
-    issuer_key: Key,
-    now: datetime,
-    *,
-    ca: bool,
-    extensions: dict[str, bytes] | None = None,
-) -> x509.Certificate:
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer.subject if issuer is not None else _name(subject))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    for oid, value in (extensions or {}).items():
-        builder = builder.add_extension(
-            x509.UnrecognizedExtension(x509.ObjectIdentifier(oid), value), critical=False
-        )
-    if isinstance(issuer_key, rsa.RSAPrivateKey):
-        return builder.sign(issuer_key, hashes.SHA384(), rsa_padding=PSS)
-    return builder.sign(issuer_key, hashes.SHA384())
-
-
-def _p384() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP384R1())
-
-
-def _vcek(
-    ask: x509.Certificate,
-    *,
-    ask_key: rsa.RSAPrivateKey,
-    chip_id: bytes,
-    product: str,
-    tcb: snp.Tcb,
-    now: datetime,
-) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A VCEK whose extensions (TCB SPLs, product, hwID) match the reports it will sign."""
-    extensions = {SPL_OIDS[k]: der_int(v) for k, v in tcb.components().items()}
-    extensions[OID_PRODUCT_NAME] = der_tlv(0x16, f"{product}-B0".encode())
-    extensions[OID_HWID] = chip_id
-    key = _p384()
-    return key, _cert("SEV-VCEK", key, ask, ask_key, now, ca=False, extensions=extensions)
-
-
-def _read_cert(path: Path) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(path.read_bytes())
-
-
-def _read_key(path: Path) -> object:
-    return serialization.load_pem_private_key(path.read_bytes(), password=None)
-
-
-def encode_vbios_version(version: str) -> bytes:
-    """The inverse of `nvgpu.format_vbios_version`."""
-    parts = version.split(".")
-    return int("".join(parts[:4]), 16).to_bytes(4, "little") + bytes([int(parts[4], 16)]) + bytes(3)
 
 
 @dataclass(frozen=True)
@@ -168,16 +72,17 @@ class SimulatedTee:
         """New roots and keys; `now` sets the certificates' validity (10 years)."""
         ark_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         ask_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        ark = _cert(f"ARK-{product}", ark_key, None, ark_key, now, ca=True)
-        ask = _cert(f"SEV-{product}", ask_key, ark, ark_key, now, ca=True)
+        cert = simulated_pki.certificate
+        ark = cert(f"ARK-{product}", ark_key, None, ark_key, now, ca=True)
+        ask = cert(f"SEV-{product}", ask_key, ark, ark_key, now, ca=True)
         chip_id = os.urandom(64)
-        vcek_key, vcek = _vcek(
+        vcek_key, vcek = simulated_pki.vcek(
             ask, ask_key=ask_key, chip_id=chip_id, product=product, tcb=tcb, now=now
         )
 
-        root_key, ica_key = _p384(), _p384()
-        gpu_root = _cert("Simulated Device Identity CA", root_key, None, root_key, now, ca=True)
-        gpu_ica = _cert("Simulated GH100 Identity", ica_key, gpu_root, root_key, now, ca=True)
+        root_key, ica_key = simulated_pki.p384(), simulated_pki.p384()
+        gpu_root = cert("Simulated Device Identity CA", root_key, None, root_key, now, ca=True)
+        gpu_ica = cert("Simulated GH100 Identity", ica_key, gpu_root, root_key, now, ca=True)
         fwid = os.urandom(nvgpu.COMPONENT)
         return cls(
             ark_key, ark, ask, vcek_key, vcek, gpu_root, gpu_ica, ica_key, chip_id, fwid,
@@ -190,7 +95,7 @@ class SimulatedTee:
         if self.ask_key is None:
             raise ValueError("this simulated TEE has no ASK private key: it cannot issue VCEKs")
         chip_id = hashlib.sha512(b"cocoon simulated chip\x00" + node.encode()).digest()
-        vcek_key, vcek = _vcek(
+        vcek_key, vcek = simulated_pki.vcek(
             self.ask,
             ask_key=self.ask_key,
             chip_id=chip_id,
@@ -218,7 +123,9 @@ class SimulatedTee:
         certs = (self.ark, self.ask, self.vcek, self.gpu_root, self.gpu_ica)
         for name, cert in zip(_CERTS, certs, strict=True):
             (directory / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        private: tuple[Key, ...] = (self.ark_key, self.ask_key, self.vcek_key, self.gpu_ica_key)
+        private: tuple[simulated_pki.Key, ...] = (
+            self.ark_key, self.ask_key, self.vcek_key, self.gpu_ica_key,
+        )  # fmt: skip
         for name, key in zip(_KEYS, private, strict=True):
             write_private(directory / f"{name}.key.pem", key)
         meta = {
@@ -236,8 +143,8 @@ class SimulatedTee:
         """The inverse of `save`; a missing or foreign file is a ValueError naming it."""
         try:
             meta = json.loads((directory / _META).read_text())
-            certs = {n: _read_cert(directory / f"{n}.pem") for n in _CERTS}
-            private = {n: _read_key(directory / f"{n}.key.pem") for n in _KEYS}
+            certs = {n: simulated_pki.read_cert(directory / f"{n}.pem") for n in _CERTS}
+            private = {n: simulated_pki.read_key(directory / f"{n}.key.pem") for n in _KEYS}
             ark_key, ask_key = private["ark"], private["ask"]
             vcek_key, ica_key = private["vcek"], private["gpu-ica"]
             if not isinstance(ark_key, rsa.RSAPrivateKey) or not isinstance(
@@ -352,24 +259,9 @@ class SimulatedTee:
         key, the node's CHIP_ID and the index, so stable across restarts) and leaf certificate
         with the firmware's FWID. Distinct indexes are distinct devices."""
         if index not in self._gpus:
-            secret = self.gpu_ica_key.private_bytes(
-                serialization.Encoding.DER,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
+            self._gpus[index] = simulated_gpu.device(
+                self.gpu_ica, self.gpu_ica_key, self.chip_id, self.fwid, index
             )
-            seed = hashlib.sha384(b"cocoon simulated gpu\x00%b%b%d" % (secret, self.chip_id, index))
-            key = ec.derive_private_key(int.from_bytes(seed.digest()) % P384_ORDER, ec.SECP384R1())
-            tcb_info = der_tlv(0x30, der_tlv(0xA6, der_tlv(0x30, der_tlv(0x04, self.fwid))))
-            leaf = _cert(
-                f"Simulated GH100 FMC LF {index}",
-                key,
-                self.gpu_ica,
-                self.gpu_ica_key,
-                self.gpu_ica.not_valid_before_utc + timedelta(days=1),
-                ca=False,
-                extensions={dice.OID_TCB_INFO.dotted_string: tcb_info},
-            )
-            self._gpus[index] = (key, leaf)
         return self._gpus[index]
 
     def gpu_certificates(self, index: int = 0) -> bytes:
@@ -388,40 +280,11 @@ class SimulatedTee:
     ) -> bytes:
         """SPDM GET_MEASUREMENTS request + signed response; `cc_mode` adds the FEATURE_FLAG
         (absent, like Hopper firmware before it); `tamper` flips a measured bit."""
-        values = measurements or {i: simulated_gpu_measurement(i) for i in range(1, 65)}
-        request = bytes([0x11, 0xE0, 0x01, 0xFF]) + nonce + b"\x00"
-        record = b"".join(
-            struct.pack("<BBHBH", index, 0x01, len(v) + 3, 0x01, len(v)) + v
-            for index, v in sorted(values.items())
+        return simulated_gpu.spdm_report(
+            self.gpu_device(index)[0], self.fwid, nonce, driver_version=driver_version,
+            vbios_version=vbios_version, measurements=measurements, cc_mode=cc_mode,
+            tamper=tamper,
         )
-        opaque = b"".join(
-            struct.pack("<HH", kind, len(value)) + value
-            for kind, value in (
-                (nvgpu.Opaque.VBIOS_VERSION, encode_vbios_version(vbios_version)),
-                (nvgpu.Opaque.CHIP_SKU, b"882\x00"),
-                (nvgpu.Opaque.PROJECT, b"1010\x00"),
-                (nvgpu.Opaque.PROJECT_SKU, b"0200\x00"),
-                (nvgpu.Opaque.DRIVER_VERSION, driver_version.encode() + b"\x00"),
-                (nvgpu.Opaque.FWID, self.fwid),
-            )
-        )
-        if cc_mode is not None:
-            opaque += struct.pack("<HHI", nvgpu.Opaque.FEATURE_FLAG, 4, cc_mode)
-        response = (
-            bytes([0x11, 0x60, 0x00, 0x00, len(values)])
-            + len(record).to_bytes(3, "little")
-            + record
-            + os.urandom(32)
-            + struct.pack("<H", len(opaque))
-            + opaque
-        )
-        r, s = decode_dss_signature(
-            self.gpu_device(index)[0].sign(request + response, ec.ECDSA(hashes.SHA384()))
-        )
-        report = bytearray(request + response + r.to_bytes(48, "big") + s.to_bytes(48, "big"))
-        if tamper:
-            report[nvgpu.REQUEST_SIZE + 8 + 7] ^= 0x01
-        return bytes(report)
 
     # --- a whole node ------------------------------------------------------------------------
 
@@ -473,7 +336,3 @@ class SimulatedTee:
             ),
         )
 
-
-def simulated_gpu_measurement(index: int) -> bytes:
-    """The golden value the simulated GPU reports for a measurement block."""
-    return hashlib.sha384(b"cocoon simulated gpu measurement %d" % index).digest()

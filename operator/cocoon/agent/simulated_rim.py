@@ -19,7 +19,7 @@ from lxml import etree
 from signxml.algorithms import DigestAlgorithm, SignatureMethod
 from signxml.signer import XMLSigner
 
-from cocoon.agent import simulated
+from cocoon.agent import simulated_pki
 from cocoon.api.attestationpolicy import ExtraRoot
 from cocoon.attestation.chain import sha256_der
 from cocoon.attestation.enums import RootPurpose
@@ -36,9 +36,10 @@ class SimulatedRimSigner:
 
     @classmethod
     def generate(cls, *, now: datetime) -> SimulatedRimSigner:
-        root_key, leaf_key = simulated._p384(), simulated._p384()
-        root = simulated._cert("Simulated CoRIM Root", root_key, None, root_key, now, ca=True)
-        leaf = simulated._cert("Simulated RIM Signer", leaf_key, root, root_key, now, ca=False)
+        root_key, leaf_key = simulated_pki.p384(), simulated_pki.p384()
+        cert = simulated_pki.certificate
+        root = cert("Simulated CoRIM Root", root_key, None, root_key, now, ca=True)
+        leaf = cert("Simulated RIM Signer", leaf_key, root, root_key, now, ca=False)
         return cls(root, leaf_key, leaf)
 
     def extra_root(self) -> ExtraRoot:

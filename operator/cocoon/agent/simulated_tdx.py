@@ -21,12 +21,13 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
 
+from cocoon.agent import simulated_pki
+from cocoon.agent.simulated_pki import write_private
+from cocoon.attestation.der import der_int, der_tlv
 from cocoon.attestation.encoding import der, pem
-from cocoon.attestation.roots import SIMULATED_ORGANIZATION
 
 DEFAULT_MEASUREMENT = hashlib.sha384(b"cocoon simulated guest").digest()
 """The simulated guest's launch measurement: SNP MEASUREMENT, or TDX MRTD."""
@@ -44,19 +45,6 @@ TD_ATTRIBUTES = bytes([0, 0, 0, 0x10, 0, 0, 0, 0])  # SEPT_VE_DISABLE, as produc
 DEFAULT_VALIDITY = timedelta(days=30)
 P256_ORDER = int("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551", 16)
 _FILES = ("tdx-root", "tdx-pck-ca", "tdx-tcb-signer")
-
-
-def der_tlv(tag: int, body: bytes) -> bytes:
-    """One DER element (tag, definite length, body)."""
-    n = len(body)
-    if n < 0x80:
-        return bytes([tag, n]) + body
-    size = n.to_bytes(1 if n < 0x100 else 2, "big")
-    return bytes([tag, 0x80 | len(size)]) + size + body
-
-
-def der_int(value: int) -> bytes:
-    return der_tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
 
 
 def _der_oid(dotted: str) -> bytes:
@@ -91,27 +79,6 @@ def sgx_extension(ppid: bytes) -> bytes:
     )
 
 
-def write_private(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
-    """A PKCS#8 PEM private key, mode 0600 even when the file existed."""
-    data = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )  # fmt: skip
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.chmod(path, 0o600)  # O_CREAT's mode does not apply to a file that already existed
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, SIMULATED_ORGANIZATION),
-        ]
-    )
-
-
 def _cert(
     subject: str,
     key: ec.EllipticCurvePrivateKey,
@@ -128,8 +95,8 @@ def _cert(
     )  # fmt: skip
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer.subject if issuer is not None else _name(subject))
+        .subject_name(simulated_pki.name(subject))
+        .issuer_name(issuer.subject if issuer is not None else simulated_pki.name(subject))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(days=1))

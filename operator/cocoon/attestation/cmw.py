@@ -17,6 +17,8 @@ import re
 
 from cryptography import x509
 
+from cocoon.attestation.der import der_tlv
+
 EXTENSION = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.35")
 EVIDENCE = 4  # the CMW indicator bit for Evidence (RFC 9999's cm-type bitmap)
 _UTF8_STRING = 0x0C
@@ -28,13 +30,6 @@ class NotOurs(Exception):
     """A well-formed CMW whose media type is another application's."""
 
 
-def _der_length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
-
-
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -42,7 +37,7 @@ def _b64url(data: bytes) -> str:
 def encode(media_type: str, value: bytes, indicator: int = EVIDENCE) -> bytes:
     """The extension's value: DER of the `json` choice holding the record."""
     record = json.dumps([media_type, _b64url(value), indicator], separators=(",", ":")).encode()
-    return bytes([_UTF8_STRING]) + _der_length(len(record)) + record
+    return der_tlv(_UTF8_STRING, record)
 
 
 def _der_utf8(der: bytes) -> bytes:
