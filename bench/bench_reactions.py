@@ -10,8 +10,9 @@ two states as observed by one poller on the API (every 50 ms, so ±0.1 s), over 
 - lapse: a node's verdict expires (its agent stopped; `expiresAt`, whole seconds) → the
   NoExecute taint is on the Node → the pool pod on it is gone (the taint eviction controller).
 
-Not measured here: usage report → credit visible to the meter (needs the paid stack; the
-meter bench covers the report path).
+Usage report → credit visible to the meter needs the chain emulator and a funded channel:
+bench_credit_reaction.py measures it and writes its entry (CREDIT_KEY) into the same file,
+which this script keeps when it rewrites the rest.
 
 Run: .venv/bin/python bench/bench_reactions.py [--runs 8] → bench/results/reactions.json
 """
@@ -49,6 +50,7 @@ OUT = ROOT / "bench" / "results" / "reactions.json"
 NAMESPACE = "bench"
 POLL_S = 0.05
 UNATTESTED = "cocoon.dev/unattested"
+CREDIT_KEY = "usage_report_to_meter_credit"  # bench_credit_reaction.py's entry
 
 
 def pool(name: str, replicas: int, gpus: int) -> dict[str, Any]:
@@ -233,7 +235,6 @@ def main() -> None:
             "method": "one poller on the API every 50 ms (±0.1 s); lapse measured from the "
             "verdict's expiresAt (whole seconds); operator pass interval 2 s (devstack), "
             "level-triggered watches for the rest",
-            "not_measured": "usage report → credit visible to the meter",
             "load_average_before": [round(x, 1) for x in load_before],
             "load_average_after": [round(x, 1) for x in os.getloadavg()],
             "machine": f"{os.cpu_count()} cores shared by the control plane, operator, agents, "
@@ -241,6 +242,9 @@ def main() -> None:
             "command": f"python bench/bench_reactions.py --runs {args.runs}",
         }
         print(json.dumps(result, indent=2))
+        previous = json.loads(OUT.read_text()) if OUT.exists() else {}
+        if CREDIT_KEY in previous:
+            result[CREDIT_KEY] = previous[CREDIT_KEY]
         OUT.write_text(json.dumps(result, indent=2) + "\n")
     finally:
         if agents is not None:

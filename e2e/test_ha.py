@@ -15,6 +15,14 @@ import pytest
 from cocoon import keys
 from cocoon.devstack import money
 from cocoon.devstack.cluster import GpuNode, LocalCluster
+from cocoon.devstack.meters import (
+    TON,
+    payer_and_channel,
+    post_report,
+    registered_meter,
+    report,
+    signed_credit,
+)
 from cocoon.devstack.stack import OPERATOR_NAMESPACE, Operator, operator_kubeconfig
 from cocoon.devstack.story import http_json
 from cocoon.ton import emulator
@@ -22,17 +30,7 @@ from cocoon.ton.tvm import Address
 from cocoon.ton.wallet import wallet_address
 from e2e.conftest import NodeFactory
 from e2e.harness import condition, eventually, get
-from e2e.test_paymentchannel import (
-    TON,
-    channel_status,
-    payer_and_channel,
-    payouts,
-    post_report,
-    reconciled,
-    registered_meter,
-    report,
-    signed_credit,
-)
+from e2e.test_paymentchannel import channel_status, payouts, reconciled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chain]
 LEASE = "cocoon-operator"

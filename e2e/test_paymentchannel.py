@@ -9,27 +9,31 @@ import base64
 import hashlib
 import json
 import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys, signed_request
 from cocoon.devstack import money
 from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.meters import (
+    PRICE,
+    TON,
+    payer_and_channel,
+    post_report,
+    registered_meter,
+    report,
+    signed_credit,
+)
 from cocoon.devstack.stack import Operator
 from cocoon.devstack.story import http_json
-from cocoon.meter import usage_report
-from cocoon.ton import emulator, keyfile
+from cocoon.ton import emulator
 from cocoon.ton.toncenter import ToncenterChain
 from cocoon.ton.tvm import Address, raw
 from cocoon.ton.wallet import wallet_address
 from e2e.harness import condition, eventually, get
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chain]
-TON = 1_000_000_000
-PRICE = {"perOutputToken": "1"}  # a report's cost is its output token count
 
 
 def balance(url: str, address: Address) -> int:
@@ -38,116 +42,6 @@ def balance(url: str, address: Address) -> int:
             return (await chain.account(address)).balance
 
     return asyncio.run(read())
-
-
-def journal_of(key: Ed25519PrivateKey) -> str:
-    return hashlib.sha256(keys.public_bytes(key)).hexdigest()[:32]
-
-
-def registered_meter(cluster: LocalCluster, namespace: str) -> Ed25519PrivateKey:
-    """A meter the operator registered, as far as the payments area can tell: pool `pool` with
-    a meter record written into its status by the admin kubeconfig (the registration itself,
-    evidence and pod token, is exercised end to end by the paid-inference story)."""
-    key = keys.generate()
-    cluster.apply(
-        {
-            "apiVersion": "cocoon.dev/v1alpha1",
-            "kind": "InferencePool",
-            "metadata": {"name": "pool", "namespace": namespace},
-            "spec": {
-                "model": {"name": "add", "repository": {"configMap": {"name": "models"}}},
-                "replicas": 0,
-                "price": PRICE,
-            },
-        }
-    )
-    now = datetime.now(UTC)
-    record = {
-        "pod": "pool-meter",
-        "podUid": "uid-1",
-        "node": "gpu",
-        "poolGeneration": 1,
-        "price": PRICE,
-        "receiptPublicKey": keys.public_bytes(key).hex(),
-        "tlsSpkiSha256": "00" * 32,
-        "journalId": journal_of(key),
-        "verifiedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "expiresAt": (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    cluster.kubectl(
-        "patch",
-        "inferencepool.cocoon.dev",
-        "pool",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": {"meters": [record]}}),
-    )
-    return key
-
-
-def report(
-    key: Ed25519PrivateKey, namespace: str, cost: int, seq: int, *, pool: str = "pool",
-    channel: str = "ch",
-) -> dict[str, Any]:
-    unsigned = usage_report.UsageReport(
-        meter_public_key=keys.public_bytes(key).hex(),
-        journal_id=journal_of(key),
-        pool=f"{namespace}/{pool}",
-        channel=f"{namespace}/{channel}",
-        units=usage_report.UsageUnits(requests=seq, input_tokens=0, output_tokens=cost),
-        cost_nanoton=str(cost),
-        journal_sequence=seq,
-        issued_at=datetime.now(UTC),
-    )
-    return usage_report.sign(unsigned, key).to_api()
-
-
-def signed_credit(
-    operator: Operator, namespace: str, key: Ed25519PrivateKey, pool: str = "pool"
-) -> tuple[int, Any]:
-    """The meter's credit poll: a request signed with its receipt key (cocoon.signed_request)."""
-    path = f"/usage/v1/credit/{namespace}/{pool}"
-    header = {signed_request.HEADER: signed_request.sign(key, "GET", path)}
-    return http_json("GET", f"{operator.api_url}{path}", context=operator.tls, headers=header)
-
-
-def post_report(operator: Operator, body: dict[str, Any], *, expect: int = 200) -> Any:
-    """POST a report as a meter does: until answered `expect` (a replica's view of the pool's
-    meter records trails the API server by a watch event; meanwhile it answers 403)."""
-    url = f"{operator.api_url}/usage/v1/reports"
-    return eventually(
-        lambda: (r := http_json("POST", url, body, context=operator.tls))[0] == expect and r,
-        timeout=30,
-        what=f"the report answered {expect}",
-    )[1]
-
-
-def payer_and_channel(
-    namespace: str, payer_key: Ed25519PrivateKey, **spec: Any
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The payer's key Secret and a managed-signing PaymentChannel `ch` for pool `pool`, on the
-    provider's default network, paying the provider's payout address."""
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "payer", "namespace": namespace},
-        "data": {"key": base64.b64encode(keyfile.to_json(payer_key).encode()).decode()},
-    }
-    channel = {
-        "apiVersion": "cocoon.dev/v1alpha1",
-        "kind": "PaymentChannel",
-        "metadata": {"name": "ch", "namespace": namespace},
-        "spec": {
-            "poolName": "pool",
-            "payer": {"keySecretRef": {"name": "payer"}},
-            "deposit": str(2 * TON),
-            **spec,
-        },
-    }
-    return secret, channel
 
 
 def payouts(url: str, payee: Address, channel: str) -> list[int]:
