@@ -68,11 +68,10 @@ POLL_S = 0.05
 DEPOSIT = 2 * TON
 WINDOW = 10 * TON  # above the deposit: the cap is the deposit, whatever has been promised
 NOTE = (
-    "first and last run. B's limit is its half of the deposit less A's cost; A's is its cost "
-    "plus all the rest: the remaining credit is split among the meters that have reported on "
-    "the channel plus the asker (usage_api.credit_document), so until B's first report the two "
-    "limits overlap by B's share, the overlap docs/operations-payments.md ('Credit for meters') "
-    "states; promises stay capped at the deposit"
+    "first and last run. B's limit is its half of what remains after A's cost; A's is its cost "
+    "plus the other half: the pool's live meters share the remaining credit whether they have "
+    "reported yet or not (usage_api.credit_document), so the two limits add up to at most owed "
+    "plus remaining"
 )
 
 

@@ -166,3 +166,31 @@ async def test_a_replaced_pod_neither_loses_nor_double_counts(env: Env, api: Cli
     cap = min(int(status["deposited"]), promised + 10**6)
     # its own 40 plus all that is left: the dead instance takes no share, nor is it forgotten
     assert int(entry["creditLimitNanoton"]) == 40 + max(0, cap - 140)
+
+
+async def test_live_meters_limits_never_add_up_past_the_credit(env: Env, api: Client) -> None:
+    """Two live meters of the pool, one that has reported and one that has not yet: each gets
+    its own cost plus half of what is left, so the two limits together stay within owed plus
+    remaining (counting only reporters used to give the reporter all of it, and the newcomer
+    half again on top)."""
+    env.add_channel(creditWindow=str(10**6), deposit=str(2 * TON))
+    await env.reconcile()
+    newcomer = keys.generate()
+    pool = env.kube.objects[(INFERENCE_POOLS.plural, NS, POOL)]
+    pool["status"]["meters"] = [meter_record(env.meter_key), meter_record(newcomer, pod="pool-1")]
+    env.kube.put(INFERENCE_POOLS, pool)
+    answer = await api.post("/usage/v1/reports", json=signed_report(env.meter_key, 100, 1))
+    assert answer.status == 200, await answer.text()
+    status = await env.status()
+    cap = min(int(status["deposited"]), int(status.get("promised") or 0) + 10**6)
+    remaining = max(0, cap - int(status["owed"]))
+    limits = []
+    for key in (env.meter_key, newcomer):
+        document = await (await api.get(
+            f"/usage/v1/credit/{NS}/{POOL}", headers=credit_headers(key))).json()
+        [entry] = document["channels"]
+        limits.append(int(entry["creditLimitNanoton"]))
+    assert sum(limits) <= int(status["owed"]) + remaining
+    assert sorted(limits) == sorted([100 + remaining // 2 + remaining % 2 * (
+        journal_of(env.meter_key) < journal_of(newcomer)), remaining // 2 + remaining % 2 * (
+        journal_of(newcomer) < journal_of(env.meter_key))])

@@ -278,8 +278,10 @@ async def credit_document(
     """Every Open channel of the pool with its credential hash and this meter's limit.
 
     `meter` and `live` are journal ids: the asking meter's and those of the pool's live
-    registered meters, which share the channel's remaining credit. A channel whose maxPrice is
-    below the meter's `price` gets no credit and a refusal the meter shows its callers."""
+    registered meters, which all share the channel's remaining credit, whether they have
+    reported yet or not (so one snapshot's limits never add up past owed + remaining). A
+    channel whose maxPrice is below the meter's `price` gets no credit and a refusal the meter
+    shows its callers."""
     entries = []
     for item in await kube.list(PAYMENT_CHANNELS, namespace):
         spec_data = item.get("spec") or {}
@@ -297,7 +299,7 @@ async def credit_document(
         remaining = accounting.credit_left(
             int(status.deposited), promised, int(spec.credit_window), int(status.owed)
         )
-        limit = accounting.meter_limit(costs, set(costs) & live, meter, remaining)
+        limit = accounting.meter_limit(costs, live, meter, remaining)
         entry: Obj = {
             "channel": f"{namespace}/{item['metadata']['name']}",
             "credentialSha256": status.credential_sha256,
