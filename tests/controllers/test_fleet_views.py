@@ -14,6 +14,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from cocoon.api.common import ConditionStatus
 from cocoon.controllers import attestednode, loops, nodes, policies
 from cocoon.controllers.cache import Store
+from cocoon.controllers.views import Informer
 from cocoon.kube import ATTESTATION_POLICIES, ATTESTED_NODES, NODES, Kind, Obj
 from tests.controllers.test_attestation_pass import PASS, CountingKube, memo_for, node
 
@@ -240,3 +241,22 @@ async def test_a_verdict_for_a_replaced_challenge_is_refused_and_not_written() -
     live = kube.objects[kube._key(ATTESTED_NODES, "n1", None)]
     assert live["status"]["verdict"] == "Pending"
 
+
+
+def test_listeners_hear_what_a_relist_changed() -> None:
+    informer = Informer(NODES)
+    informer.relisted([{"metadata": {"name": "kept", "resourceVersion": "1"}},
+                       {"metadata": {"name": "gone", "resourceVersion": "1"}}])
+    heard: list[tuple[str | None, str | None]] = []
+
+    def version(obj: Obj | None) -> str | None:
+        return None if obj is None else str(obj["metadata"]["resourceVersion"])
+
+    def listener(before: Obj | None, after: Obj | None) -> None:
+        heard.append((version(before), version(after)))
+
+    informer.listeners.append(listener)
+    informer.relisted([{"metadata": {"name": "kept", "resourceVersion": "3"}},
+                       {"metadata": {"name": "new", "resourceVersion": "2"}}])
+    assert sorted(heard, key=str) == sorted([("1", "3"), (None, "2"), ("1", None)], key=str)
+    assert informer.store.get("gone") is None

@@ -69,11 +69,25 @@ class Informer:
             for listener in self.listeners:
                 listener(before, after)
 
+    def relisted(self, items: list[Obj]) -> None:
+        """A fresh list is the whole truth; listeners hear of what it changed, added or dropped
+        (what a watch that could not continue missed)."""
+        before = dict(self.store.items)
+        self.store.replace(items)
+        if not self.listeners:
+            return
+        for key, after in self.store.items.items():
+            for listener in self.listeners:
+                listener(before.pop(key, None), after)
+        for gone in before.values():
+            for listener in self.listeners:
+                listener(gone, None)
+
     async def run(self, kube: Kube) -> None:
         while True:
             try:
                 items, version = await kube.list_versioned(self.kind)
-                self.store.replace(items)
+                self.relisted(items)
                 self.synced.set()
                 while True:
                     version = await self._follow(kube, version)
