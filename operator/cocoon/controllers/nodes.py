@@ -55,7 +55,8 @@ async def discover(node: Obj, kube: Kube, existing: Obj | None) -> tuple[Obj | N
 
     `existing` is the node's AttestedNode as the caller read it (None when there is none).
     Returns the AttestedNode now (None when the node declares no TEE) and the patched Node
-    (None when it did not change), for the caches."""
+    (None when it did not change), for the caches. A Node that keeps changing under the taint
+    write (kwok or a kubelet initialising it) is tainted on its next change or the next pass."""
     labels = node["metadata"].get("labels") or {}
     tee = lifecycle.tee_of(labels)
     name = node["metadata"]["name"]
@@ -71,7 +72,7 @@ async def discover(node: Obj, kube: Kube, existing: Obj | None) -> tuple[Obj | N
         )
     if existing is None or existing.get("spec") != spec.to_api():
         existing = await kube.apply(ATTESTED_NODES, attested_node_manifest(node, spec))
-    return existing, await apply_effects(kube, node, existing)
+    return existing, await apply_effects_or_defer(kube, node, existing)
 
 
 def effects_patch(node: Obj, attested: Obj | None) -> Obj:
