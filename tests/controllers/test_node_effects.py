@@ -1,6 +1,7 @@
 """A verdict is written, then the Node keeps changing under the label write (heartbeats at
 fleet scale): the evidence route must not answer 500 for a verdict it stored; the effects are
-left to the AttestedNode's watch event and the next pass. Other errors still surface."""
+left to the AttestedNode's watch event and the next pass. Discovery likewise creates the
+AttestedNode and leaves the taint to the Node's next change. Other errors still surface."""
 
 from __future__ import annotations
 
@@ -54,3 +55,27 @@ async def test_other_failures_still_surface(status: int) -> None:
     kube.put(NODES, node())
     with pytest.raises(ApiException):
         await nodes.apply_effects_or_defer(kube, node(), VERIFIED)
+
+
+class BusyDiscovery(BusyNodes):
+    """BusyNodes that also takes the AttestedNode's server-side apply."""
+
+    async def apply(self, kind: Kind, obj: Obj) -> Obj:
+        return self.put(kind, obj)
+
+
+async def test_discovery_of_a_node_that_keeps_changing_still_creates_its_attested_node() -> None:
+    kube = BusyDiscovery(409)
+    kube.put(NODES, node())
+    live = {**node(), "metadata": {**node()["metadata"], "uid": "u1"}, "spec": {}}
+    attested, patched = await nodes.discover(live, kube, None)
+    assert attested is not None and patched is None
+    assert kube.patches == 2  # the taint write was tried twice, then left to the next change
+
+
+async def test_discovery_still_surfaces_other_failures() -> None:
+    kube = BusyDiscovery(500)
+    kube.put(NODES, node())
+    live = {**node(), "metadata": {**node()["metadata"], "uid": "u1"}, "spec": {}}
+    with pytest.raises(ApiException):
+        await nodes.discover(live, kube, None)

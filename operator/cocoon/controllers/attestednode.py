@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +23,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from cocoon.api.attestationpolicy import AttestationPolicySpec, ConfigMapKeyRef
+from cocoon.api.attestationpolicy import AttestationPolicySpec
 from cocoon.api.attestednode import AttestedNodeSpec, AttestedNodeStatus
 from cocoon.api.common import ConditionStatus, utcnow
 from cocoon.attestation import ear, lifecycle, report
 from cocoon.attestation.appraisal import appraise_node
 from cocoon.attestation.collateral import CollateralCache, CollateralSupplier
 from cocoon.attestation.evidence import NodeEvidence
-from cocoon.attestation.policy import Policy, PolicyError, measurement_condition
-from cocoon.attestation.verdict import Rejected
+from cocoon.attestation.policy import PolicyError, measurement_condition
+from cocoon.attestation.verdict import Failure, Rejected
 from cocoon.attestation.verdict import Verdict as AppraisalVerdict
-from cocoon.controllers import cache, httpapi, loops, nodes
+from cocoon.controllers import httpapi, loops, nodes
 from cocoon.controllers import status as status_writer
 from cocoon.controllers.appraiser import Appraiser, Busy
-from cocoon.kube import ATTESTATION_POLICIES, ATTESTED_NODES, CONFIGMAPS, NODES, Kube, NotFound
+from cocoon.controllers.policies import PolicyCache, load_policy
+from cocoon.kube import ATTESTATION_POLICIES, ATTESTED_NODES, NODES, Kube, NotFound
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -59,6 +61,9 @@ class AttestationState:
         default_factory=lambda: CollateralSupplier(CollateralCache())
     )
     appraiser: Appraiser = dataclasses.field(default_factory=Appraiser)
+    policies: PolicyCache = dataclasses.field(default_factory=PolicyCache)
+    # on the leader: the nodes whose objects changed, worked on by `nodes.follow`'s workers
+    changes: loops.Dirty | None = None
 
     @classmethod
     def from_env(cls) -> AttestationState:
@@ -82,30 +87,6 @@ class AttestationState:
 
 
 # -- policy --------------------------------------------------------------------------------
-
-
-async def load_policy(kube: Kube, name: str, namespace: str) -> tuple[Policy, str]:
-    """The named AttestationPolicy, with the ConfigMaps it references, as the library's Policy."""
-    obj = await kube.get(ATTESTATION_POLICIES, name)
-    spec = AttestationPolicySpec.model_validate(obj.get("spec") or {})
-    refs: list[ConfigMapKeyRef] = [*spec.gpu.rims, *spec.crls]
-    refs += [spec.tdx.collateral.bundle] if spec.tdx.collateral.bundle else []
-    refs += [r.config_map_ref for r in spec.trusted_roots.extra_roots if r.config_map_ref]
-    maps: dict[str, Obj] = {}
-    for ref in refs:
-        if ref.name not in maps:
-            maps[ref.name] = await kube.get_or_none(CONFIGMAPS, ref.name, namespace) or {}
-
-    def resolve(ref: ConfigMapKeyRef) -> bytes:
-        cm = maps.get(ref.name) or {}
-        if ref.key in (cm.get("data") or {}):
-            return str(cm["data"][ref.key]).encode()
-        import base64
-
-        return base64.b64decode(cm["binaryData"][ref.key])
-
-    generation = obj["metadata"].get("generation", 0)
-    return Policy.from_spec(spec, resolve), f"{name}@{generation}"
 
 
 async def refresh_collateral(memo: kopf.Memo, schedule: loops.Schedule) -> None:
@@ -180,22 +161,27 @@ async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response
             "MalformedSubmission",
             f"expected JSON {{nonce, publicKey, evidence}} in hex/base64: {exc!r}",
         )
+    store = nodes.caches(memo)
     async with state.locks[node_name]:
-        body = await kube.get_or_none(ATTESTED_NODES, node_name)
-        if body is None:
-            return httpapi.error(
-                404, "UnknownNode", f"no AttestedNode {node_name}: is it a TEE node?"
-            )
-        spec = AttestedNodeSpec.model_validate(body["spec"])
-        status = AttestedNodeStatus.model_validate(body.get("status") or {})
+        # the replica's view first; the live object only when the view lacks it or its
+        # challenge does not match (a challenge issued a moment ago, not yet seen here)
+        body = store.attested.get(node_name)
         now = utcnow()
-        refusal = lifecycle.nonce_refusal(status.challenge, nonce, now)
+        if body is None or _challenge_refusal(body, nonce, now) is not None:
+            body = await kube.get_or_none(ATTESTED_NODES, node_name)
+            if body is None:
+                return httpapi.error(
+                    404, "UnknownNode", f"no AttestedNode {node_name}: is it a TEE node?"
+                )
+            store.attested.put(body)
+        refusal = _challenge_refusal(body, nonce, now)
         if refusal is not None:
             return httpapi.error(409, refusal.reason, refusal.message)
-        challenge = status.challenge
+        spec = AttestedNodeSpec.model_validate(body["spec"])
+        challenge = AttestedNodeStatus.model_validate(body.get("status") or {}).challenge
         assert challenge is not None  # nonce_refusal refuses when there is none
         try:
-            policy, policy_name = await load_policy(kube, spec.policy_name, state.namespace)
+            policy, policy_name = await state.policies.get(kube, spec.policy_name, state.namespace)
         except (NotFound, ValidationError, PolicyError) as exc:
             return httpapi.error(
                 503,
@@ -228,24 +214,13 @@ async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response
             verdict = dataclasses.replace(verdict, node_failures=(*verdict.node_failures, refusal))
         binding = Binding(node_name, nonce, public_key, policy_name)
         fields, updates = verdict_status(verdict, binding, state.signing_key)
-        try:
-            await status_writer.write(
-                kube, ATTESTED_NODES, body, fields, updates, precondition=True
-            )
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            return httpapi.error(
-                409,
-                "ChallengeChanged",
-                "the node's challenge changed while this evidence was appraised; "
-                "answer the challenge now in the AttestedNode status.",
-            )
-        body = await kube.get(ATTESTED_NODES, node_name)
-        nodes.caches(memo).attested.put(body)
-        node = await kube.get_or_none(NODES, node_name)
+        written = await _store_verdict(kube, body, nonce, fields, updates)
+        if isinstance(written, web.Response):
+            return written
+        store.attested.put(written)
+        node = store.nodes.get(node_name) or await kube.get_or_none(NODES, node_name)
         if node is not None:
-            nodes.caches(memo).nodes.put(await nodes.apply_effects_or_defer(kube, node, body))
+            store.nodes.put(await nodes.apply_effects_or_defer(kube, node, written))
     log.info(
         "appraised evidence of node %s: %s",
         node_name,
@@ -253,6 +228,37 @@ async def submit_evidence(request: web.Request, memo: kopf.Memo) -> web.Response
     )
     return web.json_response(
         {"verified": verdict.verified, "reason": verdict.reason, "message": verdict.message}
+    )
+
+
+def _challenge_refusal(body: Obj, nonce: bytes, now: datetime) -> Failure | None:
+    status = AttestedNodeStatus.model_validate(body.get("status") or {})
+    return lifecycle.nonce_refusal(status.challenge, nonce, now)
+
+
+async def _store_verdict(
+    kube: Kube, body: Obj, nonce: bytes, fields: Obj, updates: list[Update]
+) -> Obj | web.Response:
+    """Write the verdict only if the challenge it answers is still the node's: the write carries
+    the read resourceVersion; on a conflict the live object is read, and the verdict is written
+    to it only if it still holds this challenge (a view a moment stale), else refused."""
+    for attempt in range(2):
+        try:
+            return await status_writer.write(
+                kube, ATTESTED_NODES, body, fields, updates, precondition=True
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        live = None if attempt else await kube.get_or_none(ATTESTED_NODES, body["metadata"]["name"])
+        if live is None or _challenge_refusal(live, nonce, utcnow()) is not None:
+            break
+        body = live
+    return httpapi.error(
+        409,
+        "ChallengeChanged",
+        "the node's challenge changed while this evidence was appraised; "
+        "answer the challenge now in the AttestedNode status.",
     )
 
 
@@ -341,37 +347,19 @@ async def check_policy(body: Obj, memo: kopf.Memo) -> None:
 
 
 def register() -> None:
-    """Watch handlers keep the caches current and act on the change right away."""
-
-    @kopf.on.event("", "v1", "nodes")
-    async def node_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
-        store = nodes.caches(memo)
-        cache.watch(store.nodes, body, type)
-        if type != "DELETED":
-            name = body.metadata.name or ""
-            attested, patched = await nodes.discover(
-                dict(body), memo.kube, store.attested.get(name)
-            )
-            if attested is None:
-                store.attested.remove(dict(body))
-            store.attested.put(attested)
-            store.nodes.put(patched)
-
-    @kopf.on.event("cocoon.dev", "v1alpha1", "attestednodes")
-    async def attested_node_event(
-        body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any
-    ) -> None:
-        cache.watch(nodes.caches(memo).attested, body, type)
-        if type != "DELETED":
-            await nodes.reconcile(body.metadata.name or "", memo)
+    """A policy's change is checked and acted on at once. Nodes and AttestedNodes are not
+    kopf's: the replica's views watch them and `nodes.follow` works on the ones that changed."""
 
     @kopf.on.event("cocoon.dev", "v1alpha1", "attestationpolicies")
     async def policy_event(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
         store = nodes.caches(memo)
-        cache.watch(store.policies, body, type)
         if type == "DELETED":
             return
         await check_policy(dict(body), memo)
+        changes: loops.Dirty | None = memo.attestation.changes
         for item in store.attested:
             if item["spec"].get("policyName", "default") == body.metadata.name:
-                await nodes.reconcile(item["metadata"]["name"], memo)
+                if changes is not None:  # the fleet's nodes, by the pass's workers
+                    changes.add(item["metadata"]["name"])
+                else:
+                    await nodes.reconcile(item["metadata"]["name"], memo)

@@ -1,8 +1,9 @@
 """Informer-style caches: the latest version of each Node, AttestedNode and AttestationPolicy.
 
-Fed by kopf's watch events and by the objects our own writes return, so a level-based pass reads
-memory instead of listing the fleet; the live object is read only when a change is due. Nodes are
-stored slimmed to the fields attestation uses, which keeps 10,000 of them small.
+Fed by the replica's list-and-watch informers (`views.py`) and by the objects our own writes
+return, so the evidence route and the level-based pass read memory instead of the API server; the
+live object is read only when a write conflicts. Nodes are stored slimmed to the fields
+attestation uses, which keeps 10,000 of them small.
 """
 
 from __future__ import annotations

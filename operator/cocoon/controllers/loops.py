@@ -93,6 +93,31 @@ class PassResult:
     timed_out: int = 0
 
 
+async def _guarded(
+    work: Callable[[T], Awaitable[None]], item: T, schedule: Schedule, label: Callable[[T], str]
+) -> str:
+    """`work(item)` under the schedule's deadline; a failure or timeout is logged and counted,
+    never raised. Returns the result label (ok, failed, timeout)."""
+    try:
+        async with asyncio.timeout(schedule.timeout_s):
+            await work(item)
+    except TimeoutError:
+        log.warning(
+            "%s %s took longer than %.0f s; retried next pass",
+            schedule.concern,
+            label(item),
+            schedule.timeout_s,
+        )
+        result = "timeout"
+    except Exception:
+        log.exception("%s %s failed; retried next pass", schedule.concern, label(item))
+        result = "failed"
+    else:
+        result = "ok"
+    OBJECTS.labels(schedule.concern, result).inc()
+    return result
+
+
 async def each(
     items: Iterable[T],
     work: Callable[[T], Awaitable[None]],
@@ -108,29 +133,48 @@ async def each(
 
     async def worker() -> None:
         for item in pending:  # one shared iterator: each item goes to exactly one worker
-            try:
-                async with asyncio.timeout(schedule.timeout_s):
-                    await work(item)
-            except TimeoutError:
+            outcome = await _guarded(work, item, schedule, label)
+            if outcome == "timeout":
                 result.timed_out += 1
-                OBJECTS.labels(schedule.concern, "timeout").inc()
-                log.warning(
-                    "%s %s took longer than %.0f s; retried next pass",
-                    schedule.concern,
-                    label(item),
-                    schedule.timeout_s,
-                )
-                continue
-            except Exception:
+            elif outcome == "failed":
                 result.failed += 1
-                OBJECTS.labels(schedule.concern, "failed").inc()
-                log.exception("%s %s failed; retried next pass", schedule.concern, label(item))
-                continue
-            result.ok += 1
-            OBJECTS.labels(schedule.concern, "ok").inc()
+            else:
+                result.ok += 1
 
     await asyncio.gather(*(worker() for _ in range(schedule.concurrency)))
     return result
+
+
+class Dirty:
+    """Names whose objects changed, worked on by `schedule.concurrency` workers: a name is
+    queued once however often it changes before a worker takes it (a burst of watch events for
+    one object costs one piece of work), and again if it changes while being worked on."""
+
+    def __init__(self, work: Callable[[str], Awaitable[None]], schedule: Schedule) -> None:
+        self.work = work
+        self.schedule = schedule
+        self._queued: set[str] = set()
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def add(self, name: str) -> None:
+        if name not in self._queued:
+            self._queued.add(name)
+            self._queue.put_nowait(name)
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    async def _worker(self) -> None:
+        while True:
+            name = await self._queue.get()
+            self._queued.discard(name)
+            await _guarded(self.work, name, self.schedule, str)
+
+    def start(self) -> list[asyncio.Task[None]]:
+        return [
+            asyncio.create_task(self._worker(), name=f"changes-{self.schedule.concern}")
+            for _ in range(self.schedule.concurrency)
+        ]
 
 
 def object_label(obj: Mapping[str, Any]) -> str:

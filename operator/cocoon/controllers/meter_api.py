@@ -30,7 +30,6 @@ from cocoon.attestation.endpoint import EndpointEvidence
 from cocoon.attestation.policy import PolicyError
 from cocoon.controllers import httpapi, views
 from cocoon.controllers.appraiser import Busy
-from cocoon.controllers.attestednode import load_policy
 from cocoon.kube import ATTESTED_NODES, INFERENCE_POOLS, PODS, Kube, NotFound
 from cocoon.meter.pricing import Price
 from cocoon.placement import meters
@@ -132,7 +131,9 @@ async def register(request: web.Request, memo: kopf.Memo) -> web.Response:
         return _refuse(403, "NodeNotAttested", f"node {who.node} is not Verified")
     spec = AttestedNodeSpec.model_validate(node["spec"])
     try:
-        policy, _ = await load_policy(kube, spec.policy_name, memo.attestation.namespace)
+        policy, _ = await memo.attestation.policies.get(
+            kube, spec.policy_name, memo.attestation.namespace
+        )
     except (NotFound, ValidationError, PolicyError) as exc:
         return _refuse(503, "PolicyUnavailable", f"policy {spec.policy_name}: {exc}")
     try:

@@ -7,23 +7,21 @@ without it: new nodes get an AttestedNode, verdicts lapse on time, challenges ar
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
-import time
 from typing import TYPE_CHECKING, Any
 
 import kopf
 from kubernetes_asyncio.client.exceptions import ApiException
-from pydantic import ValidationError
 
 from cocoon.api.attestationpolicy import AttestationPolicySpec
 from cocoon.api.attestednode import AttestedNodeSpec, AttestedNodeStatus
 from cocoon.api.common import utcnow
 from cocoon.api.inferencepool import TeeType
 from cocoon.attestation import lifecycle, upkeep
-from cocoon.controllers import cache, loops
+from cocoon.controllers import cache, loops, views
 from cocoon.controllers import status as status_writer
-from cocoon.kube import ATTESTATION_POLICIES, ATTESTED_NODES, NODES, Kube
+from cocoon.kube import ATTESTED_NODES, NODES, Kube
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +55,8 @@ async def discover(node: Obj, kube: Kube, existing: Obj | None) -> tuple[Obj | N
 
     `existing` is the node's AttestedNode as the caller read it (None when there is none).
     Returns the AttestedNode now (None when the node declares no TEE) and the patched Node
-    (None when it did not change), for the caches."""
+    (None when it did not change), for the caches. A Node that keeps changing under the taint
+    write (kwok or a kubelet initialising it) is tainted on its next change or the next pass."""
     labels = node["metadata"].get("labels") or {}
     tee = lifecycle.tee_of(labels)
     name = node["metadata"]["name"]
@@ -73,7 +72,7 @@ async def discover(node: Obj, kube: Kube, existing: Obj | None) -> tuple[Obj | N
         )
     if existing is None or existing.get("spec") != spec.to_api():
         existing = await kube.apply(ATTESTED_NODES, attested_node_manifest(node, spec))
-    return existing, await apply_effects(kube, node, existing)
+    return existing, await apply_effects_or_defer(kube, node, existing)
 
 
 def effects_patch(node: Obj, attested: Obj | None) -> Obj:
@@ -142,77 +141,144 @@ def caches(memo: kopf.Memo) -> cache.Caches:
     return found
 
 
-def cached_policy(memo: kopf.Memo, name: str) -> AttestationPolicySpec | None:
-    obj = caches(memo).policies.get(name)
-    if obj is None:
-        return None
-    try:
-        return AttestationPolicySpec.model_validate(obj.get("spec") or {})
-    except ValidationError:
-        return None
+def node_changed(before: Obj | None, after: Obj | None) -> bool:
+    """Whether a Node event (slimmed copies, before and after) means attestation work: a new
+    node, or new labels, taints or GPU capacity. Heartbeats and other status-only writes, and
+    the echo of our own label write, change none of them."""
+    if after is None:
+        return False  # deleted: its AttestedNode goes with it (owner reference)
+    if before is None:
+        return True
+    return _content(before) != _content(after)
+
+
+def _content(node: Obj) -> tuple[Obj, Any, Any]:
+    meta = {k: v for k, v in node["metadata"].items() if k != "resourceVersion"}
+    return meta, node.get("spec"), node.get("status")
+
+
+def attested_changed(before: Obj | None, after: Obj | None) -> bool:
+    """Whether an AttestedNode event is news: not a deletion, and a version the store did not
+    already hold (the echo of a write whose answer we stored is not)."""
+    if after is None:
+        return False
+    if before is None:
+        return True
+    version = before["metadata"].get("resourceVersion")
+    return version is None or version != after["metadata"].get("resourceVersion")
+
+
+def policy_spec(memo: kopf.Memo, name: str) -> AttestationPolicySpec | None:
+    state: AttestationState = memo.attestation
+    return state.policies.spec(name)
 
 
 async def reconcile(name: str, memo: kopf.Memo) -> None:
-    """Lapse, challenge or report, decided on the cached objects; the live AttestedNode is read
-    (and decided on again) only when something is due, and node effects only when they change."""
+    """Lapse, challenge or report, decided on the cached objects; the write carries the cached
+    resourceVersion, and only when it conflicts is the live AttestedNode read and decided on
+    again. Node effects are written only when they change."""
+    state: AttestationState = memo.attestation
+    async with state.locks[name]:
+        await _upkeep(name, memo)
+
+
+async def _upkeep(name: str, memo: kopf.Memo) -> None:
+    """`reconcile`'s work; the caller holds the node's lock."""
     kube: Kube = memo.kube
+    store = caches(memo)
+    body, node = store.attested.get(name), store.nodes.get(name)
+    if body is None or node is None:
+        return
+    policy_name = str(body["spec"].get("policyName", "default"))
+    for attempt in range(2):
+        if attempt:
+            live = await kube.get_or_none(ATTESTED_NODES, name)
+            if live is None:
+                store.attested.remove({"metadata": {"name": name}})
+                return
+            store.attested.put(live)
+            body = live
+        status = AttestedNodeStatus.model_validate(body.get("status") or {})
+        step = upkeep.plan(status, policy_spec(memo, policy_name), policy_name, utcnow())
+        if not step.writes:
+            break
+        try:
+            body = await status_writer.write(
+                kube, ATTESTED_NODES, body, step.fields, step.updates, precondition=True
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            if attempt:
+                return  # another replica wrote first (evidence); decided again next time
+            continue
+        store.attested.put(body)
+        break
+    store.nodes.put(await apply_effects(kube, node, body))
+
+
+async def settle(name: str, memo: kopf.Memo) -> None:
+    """Everything one changed node needs: its AttestedNode, then its challenge or expiry. Under
+    the node's lock, so discovery never writes effects from a copy the evidence route is
+    replacing."""
     state: AttestationState = memo.attestation
     store = caches(memo)
     async with state.locks[name]:
-        body, node = store.attested.get(name), store.nodes.get(name)
-        if body is None or node is None:
+        node = store.nodes.get(name)
+        if node is None:
             return
-        policy_name = str(body["spec"].get("policyName", "default"))
-        status = AttestedNodeStatus.model_validate(body.get("status") or {})
-        now = utcnow()
-        if upkeep.plan(status, cached_policy(memo, policy_name), policy_name, now).writes:
-            body = await kube.get_or_none(ATTESTED_NODES, name)
-            if body is None:
-                store.attested.remove({"metadata": {"name": name}})
-                return
-            store.attested.put(body)
-            status = AttestedNodeStatus.model_validate(body.get("status") or {})
-            step = upkeep.plan(status, cached_policy(memo, policy_name), policy_name, now)
-            if step.writes:
-                try:
-                    await status_writer.write(
-                        kube, ATTESTED_NODES, body, step.fields, step.updates, precondition=True
-                    )
-                except ApiException as exc:
-                    if exc.status != 409:
-                        raise
-                    return  # another replica wrote first (evidence); decided again next time
-                body = await kube.get(ATTESTED_NODES, name)
-                store.attested.put(body)
-        store.nodes.put(await apply_effects(kube, node, body))
+        attested, patched = await discover(node, memo.kube, store.attested.get(name))
+        store.nodes.put(patched)
+        if attested is None:
+            store.attested.remove(node)
+            return
+        store.attested.put(attested)
+        await _upkeep(name, memo)
 
 
-RELIST_S = float(os.environ.get("COCOON_RELIST_SECONDS", "600"))
+def follow(memo: kopf.Memo, schedule: loops.Schedule) -> list[asyncio.Task[None]]:
+    """On the leader: work on each Node or AttestedNode that changed, as the views see it
+    (every node once at the start); stops when the returned tasks are cancelled."""
+    view: views.Views = memo.views
+    changes = loops.Dirty(lambda name: settle(name, memo), schedule)
+    memo.attestation.changes = changes
 
+    def on_node(before: Obj | None, after: Obj | None) -> None:
+        if after is not None and node_changed(before, after):
+            changes.add(after["metadata"]["name"])
 
-async def refresh(memo: kopf.Memo) -> None:
-    """Policies every pass (one LIST, however large the fleet); Nodes and AttestedNodes only on
-    the first pass and every RELIST_S, to drop what a watch reconnect missed being deleted."""
-    kube: Kube = memo.kube
-    store = caches(memo)
-    store.policies.replace(await kube.list(ATTESTATION_POLICIES))
-    last: float | None = memo.get("relisted_at")
-    if last is None or time.monotonic() - last >= RELIST_S:
-        store.nodes.replace(await kube.list(NODES))
-        store.attested.replace(await kube.list(ATTESTED_NODES))
-        memo.relisted_at = time.monotonic()
+    def on_attested(before: Obj | None, after: Obj | None) -> None:
+        if after is not None and attested_changed(before, after):
+            changes.add(after["metadata"]["name"])
+
+    async def begin() -> None:
+        view.nodes.listeners.append(on_node)
+        view.attested.listeners.append(on_attested)
+        try:
+            await view.nodes.synced.wait()
+            for node in view.nodes.store:
+                changes.add(node["metadata"]["name"])
+            await asyncio.Event().wait()  # until cancelled
+        finally:
+            view.nodes.listeners.remove(on_node)
+            view.attested.listeners.remove(on_attested)
+            memo.attestation.changes = None
+
+    return [asyncio.create_task(begin(), name="changes-attestation-follow"), *changes.start()]
 
 
 async def resync(memo: kopf.Memo, schedule: loops.Schedule) -> None:
-    """Discovery, challenges and verdict expiry for every node, from the caches."""
+    """Discovery, challenges and verdict expiry for every node, from the watch-fed views: no
+    API call unless something is due."""
     kube: Kube = memo.kube
+    state: AttestationState = memo.attestation
     store = caches(memo)
-    await refresh(memo)
 
     async def discover_one(node: Obj) -> None:
-        attested, patched = await discover(node, kube, store.attested.get(name_of(node)))
-        store.attested.put(attested)
-        store.nodes.put(patched)
+        async with state.locks[name_of(node)]:
+            attested, patched = await discover(node, kube, store.attested.get(name_of(node)))
+            store.attested.put(attested)
+            store.nodes.put(patched)
 
     def name_of(obj: Obj) -> str:
         return str(obj["metadata"]["name"])

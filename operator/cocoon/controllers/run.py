@@ -21,7 +21,6 @@ import kopf
 from cocoon import logs
 from cocoon.controllers import (
     attestednode,
-    cache,
     chainprobe,
     httpapi,
     inferencepool,
@@ -30,6 +29,7 @@ from cocoon.controllers import (
     meter_api,
     nodes,
     paymentchannel,
+    policies,
     views,
 )
 from cocoon.controllers import settings as operator_settings
@@ -83,7 +83,10 @@ def configure() -> None:
         settings.watching.inactivity_timeout = 300
         settings.posting.level = logging.INFO
         settings.batching.error_delays = [1, 2, 5, 10, 30]
-        memo.resync = _start_passes(memo)
+        memo.resync = [
+            *_start_passes(memo),
+            *nodes.follow(memo, memo.schedules["attestation"]),
+        ]
 
     @kopf.on.cleanup()
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
@@ -100,10 +103,13 @@ async def prepare(memo: kopf.Memo) -> None:
     memo.schedules = loops.schedules(os.environ)
     memo.attestation = attestednode.AttestationState.from_env()
     # kopf hands each object a shallow copy of this memo: shared state must exist before
-    memo.caches = cache.Caches()
+    memo.views = views.Views()
+    memo.caches = memo.views.caches()
+    memo.attestation.policies = policies.PolicyCache(
+        memo.views.policies.store, memo.schedules["attestation"].interval_s
+    )
     memo.payments = paymentchannel.Payments.from_env()
     memo.leading = partial(leading, memo)
-    memo.views = views.Views()
     memo.view_tasks = memo.views.start(memo.kube)
     memo.api = await httpapi.start(
         httpapi.ServerSettings.from_env(),

@@ -49,8 +49,9 @@ async def write(
     updates: list[tuple[str, ConditionStatus, str, str]],
     *,
     precondition: bool = False,
-) -> None:
+) -> dict[str, Any]:
     """Patch .status with `fields` and condition updates; post an Event for each transition.
+    Returns the object as written (callers keep it instead of reading it back).
 
     With `precondition` the patch carries the body's resourceVersion: it fails with 409 when
     the object changed since it was read (another replica wrote first)."""
@@ -66,10 +67,13 @@ async def write(
     patch: dict[str, Any] = {"status": status}
     if precondition:
         patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}
-    await kube.patch(kind, meta["name"], patch, meta.get("namespace"), subresource="status")
+    written = await kube.patch(
+        kind, meta["name"], patch, meta.get("namespace"), subresource="status"
+    )
     for _, after in changes:
         if after.type == "Ready" or after.type in ABNORMAL_TRUE:
             await post_event(kube, body, after)
+    return written
 
 
 async def post_event(kube: Kube, body: Mapping[str, Any], condition: Condition) -> None:

@@ -1,5 +1,7 @@
 """What every replica's API checks callers against, in memory: the InferencePools (their
-registered meters) and the PaymentChannels (their payer keys), each kept by a list-and-watch.
+registered meters) and the PaymentChannels (their payer keys), each kept by a list-and-watch;
+and what attestation decides on: Nodes (slimmed), AttestedNodes and AttestationPolicies, so the
+evidence route and the leader's passes read memory, not the API server, once per submission.
 
 The API authenticates a meter (its receipt key among its pool's live records) or a payer (the
 channel's promise key) against this view before it makes any Kubernetes call, so a forged,
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +25,23 @@ from pydantic import ValidationError
 from cocoon.api.common import utcnow
 from cocoon.api.inferencepool import InferencePoolStatus, MeterRecord
 from cocoon.controllers import api_guard
-from cocoon.controllers.cache import Store, watch
-from cocoon.kube import INFERENCE_POOLS, PAYMENT_CHANNELS, Kind, Kube, Obj
+from cocoon.controllers.cache import Caches, Store, slim_node, watch
+from cocoon.kube import (
+    ATTESTATION_POLICIES,
+    ATTESTED_NODES,
+    INFERENCE_POOLS,
+    NODES,
+    PAYMENT_CHANNELS,
+    Kind,
+    Kube,
+    Obj,
+)
 
 log = logging.getLogger(__name__)
+
+
+# called with an object's stored copy before and after one event (None: absent)
+Listener = Callable[[Obj | None, Obj | None], None]
 
 
 class _Relist(Exception):
@@ -41,16 +56,38 @@ class Informer:
     store: Store = field(default_factory=Store)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     retry_seconds: float = 2.0
+    listeners: list[Listener] = field(default_factory=list)
 
     def feed(self, obj: Mapping[str, Any], event_type: str | None = None) -> None:
-        """One watch event, or an object one of our own writes returned."""
+        """One watch event, or an object one of our own writes returned; listeners see the
+        stored copy before and after it (the same copy when the event was no news)."""
+        key = Store.key(obj)
+        before = self.store.items.get(key)
         watch(self.store, obj, event_type)
+        if self.listeners:
+            after = self.store.items.get(key)
+            for listener in self.listeners:
+                listener(before, after)
+
+    def relisted(self, items: list[Obj]) -> None:
+        """A fresh list is the whole truth; listeners hear of what it changed, added or dropped
+        (what a watch that could not continue missed)."""
+        before = dict(self.store.items)
+        self.store.replace(items)
+        if not self.listeners:
+            return
+        for key, after in self.store.items.items():
+            for listener in self.listeners:
+                listener(before.pop(key, None), after)
+        for gone in before.values():
+            for listener in self.listeners:
+                listener(gone, None)
 
     async def run(self, kube: Kube) -> None:
         while True:
             try:
                 items, version = await kube.list_versioned(self.kind)
-                self.store.replace(items)
+                self.relisted(items)
                 self.synced.set()
                 while True:
                     version = await self._follow(kube, version)
@@ -81,13 +118,25 @@ class Informer:
 class Views:
     pools: Informer = field(default_factory=lambda: Informer(INFERENCE_POOLS))
     channels: Informer = field(default_factory=lambda: Informer(PAYMENT_CHANNELS))
+    nodes: Informer = field(default_factory=lambda: Informer(NODES, Store(slim_node)))
+    attested: Informer = field(default_factory=lambda: Informer(ATTESTED_NODES))
+    policies: Informer = field(default_factory=lambda: Informer(ATTESTATION_POLICIES))
 
     @property
     def ready(self) -> bool:
         return self.pools.synced.is_set() and self.channels.synced.is_set()
 
+    def informers(self) -> tuple[Informer, ...]:
+        return (self.pools, self.channels, self.nodes, self.attested, self.policies)
+
     def start(self, kube: Kube) -> list[asyncio.Task[None]]:
-        return [asyncio.create_task(i.run(kube)) for i in (self.pools, self.channels)]
+        return [asyncio.create_task(i.run(kube)) for i in self.informers()]
+
+    def caches(self) -> Caches:
+        """Attestation's stores: these views' own, so there is one copy of each object."""
+        return Caches(
+            nodes=self.nodes.store, attested=self.attested.store, policies=self.policies.store
+        )
 
     def meters(self, pool_ref: str) -> list[MeterRecord]:
         """The pool's unexpired meter records."""

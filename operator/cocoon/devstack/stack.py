@@ -182,9 +182,15 @@ class Operator:
         )
         process = self.process
         marker = "watch-stream for" if lead else "waiting to lead"
+        seen: list[bool] = []  # the whole log: at fleet scale the marker scrolls out of a tail
+
+        def up() -> bool:
+            if not seen and marker in process.log.read_text(errors="replace"):
+                seen.append(True)
+            return bool(seen) and http_ok(f"{self.api_url}/readyz", context=self.tls)
+
         wait_for(
-            lambda: marker in process.tail(400)
-            and http_ok(f"{self.api_url}/readyz", context=self.tls),
+            up,
             timeout=60,
             what=f"{self.name}'s API and {'watch streams' if lead else 'lease wait'}",
             watch=process,
