@@ -52,6 +52,10 @@ def metric(operator: Operator, sample: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def channel_condition(cluster: LocalCluster, namespace: str, type_: str) -> dict[str, Any]:
+    return condition({"status": channel_status(cluster, namespace)}, type_)
+
+
 def open_channel(cluster: LocalCluster, namespace: str, chain_url: str) -> Any:
     """A registered meter's pool and an Open, funded channel for it (claims at TON/10); the
     meter's key."""
@@ -102,64 +106,63 @@ def test_chain_down_while_usage_waits_to_be_claimed(
 
     chain.stop()
     down_at = time.monotonic()
-    seen = log.stat().st_size
+    try:
+        seen = log.stat().st_size
 
-    # usage that arrives meanwhile is accepted and kept; the meter's credit poll is answered
-    answer = post_report(operator, report(meter, namespace, TON // 4, 1))
-    assert answer == {"accepted": True, "owed": str(TON // 4)}
-    assert channel_status(cluster, namespace)["owed"] == str(TON // 4)
-    code, document = signed_credit(operator, namespace, meter)
-    assert code == 200 and document["channels"], document
+        # usage that arrives meanwhile is accepted and kept; the meter's credit poll is answered
+        answer = post_report(operator, report(meter, namespace, TON // 4, 1))
+        assert answer == {"accepted": True, "owed": str(TON // 4)}
+        assert channel_status(cluster, namespace)["owed"] == str(TON // 4)
+        code, document = signed_credit(operator, namespace, meter)
+        assert code == 200 and document["channels"], document
 
-    # the statuses say what is wrong, within the probe's bound
-    eventually(
-        lambda: (
-            condition({"status": channel_status(cluster, namespace)}, "ChainReachable").get(
-                "status"
-            )
-            == "False"
-        ),
-        timeout=PROBE_BOUND_S + SLACK_S,
-        what="ChainReachable False",
-    )
-    print(f"ChainReachable False {time.monotonic() - down_at:.1f} s after the chain stopped")
-    waiting = f"{TON // 4} nanoton of accepted usage wait to be claimed"
-    ready = eventually(
-        lambda: (
-            (c := condition({"status": channel_status(cluster, namespace)}, "Ready")).get("reason")
-            == "ChainUnreachable"
-            and waiting in c.get("message", "")
-            and c
-        ),
-        timeout=30,
-        what="Ready saying the claim waits for the chain",
-    )
-    assert ready["status"] == "False"
-    status = channel_status(cluster, namespace)
-    assert status["claimed"] == "0" and "latestPromise" not in status  # nothing claimed blind
+        # the statuses say what is wrong, within the probe's bound
+        eventually(
+            lambda: (
+                channel_condition(cluster, namespace, "ChainReachable").get("status") == "False"
+            ),
+            timeout=PROBE_BOUND_S + SLACK_S,
+            what="ChainReachable False",
+        )
+        print(f"ChainReachable False {time.monotonic() - down_at:.1f} s after the chain stopped")
+        waiting = f"{TON // 4} nanoton of accepted usage wait to be claimed"
+        ready = eventually(
+            lambda: (
+                (c := channel_condition(cluster, namespace, "Ready")).get("reason")
+                == "ChainUnreachable"
+                and waiting in c.get("message", "")
+                and c
+            ),
+            timeout=30,
+            what="Ready saying the claim waits for the chain",
+        )
+        assert ready["status"] == "False"
+        status = channel_status(cluster, namespace)
+        assert status["claimed"] == "0" and "latestPromise" not in status  # nothing claimed blind
 
-    # hold the outage past the probe's bound (so at least one probe pass failed on this chain)
-    # and two failed reconciles of the channel with the usage pending
-    def attempts() -> int:
-        with log.open("rb") as f:
-            f.seek(seen)
-            return f.read().count(f"channel {namespace}/ch blocked: ChainUnreachable".encode())
+        # hold the outage past the probe's bound (so at least one probe pass failed on this chain)
+        # and two failed reconciles of the channel with the usage pending
+        def attempts() -> int:
+            with log.open("rb") as f:
+                f.seek(seen)
+                return f.read().count(f"channel {namespace}/ch blocked: ChainUnreachable".encode())
 
-    eventually(
-        lambda: (
-            time.monotonic() - down_at > PROBE_BOUND_S
-            and metric(operator, unreachable) > probes
-            and attempts() >= 2
-        ),
-        timeout=2 * PROBE_BOUND_S + SLACK_S,
-        what="a failed probe pass and two failed claim attempts",
-    )
-    assert operator.process is not None and operator.process.alive()
-    assert http_ok(f"{operator.api_url}/healthz", context=operator.tls)
-    print(f"chain down for {time.monotonic() - down_at:.1f} s")
+        eventually(
+            lambda: (
+                time.monotonic() - down_at > PROBE_BOUND_S
+                and metric(operator, unreachable) > probes
+                and attempts() >= 2
+            ),
+            timeout=2 * PROBE_BOUND_S + SLACK_S,
+            what="a failed probe pass and two failed claim attempts",
+        )
+        assert operator.process is not None and operator.process.alive()
+        assert http_ok(f"{operator.api_url}/healthz", context=operator.tls)
+        print(f"chain down for {time.monotonic() - down_at:.1f} s")
+    finally:  # later tests need the chain whatever happened here
+        chain.restart()
 
-    # the same chain comes back: reachable again, the pending usage claimed once, to the nanoton
-    chain.restart()
+    # the same chain is back: reachable again, the pending usage claimed once, to the nanoton
     status = eventually(
         lambda: (
             (s := channel_status(cluster, namespace)).get("claimed") == str(TON // 4)
@@ -180,8 +183,9 @@ def test_chain_down_while_usage_waits_to_be_claimed(
 
 # -- a meter flooding the usage route ----------------------------------------------------------
 
-# tight limits on the flooded replica, so a flood from one address meets them within a second
-FLOOD_LIMITS = {"COCOON_API_RATE_PER_SOURCE": "20", "COCOON_API_BURST_PER_SOURCE": "40"}
+# tight limits on the flooded replica, so a flood from one address meets them within seconds
+# even when a loaded machine answers each request slowly
+FLOOD_LIMITS = {"COCOON_API_RATE_PER_SOURCE": "5", "COCOON_API_BURST_PER_SOURCE": "20"}
 STOLEN, STRANGER = "127.0.0.2", "127.0.0.3"  # loopback sources: each its own bucket
 HONEST_BOUND_S = 20  # an honest call answered while the flood runs, on a loaded machine
 OVERSIZED = 64 * 1024  # the usage route's body limit (api_guard.BODY_LIMITS)
@@ -224,13 +228,15 @@ def bodies(meter: Any, stranger: Any, namespace: str) -> dict[str, list[bytes]]:
     }
 
 
+Counts = dict[str, collections.Counter[int]]
+
+
 async def flood(
-    replica: Operator, sources: dict[str, list[bytes]], stop: asyncio.Event
-) -> dict[str, collections.Counter[int]]:
-    """Each source posts its bodies round robin, 16 at a time, until `stop`; the answers'
-    status codes by source. Every refusal must say why."""
+    replica: Operator, sources: dict[str, list[bytes]], counts: Counts, stop: asyncio.Event
+) -> None:
+    """Each source posts its bodies round robin, 16 at a time, until `stop`, counting the
+    answers' status codes by source. Every refusal must say why."""
     url = f"{replica.api_url}/usage/v1/reports"
-    counts: dict[str, collections.Counter[int]] = {s: collections.Counter() for s in sources}
 
     async def worker(http: aiohttp.ClientSession, source: str, i: int) -> None:
         n = i
@@ -255,7 +261,6 @@ async def flood(
             await asyncio.gather(*(worker(http, source, i) for i in range(16)))
 
     await asyncio.gather(*(one(s) for s in sources))
-    return counts
 
 
 def writes_and_reads(
@@ -294,19 +299,21 @@ def test_a_meter_flooding_the_usage_route(
         reason: metric(replica, f'cocoon_usage_reports_rejected_total{{reason="{reason}"}}')
         for reason in ("bad_signature", "unattested", "malformed")
     }
-    before = channel_status(cluster, namespace)
     audit_from = len(cluster.audit_events())
 
-    async def scenario() -> tuple[dict[str, collections.Counter[int]], Any, Any]:
+    counts: Counts = {STOLEN: collections.Counter(), STRANGER: collections.Counter()}
+
+    async def scenario() -> tuple[Any, Any]:
         stop = asyncio.Event()
         sources = bodies(meter, keys.generate(), namespace)
-        attack = asyncio.ensure_future(flood(replica, sources, stop))
+        attack = asyncio.ensure_future(flood(replica, sources, counts, stop))
         try:
-            # the flood meets the rate limit; meanwhile the honest meter, from its own address,
-            # reports and polls its credit as usual
+            # each attacker meets its rate limit; meanwhile the honest meter, from its own
+            # address, reports and polls its credit as usual
             async with asyncio.timeout(HONEST_BOUND_S):
-                while not await asyncio.to_thread(refusals_seen):
+                while not all(c[429] for c in counts.values()):
                     assert not attack.done(), attack.result()
+                    await asyncio.sleep(0.1)
             async with asyncio.timeout(HONEST_BOUND_S):
                 honest = await asyncio.to_thread(
                     post_report, replica, report(meter, namespace, TON // 10, 2)
@@ -315,15 +322,10 @@ def test_a_meter_flooding_the_usage_route(
             assert not attack.done(), "the flood ran throughout"
         finally:
             stop.set()
-        return await attack, honest, credit
+        await attack
+        return honest, credit
 
-    def refusals_seen() -> bool:
-        return (
-            metric(replica, 'cocoon_operator_api_refusals_total{reason="rate_limited"}')
-            > (refusals["rate_limited"])
-        )
-
-    counts, honest, (code, document) = asyncio.run(scenario())
+    honest, (code, document) = asyncio.run(scenario())
     print({source: dict(c) for source, c in counts.items()})
 
     # the limits held: each attacker's bucket emptied, oversized bodies refused unread
@@ -343,7 +345,7 @@ def test_a_meter_flooding_the_usage_route(
     assert grew("cocoon_operator_api_refusals_total", "rate_limited", refusals["rate_limited"],
                 counts[STOLEN][429] + counts[STRANGER][429])  # fmt: skip
     assert grew("cocoon_operator_api_refusals_total", "too_large", refusals["too_large"],
-                counts[STOLEN][413] + counts[STOLEN][0])  # fmt: skip
+                counts[STOLEN][413])  # fmt: skip
     assert grew("cocoon_usage_reports_rejected_total", "bad_signature",
                 rejected["bad_signature"], counts[STOLEN][403])  # fmt: skip
     assert grew("cocoon_usage_reports_rejected_total", "unattested", rejected["unattested"], 1)
@@ -354,7 +356,6 @@ def test_a_meter_flooding_the_usage_route(
     after = channel_status(cluster, namespace)
     assert after["owed"] == str(TON // 10) and "rejectedReports" not in after
     assert [m["journalSequence"] for m in after["meters"]] == [2]
-    assert before.get("rejectedReports") is None
     writes, reads = eventually(
         lambda: (r := writes_and_reads(cluster, jti, namespace, audit_from))[0] >= 1 and r,
         timeout=30,
