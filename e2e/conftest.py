@@ -50,11 +50,18 @@ BLACK_HOLE_NETWORK = "black-hole"
 
 
 @pytest.fixture(scope="session")
-def chain_url() -> Iterator[str]:
-    """One chain emulator for the session: the provider's network `emulator` (the default)."""
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[emulator.Emulator]:
+    """One chain emulator for the session: the provider's network `emulator` (the default).
+    It keeps its chain in a state file, so a chaos test can stop it and bring the same chain
+    back on the same address."""
     assert shutil.which("node"), "node is not installed: run `make setup`"
-    with emulator.start() as running:
-        yield running.url
+    with emulator.start(state=tmp_path_factory.mktemp("chain") / "state.json") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def chain_url(chain: emulator.Emulator) -> str:
+    return chain.url
 
 
 @pytest.fixture(scope="session")

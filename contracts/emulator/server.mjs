@@ -2,24 +2,35 @@
 // of the toncenter v2 HTTP API that cocoon uses, so one Python adapter talks to both this and
 // real toncenter. Test-only endpoints live under /emulator/ (faucet, time travel, snapshots).
 //
-//   node emulator/server.mjs [--host 127.0.0.1] [--port 0]
-// Prints `listening on http://HOST:PORT` once ready.
+//   node emulator/server.mjs [--host 127.0.0.1] [--port 0] [--state FILE]
+// Prints `listening on http://HOST:PORT` once ready. With --state, the chain (accounts,
+// transactions, clock) is loaded from FILE when it exists and written there on SIGTERM/SIGINT,
+// so a stopped emulator comes back as the same chain, as a real one does after an outage.
+// (Snapshots taken with /emulator/snapshot live in memory only.)
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { Address, Cell, beginCell, loadMessage, storeMessage, toNano } from '@ton/core';
-import { Blockchain } from '@ton/sandbox';
+import { Blockchain, snapshotFromSerializable, snapshotToSerializable } from '@ton/sandbox';
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((pairs, arg, i, all) => (arg.startsWith('--') ? [...pairs, [arg.slice(2), all[i + 1]]] : pairs), []),
 );
 const host = args.host ?? '127.0.0.1';
 const port = Number(args.port ?? 0);
+const statePath = args.state;
 
 const chain = await Blockchain.create();
 let offset = 0; // seconds travelled ahead of the wall clock
+let blockSeqno = 1;
+if (statePath && existsSync(statePath)) {
+  const saved = JSON.parse(readFileSync(statePath, 'utf-8'));
+  await chain.loadFrom(snapshotFromSerializable(saved.chain));
+  offset = saved.offset;
+  blockSeqno = saved.blockSeqno;
+}
 const clock = () => Math.floor(Date.now() / 1000) + offset;
 const faucet = await chain.treasury('faucet', { balance: toNano('1000000000'), resetBalanceIfZero: true });
 const snapshots = new Map();
-let blockSeqno = 1;
 
 class HttpError extends Error {
   constructor(status, message) {
@@ -224,6 +235,8 @@ async function readJson(req) {
   }
 }
 
+let stopping = false;
+
 const server = createServer(async (req, res) => {
   const url = new URL(req.url, 'http://emulator');
   const handler = routes[`${req.method} ${url.pathname}`];
@@ -232,6 +245,7 @@ const server = createServer(async (req, res) => {
   try {
     if (!handler) throw new HttpError(404, `no route ${req.method} ${url.pathname}`);
     const body = req.method === 'POST' ? await readJson(req) : {};
+    if (stopping) throw new HttpError(503, 'the emulator is stopping');
     const result = await serialized(() => handler(Object.fromEntries(url.searchParams), body));
     payload = { ok: true, result };
   } catch (err) {
@@ -247,6 +261,25 @@ server.listen(port, host, () => {
   process.stdout.write(`listening on http://${host}:${bound}\n`);
 });
 
-const stop = () => server.close(() => process.exit(0));
+function save() {
+  const state = { chain: snapshotToSerializable(chain.snapshot()), offset, blockSeqno };
+  writeFileSync(`${statePath}.tmp`, JSON.stringify(state));
+  renameSync(`${statePath}.tmp`, statePath);
+}
+
+// Stop taking requests, let the one being applied finish, then save: every answered request is
+// in the saved chain, and nothing after it is.
+const stop = async () => {
+  if (stopping) return;
+  stopping = true;
+  server.close();
+  for (let tail = queue; ; tail = queue) {
+    await tail;
+    if (tail === queue) break;
+  }
+  if (statePath) save();
+  server.closeAllConnections();
+  process.exit(0);
+};
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

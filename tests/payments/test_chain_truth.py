@@ -153,3 +153,19 @@ async def test_dead_endpoints_hold_only_their_own_channels(env: Env) -> None:
     for i in range(3):
         reachable = condition(await env.status(f"dead-{i}"), "ChainReachable")
         assert (reachable["status"], reachable["reason"]) == ("False", "ChainUnreachable")
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        ({}, ""),
+        ({"owed": "0", "claimed": "0"}, ""),
+        ({"owed": "250", "claimed": "250"}, ""),
+        ({"owed": "250"}, " 250 nanoton of accepted usage wait to be claimed."),
+        ({"owed": "250", "claimed": "100"}, " 150 nanoton of accepted usage wait to be claimed."),
+    ],
+)
+def test_an_unreachable_chain_says_what_usage_waits_to_be_claimed(
+    status: dict[str, Any], said: str
+) -> None:
+    assert paymentchannel.awaiting_claim(status) == said

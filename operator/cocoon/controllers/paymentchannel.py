@@ -558,6 +558,13 @@ def funded_as_last_seen(body: Obj) -> Update:
     )
 
 
+def awaiting_claim(status: Obj) -> str:
+    """What an unreachable chain holds back, said in the status message: accepted usage that is
+    not claimed on chain yet (owed less claimed as last seen), so nobody takes it for lost."""
+    pending = int(status.get("owed") or 0) - int(status.get("claimed") or 0)
+    return f" {pending} nanoton of accepted usage wait to be claimed." if pending > 0 else ""
+
+
 def _blocked_updates(exc: Blocked) -> list[Update]:
     return [("Ready", ConditionStatus.FALSE, exc.reason, exc.message)]
 
@@ -569,7 +576,8 @@ def _chain_failure(exc: ChainError) -> Blocked:
         return Blocked("ChainRefused", f"The channel contract refused the operation: {exc}.")
     return Blocked(
         "ChainUnreachable",
-        f"The chain did not answer: {exc}. The operator retries; if the chain is gone for good "
+        f"The chain did not answer: {exc}. Claims and top-ups wait and the operator retries; "
+        "usage reports are still accepted. If the chain is gone for good "
         f"and you accept leaving the deposit on it, annotate the channel "
         f"{ABANDON_ANNOTATION}=true to release its finalizer.",
     )
@@ -632,9 +640,12 @@ async def _write_blocked(
     body = await kube.get_or_none(PAYMENT_CHANNELS, name, namespace)
     if body is None:
         return
-    updates = [*_blocked_updates(exc), funded_as_last_seen(body)]
+    message = exc.message
+    updates = [funded_as_last_seen(body)]
     if exc.reason == "ChainUnreachable":
-        updates.insert(0, ("ChainReachable", ConditionStatus.FALSE, exc.reason, exc.message))
+        message += awaiting_claim(body.get("status") or {})
+        updates.append(("ChainReachable", ConditionStatus.FALSE, exc.reason, message))
+    updates.append(("Ready", ConditionStatus.FALSE, exc.reason, message))
     logger.warning("channel %s/%s blocked: %s", namespace, name, exc.reason)
     await _write(kube, body, {}, updates)
 

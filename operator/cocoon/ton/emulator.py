@@ -1,5 +1,9 @@
 """Starts and stops the local chain emulator (contracts/emulator/server.mjs, the real TVM behind
-the toncenter v2 subset) and drives its test-only endpoints: faucet and time travel."""
+the toncenter v2 subset) and drives its test-only endpoints: faucet and time travel.
+
+Started with a `state` file, the emulator writes its chain there when stopped and loads it when
+started again, so a chain outage can be staged as a real one ends: the same chain, on the same
+address, comes back."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -36,9 +41,20 @@ def contracts_dir() -> Path:
 class Emulator:
     url: str
     process: subprocess.Popen[str]
+    state: Path | None = None
 
     def stop(self, grace_s: float = 10.0) -> None:
-        terminate(self.process, grace_s)
+        code = terminate(self.process, grace_s)
+        if self.state is not None and code != 0:
+            raise EmulatorError(f"the emulator exited {code}: its state in {self.state} is stale")
+
+    def restart(self) -> None:
+        """Start again on the same address, from the state the stop saved (needs `state`)."""
+        if self.state is None or not self.state.is_file():
+            raise EmulatorError("no saved state: start the emulator with state= and stop it")
+        address = urlsplit(self.url)
+        assert address.hostname is not None and address.port is not None
+        self.process = start(address.hostname, address.port, state=self.state).process
 
     def __enter__(self) -> Emulator:
         return self
@@ -56,15 +72,19 @@ def start(
     host: str = "127.0.0.1",
     port: int = 0,
     contracts: Path | None = None,
+    *,
     node: str = "node",
     startup_s: float = 60.0,
+    state: Path | None = None,
 ) -> Emulator:
-    """Starts the emulator (port 0: a free one) and returns once it accepts requests."""
+    """Starts the emulator (port 0: a free one) and returns once it accepts requests; with
+    `state`, from that file when it exists, and saving to it when stopped."""
     root = contracts or contracts_dir()
     if not (root / "node_modules" / "@ton" / "sandbox").is_dir():
         raise EmulatorError(f"{root}/node_modules is missing: run `npm ci` in {root}")
+    saved = ("--state", str(state.resolve())) if state is not None else ()
     process = subprocess.Popen(
-        [node, "emulator/server.mjs", "--host", host, "--port", str(port)],
+        [node, "emulator/server.mjs", "--host", host, "--port", str(port), *saved],
         cwd=root,
         stdout=subprocess.PIPE,
         text=True,
@@ -79,7 +99,7 @@ def start(
                 break
             line = process.stdout.readline()
             if line.startswith(READY_PREFIX):
-                return Emulator(line[len(READY_PREFIX) :].strip(), process)
+                return Emulator(line[len(READY_PREFIX) :].strip(), process, state)
             if not line:
                 break
     Emulator("", process).stop()
