@@ -20,6 +20,14 @@ import pytest
 from cocoon import keys
 from cocoon.devstack import money
 from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.meters import (
+    TON,
+    payer_and_channel,
+    post_report,
+    registered_meter,
+    report,
+    signed_credit,
+)
 from cocoon.devstack.process import http_ok
 from cocoon.devstack.stack import OPERATOR_NAMESPACE, Operator
 from cocoon.devstack.story import http_json
@@ -27,17 +35,7 @@ from cocoon.ton import emulator
 from cocoon.ton.tvm import Address
 from cocoon.ton.wallet import wallet_address
 from e2e.harness import condition, eventually
-from e2e.test_paymentchannel import (
-    TON,
-    channel_status,
-    payer_and_channel,
-    payouts,
-    post_report,
-    reconciled,
-    registered_meter,
-    report,
-    signed_credit,
-)
+from e2e.test_paymentchannel import channel_status, payouts, reconciled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chain]
 PROBE_BOUND_S = 15  # chainprobe: ChainReachable tells the truth within interval 10 s + deadline 5 s
