@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys, signed_request
-from cocoon.controllers import paymentchannel, usage_api
+from cocoon.controllers import channel_chain, paymentchannel, usage_api
 from cocoon.kube import ATTESTED_NODES, INFERENCE_POOLS, PAYMENT_CHANNELS, SECRETS
 from cocoon.ton import emulator, keyfile
 from cocoon.ton.accounting import Action
@@ -93,7 +93,7 @@ class Env:
         self.payer_key = keys.generate()
         self.payer = wallet_address(keys.public_bytes(self.payer_key))
         self.payee = wallet_address(keys.public_bytes(keys.generate()))
-        self.memo.payments = paymentchannel.Payments.for_url(url, raw(self.payee))
+        self.memo.payments = channel_chain.Payments.for_url(url, raw(self.payee))
         self.meter_key = keys.generate()
         self.changed: list[tuple[str, str]] = []
         self.kube.put(
@@ -120,7 +120,7 @@ class Env:
         self.memo = kopf.Memo()
         self.memo.kube = self.kube
         self.memo.views = views_of(self.kube)
-        self.memo.payments = paymentchannel.Payments.for_url(self.url, raw(self.payee))
+        self.memo.payments = channel_chain.Payments.for_url(self.url, raw(self.payee))
 
     def add_channel(self, name: str = "ch", **spec: Any) -> None:
         base = {

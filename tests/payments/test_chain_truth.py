@@ -11,7 +11,13 @@ from urllib.parse import urlparse
 
 import pytest
 
-from cocoon.controllers import chainprobe, loops, paymentchannel
+from cocoon.controllers import (
+    chainprobe,
+    channel_conditions,
+    channel_secrets,
+    loops,
+    paymentchannel,
+)
 from cocoon.kube import PAYMENT_CHANNELS
 from cocoon.ton import emulator, networks
 
@@ -105,7 +111,7 @@ async def test_funded_states_the_target_in_force_when_the_top_up_cannot_happen(e
     # the tenant raises the deposit beyond what the payer's wallet holds: no top-up can happen
     body = await env.kube.get(PAYMENT_CHANNELS, "ch", NS)
     env.kube.put(PAYMENT_CHANNELS, {**body, "spec": {**body["spec"], "deposit": str(500 * TON)}})
-    with pytest.raises(paymentchannel.Blocked):
+    with pytest.raises(channel_secrets.Blocked):
         await env.reconcile()
     status = await env.status()
     assert condition(status, "Ready")["reason"] == "PayerWalletUnderfunded"
@@ -168,4 +174,4 @@ async def test_dead_endpoints_hold_only_their_own_channels(env: Env) -> None:
 def test_an_unreachable_chain_says_what_usage_waits_to_be_claimed(
     status: dict[str, Any], said: str
 ) -> None:
-    assert paymentchannel.awaiting_claim(status) == said
+    assert channel_conditions.awaiting_claim(status) == said

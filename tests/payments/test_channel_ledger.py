@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from cocoon.api.paymentchannel import PaymentChannelStatus
-from cocoon.controllers import channel_ledger, paymentchannel
+from cocoon.controllers import channel_chain, channel_ledger, paymentchannel
 from cocoon.kube import PAYMENT_CHANNELS
 from cocoon.ton import emulator, ledger_cli
 from cocoon.ton.chain import ChainError, TxInfo
@@ -96,7 +96,7 @@ async def test_a_crash_before_or_after_the_status_write_counts_each_fee_once(
     await env.reconcile()
     status = PaymentChannelStatus.model_validate(await env.status())
     assert status.ledger is not None
-    config = paymentchannel._config(status)
+    config = channel_chain.config_of(status)
     assert config is not None
     # after the write: the next pass reads the same transactions and finds nothing new
     assert await channel_ledger.record(env.chain, config, status.ledger) is None
@@ -157,7 +157,7 @@ async def test_an_unreadable_history_leaves_the_ledger_at_its_watermark(
     env.add_channel()
     await env.reconcile()
     status = PaymentChannelStatus.model_validate(await env.status())
-    config = paymentchannel._config(status)
+    config = channel_chain.config_of(status)
     assert config is not None and status.ledger is not None
     async with _HistoryDown(env.url) as down:
         assert await channel_ledger.record(down, config, status.ledger) is None

@@ -17,8 +17,9 @@ from prometheus_client import REGISTRY
 
 from cocoon import keys
 from cocoon.api.paymentchannel import PaymentChannelStatus
-from cocoon.controllers import paymentchannel, usage_api
-from cocoon.controllers.paymentchannel import ABANDON_ANNOTATION, Blocked
+from cocoon.controllers import channel_chain, paymentchannel, usage_api
+from cocoon.controllers.channel_conditions import ABANDON_ANNOTATION
+from cocoon.controllers.channel_secrets import Blocked
 from cocoon.kube import ATTESTED_NODES, INFERENCE_POOLS, PAYMENT_CHANNELS, SECRETS
 from cocoon.meter import usage_report
 from cocoon.ton import emulator, networks
@@ -292,7 +293,7 @@ async def test_client_signing(env: Env, api: Client) -> None:
     assert status["state"] == "Pending"
     assert condition(status, "Funded")["reason"] == "NotDeployed"
     # the payer deploys the channel the operator described
-    config = paymentchannel._config(PaymentChannelStatus.model_validate(status))
+    config = channel_chain.config_of(PaymentChannelStatus.model_validate(status))
     assert config is not None
     channel = PaymentChannel(env.chain, config)
     await channel.deploy(Wallet(env.chain, env.payer_key), 2 * TON)

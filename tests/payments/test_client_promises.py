@@ -19,7 +19,7 @@ from cocoon import keys
 from cocoon.api.paymentchannel import PaymentChannelStatus
 from cocoon.client import promises
 from cocoon.client.store import ReceiptStore
-from cocoon.controllers import paymentchannel
+from cocoon.controllers import channel_chain
 from cocoon.kube import PAYMENT_CHANNELS
 from cocoon.meter import receipts
 from cocoon.ton.client import PaymentChannel
@@ -47,7 +47,7 @@ async def open_client_channel(env: Env) -> dict[str, Any]:
     )
     await env.reconcile()
     status = PaymentChannelStatus.model_validate(await env.status())
-    config = paymentchannel._config(status)
+    config = channel_chain.config_of(status)
     assert config is not None
     await PaymentChannel(env.chain, config).deploy(Wallet(env.chain, env.payer_key), 2 * TON)
     await env.reconcile()

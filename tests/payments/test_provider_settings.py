@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys
 from cocoon.api.paymentchannel import PaymentChannelSpec
-from cocoon.controllers import paymentchannel
-from cocoon.controllers.paymentchannel import Blocked
+from cocoon.controllers import channel_chain
+from cocoon.controllers.channel_secrets import Blocked
 from cocoon.kube import PAYMENT_CHANNELS, SECRETS
 from cocoon.ton import networks
 from cocoon.ton.tvm import Address, raw, user_friendly
@@ -81,7 +81,7 @@ def test_bad_provider_settings_stop_the_operator_with_the_value_named(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(networks.ProviderConfigError, match=names):
-        paymentchannel.Payments.from_env()
+        channel_chain.Payments.from_env()
 
 
 def test_the_channel_spec_has_no_payee_and_no_endpoint() -> None:
@@ -157,7 +157,8 @@ async def test_a_managed_promise_key_rotates_on_chain_and_old_promises_stay_paya
     env: Env, api: Any
 ) -> None:
     from cocoon.api.paymentchannel import PaymentChannelStatus
-    from cocoon.controllers.paymentchannel import ROTATE_ANNOTATION, _config
+    from cocoon.controllers.channel_chain import config_of as _config
+    from cocoon.controllers.channel_steps import ROTATE_ANNOTATION
     from cocoon.ton import promises
     from cocoon.ton.client import PaymentChannel
 

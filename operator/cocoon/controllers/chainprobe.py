@@ -21,7 +21,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import Counter
 
 from cocoon.api.common import ConditionStatus
-from cocoon.controllers import loops, paymentchannel
+from cocoon.controllers import channel_chain, channel_conditions, loops, paymentchannel
 from cocoon.controllers import status as status_writer
 from cocoon.controllers.channel_secrets import Blocked
 from cocoon.kube import PAYMENT_CHANNELS, Obj
@@ -58,7 +58,7 @@ def reachability(body: Mapping[str, Any]) -> str | None:
 async def probe(memo: kopf.Memo, network: networks.Network) -> str | None:
     """None when the endpoint told its time, else why not (for the status message)."""
     try:
-        async with await paymentchannel.open_chain(memo.kube, network) as chain:
+        async with await channel_chain.open_chain(memo.kube, network) as chain:
             await chain.now()
     except ChainError as exc:
         return str(exc)
@@ -89,7 +89,7 @@ async def _mark(memo: kopf.Memo, body: Obj, failure: str | None) -> None:
         updates = [
             (REACHABLE, ConditionStatus.FALSE, "ChainUnreachable", message),
             ("Ready", ConditionStatus.FALSE, "ChainUnreachable", message),
-            paymentchannel.funded_as_last_seen(body),
+            channel_conditions.funded_as_last_seen(body),
         ]
     try:
         # conditional: a reconcile that wrote meanwhile knows better; the next probe re-checks
@@ -110,7 +110,7 @@ async def _mark(memo: kopf.Memo, body: Obj, failure: str | None) -> None:
 
 async def resync(memo: kopf.Memo, schedule: loops.Schedule) -> None:
     """One probe per endpoint in use, each under the schedule's deadline, then the verdicts."""
-    catalog = paymentchannel.payments(memo).catalog
+    catalog = channel_chain.payments(memo).catalog
     groups: defaultdict[str, list[Obj]] = defaultdict(list)
     found: dict[str, networks.Network] = {}
     for body in await memo.kube.list(PAYMENT_CHANNELS):

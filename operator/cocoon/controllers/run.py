@@ -22,6 +22,7 @@ from cocoon import logs
 from cocoon.controllers import (
     attestednode,
     chainprobe,
+    channel_chain,
     httpapi,
     inferencepool,
     leader,
@@ -90,7 +91,7 @@ def configure() -> None:
 
     @kopf.on.cleanup()
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        tasks = [*(memo.get("resync") or []), *paymentchannel.payments(memo).tasks]
+        tasks = [*(memo.get("resync") or []), *channel_chain.payments(memo).tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -108,7 +109,7 @@ async def prepare(memo: kopf.Memo) -> None:
     memo.attestation.policies = policies.PolicyCache(
         memo.views.policies.store, memo.schedules["attestation"].interval_s
     )
-    memo.payments = paymentchannel.Payments.from_env()
+    memo.payments = channel_chain.Payments.from_env()
     memo.leading = partial(leading, memo)
     memo.view_tasks = memo.views.start(memo.kube)
     memo.api = await httpapi.start(
@@ -171,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     configure()
     try:  # the provider's TON settings are checked before anything starts
-        paymentchannel.Payments.from_env()
+        channel_chain.Payments.from_env()
     except networks.ProviderConfigError as exc:
         print(f"cocoon operator: {exc}", file=sys.stderr)
         return 2
