@@ -45,7 +45,10 @@ def real() -> Iterator[RealStack]:
     node = RealNode(cluster)
     leftovers: list[str] = []
     try:
-        node.start(images)
+        # a caller's PATH without /usr/sbin (iptables, ip, runc): the node sets its own
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("PATH", "/usr/bin:/bin")
+            node.start(images)
         yield RealStack(cluster, node)
     finally:
         leftovers = node.stop()
@@ -181,6 +184,14 @@ def test_a_pool_pod_runs_for_real_and_serves_a_paid_call(paid: Paid) -> None:
     statuses = {s["name"]: s for s in pod["status"]["containerStatuses"]}
     assert set(statuses) == {"triton", "meter"}
     assert all(s["ready"] and s["restartCount"] == 0 for s in statuses.values()), statuses
+    triton = next(c for c in pod["spec"]["containers"] if c["name"] == "triton")
+    assert triton["securityContext"]["readOnlyRootFilesystem"] is True
+    # what the runtime was told: the OCI spec containerd runs Triton with
+    container_id = statuses["triton"]["containerID"].removeprefix("containerd://")
+    oci = json.loads(paid.installed.real.node.ctr("containers", "info", container_id).stdout)
+    assert oci["Spec"]["root"]["readonly"] is True
+    assert oci["Spec"]["process"]["user"]["uid"] == 1000
+    assert not oci["Spec"]["process"]["capabilities"].get("effective")
     paid.caller.paid(paid.address, "hello")
     [(meter_key, cost)] = paid.caller.costs()
     assert cost > 0
