@@ -45,7 +45,8 @@ images: debs ## build the images in images/ (buildah, no registry) into ~/.cache
 demo: setup ## the chart on a real node: paid calls served by a real pool pod, the provider paid on chain (root; README)
 	$(PY) -m cocoon.cli dev demo $(DEMO_ARGS)
 
-demo-sim: setup ## the whole money story (top-up, close, refund) on kwok nodes with stand-in pool processes
+demo-sim: $(STAMP) contracts/node_modules/.installed ## the whole money story (top-up, close, refund) on kwok nodes, stand-in pool processes; no root
+	bash e2e/build-control-plane.sh >/dev/null
 	$(PY) -m cocoon.cli dev demo-sim $(DEMO_ARGS)
 
 test: setup crds-check contracts-check test-contracts ## everything CI runs: checks, contract tests, unit and e2e tests
