@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup demo demo-real test test-unit test-e2e test-contracts lint crds crds-check \
+.PHONY: help setup demo demo-sim test test-unit test-e2e test-contracts lint crds crds-check \
         contracts contracts-check dev-up dev-down bench clean images debs
 
 help: ## list targets
@@ -42,11 +42,12 @@ setup: $(STAMP) contracts/node_modules/.installed debs ## install everything the
 images: debs ## build the images in images/ (buildah, no registry) into ~/.cache/cocoon-images
 	bash images/build.sh
 
-demo: setup ## run the story on the local stack (see README)
+demo: setup ## the chart on a real node: paid calls served by a real pool pod, the provider paid on chain (root; README)
 	$(PY) -m cocoon.cli dev demo $(DEMO_ARGS)
 
-demo-real: setup ## paid calls served by real pods: the chart on a real node (root; see docs/operations.md)
-	$(PY) -m cocoon.cli dev demo-real $(DEMO_ARGS)
+demo-sim: $(STAMP) contracts/node_modules/.installed ## the whole money story (top-up, close, refund) on kwok nodes, stand-in pool processes; no root
+	bash e2e/build-control-plane.sh >/dev/null
+	$(PY) -m cocoon.cli dev demo-sim $(DEMO_ARGS)
 
 test: setup crds-check contracts-check test-contracts ## everything CI runs: checks, contract tests, unit and e2e tests
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -1,4 +1,4 @@
-"""The whole story on its own local stack, exactly as `make demo` tells it: attested nodes, a
+"""The whole story on its own local stack, exactly as `make demo-sim` tells it: attested nodes, a
 pool placed on them, real Triton behind the real meter started from the rendered pod spec, paid
 streamed calls, signed usage to promises to claims, a forged meter report refused, 402 and
 top-up, and the close. The summary's numbers must agree with the chain's balances."""

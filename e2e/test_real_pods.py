@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
-from cocoon.devstack import chart, realpool
+from cocoon.devstack import chart, money, realpool
 from cocoon.devstack.cluster import LocalCluster, ensure_binaries
 from cocoon.devstack.node import RealNode
+from cocoon.ton import settlement
+from cocoon.ton.tvm import Address
 from e2e.harness import eventually, get
 
 pytestmark = [pytest.mark.e2e]
@@ -45,7 +47,10 @@ def real() -> Iterator[RealStack]:
     node = RealNode(cluster)
     leftovers: list[str] = []
     try:
-        node.start(images)
+        # a caller's PATH without /usr/sbin (iptables, ip, runc): the node sets its own
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("PATH", "/usr/bin:/bin")
+            node.start(images)
         yield RealStack(cluster, node)
     finally:
         leftovers = node.stop()
@@ -181,6 +186,14 @@ def test_a_pool_pod_runs_for_real_and_serves_a_paid_call(paid: Paid) -> None:
     statuses = {s["name"]: s for s in pod["status"]["containerStatuses"]}
     assert set(statuses) == {"triton", "meter"}
     assert all(s["ready"] and s["restartCount"] == 0 for s in statuses.values()), statuses
+    triton = next(c for c in pod["spec"]["containers"] if c["name"] == "triton")
+    assert triton["securityContext"]["readOnlyRootFilesystem"] is True
+    # what the runtime was told: the OCI spec containerd runs Triton with
+    container_id = statuses["triton"]["containerID"].removeprefix("containerd://")
+    oci = json.loads(paid.installed.real.node.ctr("containers", "info", container_id).stdout)
+    assert oci["Spec"]["root"]["readonly"] is True
+    assert oci["Spec"]["process"]["user"]["uid"] == 1000
+    assert not oci["Spec"]["process"]["capabilities"].get("effective")
     paid.caller.paid(paid.address, "hello")
     [(meter_key, cost)] = paid.caller.costs()
     assert cost > 0
@@ -211,6 +224,27 @@ def test_a_killed_pool_pod_is_replaced_and_billing_continues(paid: Paid) -> None
     assert before < after
     keys = [key for key, _ in paid.caller.costs()]
     assert keys[-1] != keys[0], "the replacement pod registered its own meter key"
+
+
+def test_the_provider_is_paid_on_the_charts_chain(paid: Paid) -> None:
+    """What `make demo` shows: with a threshold the usage so far exceeds, the operator's claim
+    lands on the chart's emulator and the payout address holds exactly what was claimed less
+    the fees read from the chain (the channel's status reconciled against the chain)."""
+    owed = int(paid.channel()["owed"])
+    threshold = settlement.DEFAULT_MIN_CLAIM // 2
+    assert owed >= threshold, "two paid calls so far"
+    patch = {"spec": {"claim": {"threshold": str(threshold)}}}
+    paid.cluster.kubectl(
+        "patch", "paymentchannel", CHANNEL, "-n", TENANT, "--type=merge", "-p", json.dumps(patch)
+    )
+    eventually(
+        lambda: int(paid.channel().get("claimed", 0)) > 0, timeout=120, what="the first claim"
+    )
+    chain = realpool.chain_url(paid.cluster, paid.installed.real.node)
+    ref = f"{TENANT}/{CHANNEL}"
+    payout = money.paid_out(chain, paid.cluster.kubeconfig, ref, payee=Address(PAYOUT))
+    assert 0 < payout.books.claimed <= owed
+    assert payout.payee_received == payout.books.claimed - payout.payee_fees > 0
 
 
 def test_helm_upgrade_rolls_the_operator_without_losing_usage(paid: Paid) -> None:

@@ -8,7 +8,9 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from cocoon.devstack.sandbox import HOST_SYSCTLS, NODE_IP, Sandbox, v1_controllers
+import pytest
+
+from cocoon.devstack.sandbox import HOST_SYSCTLS, NODE_IP, Sandbox, system_env, v1_controllers
 
 
 def test_close_gives_back_everything_the_node_borrowed() -> None:
@@ -48,3 +50,20 @@ def test_close_gives_back_everything_the_node_borrowed() -> None:
     assert sysctl.read_text() == before
     assert not sandbox.netns.exists()
     assert all(not (c / sandbox.name).exists() for c in v1_controllers())
+
+
+def test_the_node_finds_system_tools_whatever_the_callers_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ip, iptables and runc live in /usr/sbin: a caller whose PATH lacks it (a stripped sudo or
+    CI environment) still gets a working node, and its processes see /usr/sbin and /sbin."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    sandbox = Sandbox(f"cocoon-t{uuid.uuid4().hex[:8]}")
+    sandbox.open()
+    try:
+        rules = sandbox.run("iptables", "-t", "nat", "-S")
+        assert rules.returncode == 0, rules.stderr
+        assert "-P PREROUTING ACCEPT" in rules.stdout
+    finally:
+        assert sandbox.close() == []
+    assert {"/usr/sbin", "/sbin"} <= set(system_env()["PATH"].split(":"))

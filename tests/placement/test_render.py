@@ -165,8 +165,39 @@ def test_no_key_material_reaches_a_pool_pod(runtime_class: str | None) -> None:
     assert meter["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     triton = next(c for c in pod["containers"] if c["name"] == "triton")
     assert not triton.get("volumeMounts", []) or all(
-        m["name"] in ("models", "dshm") for m in triton["volumeMounts"]
+        m["name"] in ("models", "dshm", "triton-tmp") for m in triton["volumeMounts"]
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("readOnlyRootFilesystem", True),
+        ("runAsNonRoot", True),
+        ("runAsUser", 1000),
+        ("runAsGroup", 1000),
+        ("allowPrivilegeEscalation", False),
+        ("capabilities", {"drop": ["ALL"]}),
+    ],
+)
+def test_triton_runs_non_root_on_a_read_only_root(field: str, value: object) -> None:
+    for s in (spec(), spec(runtimeClassName="kata-qemu-tdx"), spec(gpusPerReplica=2)):
+        assert container(deployment(s), "triton")["securityContext"][field] == value
+
+
+def test_triton_writes_only_to_memory_and_a_bounded_tmp() -> None:
+    """With a read-only root, /dev/shm and /tmp are Triton's only writable paths, both emptyDirs
+    with a size limit; the model repository stays read-only."""
+    dep = deployment(spec())
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m for m in container(dep, "triton")["volumeMounts"]}
+    writable = {path for path, m in mounts.items() if not m.get("readOnly")}
+    assert writable == {"/dev/shm", "/tmp"}
+    for path in writable:
+        source = volumes[mounts[path]["name"]]
+        assert set(source) == {"name", "emptyDir"}
+        assert source["emptyDir"]["sizeLimit"]
+    assert mounts["/models"]["readOnly"] is True
 
 
 def test_pool_tokenizer_reaches_the_meter_from_the_model_volume() -> None:

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,34 +81,40 @@ def down() -> None:
     state.unlink()
 
 
-def demo(requests: int, keep: bool, workdir: Path | None) -> int:
-    """The README's first command: the whole story, told as it happens, then a summary."""
-    from cocoon.devstack import story
-
+def _teller() -> Callable[[str], None]:
     start = time.monotonic()
 
     def say(line: str) -> None:
         sys.stdout.write(f"[{time.monotonic() - start:6.1f}s] {line}\n")
         sys.stdout.flush()
 
-    with stop_on_signals():
-        return _demo(story.Story(workdir, say), requests, keep)
+    return say
 
 
-def demo_real(requests: int, workdir: Path | None) -> int:
-    """`make demo-real`: paid calls served by real pods (cocoon.devstack.realdemo)."""
+def demo(requests: int, keep: bool, workdir: Path | None) -> int:
+    """The README's first command (`make demo`): paid calls served by real pods, the provider
+    paid on chain (cocoon.devstack.realdemo)."""
     import tempfile
 
     from cocoon.devstack import realdemo
 
-    start = time.monotonic()
+    with stop_on_signals():
+        realdemo.run(
+            requests,
+            workdir or Path(tempfile.mkdtemp(prefix="cocoon-demo-")),
+            _teller(),
+            keep=keep,
+        )
+    return 0
 
-    def say(line: str) -> None:
-        sys.stdout.write(f"[{time.monotonic() - start:6.1f}s] {line}\n")
-        sys.stdout.flush()
+
+def demo_sim(requests: int, keep: bool, workdir: Path | None) -> int:
+    """`make demo-sim`: the whole money story on kwok nodes, stand-in processes for the pool's
+    pods, told as it happens, then a summary (cocoon.devstack.story)."""
+    from cocoon.devstack import story
 
     with stop_on_signals():
-        return realdemo.run(requests, workdir or Path(tempfile.mkdtemp(prefix="cocoon-real-")), say)
+        return _demo(story.Story(workdir, _teller()), requests, keep)
 
 
 def _demo(told: Story, requests: int, keep: bool) -> int:
@@ -141,9 +148,9 @@ def _demo(told: Story, requests: int, keep: bool) -> int:
 def _run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir) if args.workdir else None
     if args.action == "demo":
-        return demo(args.requests or 40, args.keep, workdir)
-    if args.action == "demo-real":
-        return demo_real(args.requests or 5, workdir)
+        return demo(args.requests or 5, args.keep, workdir)
+    if args.action == "demo-sim":
+        return demo_sim(args.requests or 40, args.keep, workdir)
     if args.action == "up":
         kubeconfig = up(Path(args.crds) if args.crds else None)
         sys.stdout.write(
@@ -167,9 +174,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("up", "down", "status", "demo", "demo-real"))
+    parser.add_argument("action", choices=("up", "down", "status", "demo", "demo-sim"))
     parser.add_argument(
-        "--requests", type=int, default=None, help="demo: paid calls to send (40; demo-real: 5)"
+        "--requests", type=int, default=None, help="demo: paid calls to send (5; demo-sim: 40)"
     )
     parser.add_argument("--keep", action="store_true", help="demo: leave the stack up")
     parser.add_argument("--workdir", help="demo: where to keep logs and results")

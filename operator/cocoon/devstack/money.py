@@ -152,3 +152,30 @@ def settle(
         payer_fees=main.channel_fees - main.claim_charges + refund_fee,
         closed=main,
     )
+
+
+@dataclass(frozen=True)
+class Payout:
+    """What one open channel paid its payee so far, every figure read from the chain."""
+
+    books: Books
+    payee_received: int
+    payee_fees: int  # the ledger's claim charges and the payee wallet's receiving fees
+
+
+def paid_out(chain_url: str, kubeconfig: Path, ref: str, *, payee: Address) -> Payout:
+    """An open channel's claims as they landed in the payee's wallet (by NAMESPACE/NAME: its
+    status reconciled against the chain); exact, raises naming the identity that does not
+    hold. `settle` checks the same identities across a closed and an open channel."""
+    books = reconciled(chain_url, ref, kubeconfig)
+    if books.owed != books.claimed + books.unclaimed:
+        raise RuntimeError(f"owed {books.owed} != claimed {books.claimed} + unclaimed "
+                           f"{books.unclaimed}")
+    paid, receiving = received(chain_url, payee, [books.address])
+    if paid != books.paid_out:
+        raise RuntimeError(f"the payee got {paid}, the ledger paid out {books.paid_out}")
+    fees = books.claim_charges + receiving
+    got = balance(chain_url, payee)
+    if got != books.claimed - fees:
+        raise RuntimeError(f"the payee holds {got}, not claimed {books.claimed} - fees {fees}")
+    return Payout(books=books, payee_received=got, payee_fees=fees)

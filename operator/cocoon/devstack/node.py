@@ -31,7 +31,7 @@ import yaml
 
 from cocoon.devstack.cluster import GpuNode, LocalCluster
 from cocoon.devstack.process import Managed, free_port, wait_for
-from cocoon.devstack.sandbox import NODE_IP, Sandbox
+from cocoon.devstack.sandbox import NODE_IP, SYSTEM_PATH, Sandbox, system_env
 
 POD_CIDR = "10.88.0.0/16"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
@@ -92,7 +92,10 @@ class RealNode:
     def _start(self, name: str, argv: list[str], *, inside: bool = True) -> Managed:
         prefix = self.sandbox.enter() if inside else []
         proc = self.cluster.supervisor.start(
-            f"{self.name}-{name}", [*prefix, *argv], preexec=self.sandbox.enter_cgroup
+            f"{self.name}-{name}",
+            [*prefix, *argv],
+            env={"PATH": SYSTEM_PATH},
+            preexec=self.sandbox.enter_cgroup,
         )
         self.cluster.supervisor.processes.remove(proc)  # the node stops its own, before the sandbox
         self._procs.append(proc)
@@ -136,6 +139,7 @@ class RealNode:
             text=True,
             check=check,
             timeout=300,
+            env=system_env(),
         )
 
     def import_images(self, archives: list[Path]) -> None:
@@ -252,9 +256,7 @@ class RealNode:
         )
 
     def _inside(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.sandbox.enter(), *argv], capture_output=True, text=True, check=False, timeout=30
-        )
+        return self.sandbox.run(*argv)
 
     def forward(self, address: str, port: int) -> int:
         """A host loopback port that reaches address:port inside the node (a Service, a pod)."""

@@ -103,12 +103,23 @@ def ready_pool_pods(cluster: LocalCluster, namespace: str, name: str) -> list[di
     return chart.ready_pods(cluster, namespace, f"cocoon.dev/pool={name}")
 
 
+def chain_url(cluster: LocalCluster, node: RealNode) -> str:
+    """A host URL of the chart's chain emulator (its Service, through a forward into the node)."""
+    chain = service_ip(cluster, chart.OPERATOR_NAMESPACE, f"{chart.RELEASE}-chain-emulator")
+    return f"http://127.0.0.1:{node.forward(chain, EMULATOR_PORT)}"
+
+
 def open_channel(
-    cluster: LocalCluster, node: RealNode, namespace: str, pool: str, name: str
+    cluster: LocalCluster,
+    node: RealNode,
+    namespace: str,
+    pool: str,
+    name: str,
+    *,
+    claim_threshold: int = 10 * TON,
 ) -> str:
     """Fund a payer on the chart's emulator, open a channel on it; the caller's credential."""
-    chain = service_ip(cluster, chart.OPERATOR_NAMESPACE, f"{chart.RELEASE}-chain-emulator")
-    emulator_url = f"http://127.0.0.1:{node.forward(chain, EMULATOR_PORT)}"
+    emulator_url = chain_url(cluster, node)
     payer_key = keys.generate()
     payer = wallet_address(keys.public_bytes(payer_key))
     asyncio.run(emulator.faucet(emulator_url, payer, 10 * TON))
@@ -133,7 +144,7 @@ def open_channel(
                 "payer": {"keySecretRef": {"name": f"{name}-payer"}},
                 "deposit": str(TON),
                 "creditWindow": str(TON),
-                "claim": {"threshold": str(10 * TON), "intervalSeconds": 3600},
+                "claim": {"threshold": str(claim_threshold), "intervalSeconds": 3600},
                 "closeDelaySeconds": 60,
             },
         },

@@ -31,10 +31,18 @@ HOST_SYSCTLS = (
 )
 NODE_IP = "10.200.0.2"
 NODE_CIDR = "10.200.0.0/24"
+# ip, iptables, runc and sysctl live in /usr/sbin and /sbin: every node process (and the CNI
+# plugins and iptables calls it makes) gets this PATH, whatever PATH the caller had.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def system_env() -> dict[str, str]:
+    """The caller's environment with SYSTEM_PATH: for every process the node starts."""
+    return {**os.environ, "PATH": SYSTEM_PATH}
 
 
 def _run(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, text=True)
+    subprocess.run(argv, check=True, capture_output=True, text=True, env=system_env())
 
 
 def v1_controllers() -> list[Path]:
@@ -89,6 +97,7 @@ class Sandbox:
                 "mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /var/lib && exec sleep infinity",
             ],
             start_new_session=True,
+            env=system_env(),
             preexec_fn=self._enter_cgroup,  # noqa: PLW1509 - runs in the child before exec
         )
         deadline = time.monotonic() + 10
@@ -108,6 +117,13 @@ class Sandbox:
         """argv prefix that runs a command inside the node (mount and network namespaces)."""
         assert self.holder is not None
         return ["nsenter", f"--target={self.holder.pid}", "--mount", "--net"]
+
+    def run(self, *argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the node with SYSTEM_PATH (iptables is in /usr/sbin)."""
+        return subprocess.run(
+            [*self.enter(), *argv],
+            capture_output=True, text=True, check=False, timeout=timeout, env=system_env(),
+        )  # fmt: skip
 
     def enter_cgroup(self) -> None:
         """preexec_fn for node processes: into the node's cgroup tree, in every hierarchy."""
@@ -166,8 +182,9 @@ class Sandbox:
                 leftovers.append(f"cgroup {top}: {exc.strerror}")
         if self.netns.exists():
             result = subprocess.run(
-                ["ip", "netns", "del", self.name], check=False, capture_output=True, text=True
-            )
+                ["ip", "netns", "del", self.name],
+                check=False, capture_output=True, text=True, env=system_env(),
+            )  # fmt: skip
             if result.returncode != 0:
                 leftovers.append(f"netns {self.name}: {result.stderr.strip()}")
         for key, value in self.sysctls.items():

@@ -1,7 +1,8 @@
 """The whole story on the local stack: attested nodes, a pool, a funded channel, paid requests,
 promises and claims, running out of credit and topping up, and the close.
 
-`cocoon dev demo` tells it to a person; e2e/test_paid_inference.py checks every step of it.
+`cocoon dev demo-sim` (`make demo-sim`) tells it to a person; e2e/test_paid_inference.py
+checks every step of it.
 Each step returns what it observed, so both can say (or assert) what happened.
 """
 

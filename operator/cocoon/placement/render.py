@@ -23,6 +23,11 @@ from cocoon.placement.labels import (
 Obj = dict[str, Any]
 MODEL_MOUNT = "/models"
 SHM_MOUNT = "/dev/shm"  # noqa: S108 - a path inside the pod, not a temp file
+# Triton's root filesystem is read-only; what it (and its python backend's stubs) may write to
+# outside /dev/shm goes to a small emptyDir at /tmp.
+TRITON_TMP = "/tmp"  # noqa: S108 - a path inside the pod, not a temp file
+TRITON_TMP_SIZE = "64Mi"
+TRITON_UID = 1000  # the uid NVIDIA's image and images/triton.Dockerfile run Triton as
 CONFIGMAP_PATH_SEPARATOR = "__"
 # A ConfigMap volume's root also holds the kubelet's `..data` and `..<timestamp>` directories,
 # which Triton would try to load as models: its models are projected one level down instead.
@@ -157,12 +162,18 @@ def triton_container(spec: InferencePoolSpec) -> Obj:
             *spec.triton.args,
         ],
         "resources": resources,
-        "volumeMounts": [mount, {"name": "dshm", "mountPath": SHM_MOUNT}],
+        "volumeMounts": [
+            mount,
+            {"name": "dshm", "mountPath": SHM_MOUNT},
+            {"name": "triton-tmp", "mountPath": TRITON_TMP},
+        ],
         "securityContext": {
             "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
             "runAsNonRoot": True,
-            "runAsUser": 1000,
+            "runAsUser": TRITON_UID,
+            "runAsGroup": TRITON_UID,
         },
     }
 
@@ -181,7 +192,7 @@ def init_containers(spec: InferencePoolSpec) -> list[Obj]:
             "securityContext": {
                 "allowPrivilegeEscalation": False,
                 "runAsNonRoot": True,
-                "runAsUser": 1000,
+                "runAsUser": TRITON_UID,
             },
         }
     ]
@@ -225,6 +236,7 @@ def deployment(
         "volumes": [
             model_volume(spec, pool, configmap_keys or []),
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.triton.shm_size}},
+            {"name": "triton-tmp", "emptyDir": {"sizeLimit": TRITON_TMP_SIZE}},
             {"name": "meter-journal", "emptyDir": {}},
             {
                 "name": "meter-token",
