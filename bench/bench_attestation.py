@@ -60,6 +60,41 @@ def _time(fn: Callable[[], object], repeat: int) -> dict[str, float]:
     }
 
 
+def whole_node_and_policy(quote: bytes, collateral: str, at: int) -> tuple[NodeEvidence, Policy]:
+    """The real TDX quote plus 8 distinct simulated GPUs, and a policy trusting the simulated
+    roots that requires signed RIMs for the driver and the VBIOS: a whole node to appraise."""
+    sim = SimulatedTee.generate(now=datetime.fromtimestamp(at, UTC))
+    signer = SimulatedRimSigner.generate(now=datetime.fromtimestamp(at, UTC))
+    golden = {i: simulated_gpu_measurement(i) for i in range(1, 65)}
+    rims = {
+        "driver": signer.rim("driver", "550.90.07", {i: golden[i] for i in range(1, 33)}),
+        "vbios": signer.rim("vbios", "96.00.9f.00.01", {i: golden[i] for i in range(33, 65)}),
+    }
+    roots = TrustedRoots(
+        extra_roots=[*sim.extra_roots(), signer.extra_root()], allow_simulated=True
+    )
+    policy = Policy.from_spec(
+        sim.policy_spec(
+            allowedTees=["tdx", "sev-snp"],
+            trustedRoots=roots.to_api(),
+            gpu={
+                "requireRims": True,
+                "minCount": 8,
+                "rims": [{"name": "rims", "key": k} for k in rims],
+            },
+        ),
+        lambda ref: rims[ref.key],
+    )
+    node = NodeEvidence(
+        CpuEvidence(Tee.TDX, quote, collateral=collateral),
+        tuple(
+            GpuEvidence(sim.gpu_report(bytes(32), index=i), sim.gpu_certificates(i))
+            for i in range(8)
+        ),
+    )
+    return node, policy
+
+
 def main() -> None:
     quote = _read("tdx/tdx_quote.bin")
     collateral = _read("tdx/tdx_quote.collateral.json").decode()
@@ -82,35 +117,7 @@ def main() -> None:
     def rim_check() -> None:  # uncached: the cost of the first appraisal that meets a RIM
         assert rim_lib.verify(rim, POLICY.trust, datetime.fromtimestamp(gpu_at, UTC))
 
-    sim = SimulatedTee.generate(now=datetime.fromtimestamp(tdx_at, UTC))
-    signer = SimulatedRimSigner.generate(now=datetime.fromtimestamp(tdx_at, UTC))
-    golden = {i: simulated_gpu_measurement(i) for i in range(1, 65)}
-    rims = {
-        "driver": signer.rim("driver", "550.90.07", {i: golden[i] for i in range(1, 33)}),
-        "vbios": signer.rim("vbios", "96.00.9f.00.01", {i: golden[i] for i in range(33, 65)}),
-    }
-    roots = TrustedRoots(
-        extra_roots=[*sim.extra_roots(), signer.extra_root()], allow_simulated=True
-    )
-    node_policy = Policy.from_spec(
-        sim.policy_spec(
-            allowedTees=["tdx", "sev-snp"],
-            trustedRoots=roots.to_api(),
-            gpu={
-                "requireRims": True,
-                "minCount": 8,
-                "rims": [{"name": "rims", "key": k} for k in rims],
-            },
-        ),
-        lambda ref: rims[ref.key],
-    )
-    node = NodeEvidence(
-        CpuEvidence(Tee.TDX, quote, collateral=collateral),
-        tuple(
-            GpuEvidence(sim.gpu_report(bytes(32), index=i), sim.gpu_certificates(i))
-            for i in range(8)
-        ),
-    )
+    node, node_policy = whole_node_and_policy(quote, collateral, tdx_at)
 
     def whole_node() -> None:
         cpu = appraisal.appraise_cpu(node.cpu, node_policy, now=tdx_at, report_data=None)

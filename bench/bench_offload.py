@@ -20,18 +20,14 @@ import json
 import os
 import platform
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cocoon.agent.simulated import SimulatedTee
-from cocoon.agent.simulated_gpu import simulated_gpu_measurement
-from cocoon.agent.simulated_rim import SimulatedRimSigner
-from cocoon.api.attestationpolicy import TrustedRoots
+from bench_attestation import whole_node_and_policy
+
 from cocoon.attestation import appraisal
-from cocoon.attestation.evidence import CpuEvidence, GpuEvidence, NodeEvidence
+from cocoon.attestation.evidence import NodeEvidence
 from cocoon.attestation.policy import Policy
-from cocoon.attestation.verdict import Tee
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "attestation"
@@ -43,40 +39,11 @@ _NODE: list[tuple[NodeEvidence, Policy]] = []  # this process's node and policy
 
 
 def _build() -> tuple[NodeEvidence, Policy]:
+    # no fixed seeds: every process builds its own simulated platform, which is as costly to
+    # appraise as any other
     quote = (DATA / "tdx/tdx_quote.bin").read_bytes()
     collateral = (DATA / "tdx/tdx_quote.collateral.json").read_text()
-    # fixed seeds are not available; every process builds its own simulated platform, which
-    # is as costly to appraise as any other
-    sim = SimulatedTee.generate(now=datetime.fromtimestamp(AT, UTC))
-    signer = SimulatedRimSigner.generate(now=datetime.fromtimestamp(AT, UTC))
-    golden = {i: simulated_gpu_measurement(i) for i in range(1, 65)}
-    rims = {
-        "driver": signer.rim("driver", "550.90.07", {i: golden[i] for i in range(1, 33)}),
-        "vbios": signer.rim("vbios", "96.00.9f.00.01", {i: golden[i] for i in range(33, 65)}),
-    }
-    roots = TrustedRoots(
-        extra_roots=[*sim.extra_roots(), signer.extra_root()], allow_simulated=True
-    )
-    policy = Policy.from_spec(
-        sim.policy_spec(
-            allowedTees=["tdx", "sev-snp"],
-            trustedRoots=roots.to_api(),
-            gpu={
-                "requireRims": True,
-                "minCount": 8,
-                "rims": [{"name": "r", "key": k} for k in rims],
-            },
-        ),
-        lambda ref: rims[ref.key],
-    )
-    node = NodeEvidence(
-        CpuEvidence(Tee.TDX, quote, collateral=collateral),
-        tuple(
-            GpuEvidence(sim.gpu_report(bytes(32), index=i), sim.gpu_certificates(i))
-            for i in range(8)
-        ),
-    )
-    return node, policy
+    return whole_node_and_policy(quote, collateral, AT)
 
 
 def _init_worker() -> None:
