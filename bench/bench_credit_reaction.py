@@ -40,6 +40,7 @@ from cocoon import keys
 from cocoon.devstack.cluster import LocalCluster, ensure_binaries
 from cocoon.devstack.meters import (
     TON,
+    allow_secrets,
     journal_of,
     payer_and_channel,
     post_report,
@@ -49,7 +50,6 @@ from cocoon.devstack.meters import (
 )
 from cocoon.devstack.process import wait_for
 from cocoon.devstack.stack import (
-    OPERATOR_NAMESPACE,
     Operator,
     install_crds,
     install_security,
@@ -91,11 +91,7 @@ def open_channel(cluster: LocalCluster, chain_url: str) -> int:
     """A funded managed-signing channel for pool `pool`, open; its deposit on chain."""
     payer_key = keys.generate()
     asyncio.run(emulator.faucet(chain_url, wallet_address(keys.public_bytes(payer_key)), 5 * TON))
-    cluster.kubectl(
-        "create", "rolebinding", "cocoon-operator-secrets", "-n", NAMESPACE,
-        "--clusterrole=cocoon-operator-secrets",
-        f"--serviceaccount={OPERATOR_NAMESPACE}:cocoon-operator",
-    )  # fmt: skip
+    allow_secrets(cluster, NAMESPACE)
     cluster.apply(
         *payer_and_channel(
             NAMESPACE,

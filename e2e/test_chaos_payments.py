@@ -22,6 +22,7 @@ from cocoon.devstack import money
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.meters import (
     TON,
+    allow_secrets,
     payer_and_channel,
     post_report,
     registered_meter,
@@ -59,11 +60,7 @@ def open_channel(cluster: LocalCluster, namespace: str, chain_url: str) -> Any:
     meter's key."""
     payer_key = keys.generate()
     asyncio.run(emulator.faucet(chain_url, wallet_address(keys.public_bytes(payer_key)), 5 * TON))
-    cluster.kubectl(
-        "create", "rolebinding", "cocoon-operator-secrets", "-n", namespace,
-        "--clusterrole=cocoon-operator-secrets",
-        f"--serviceaccount={OPERATOR_NAMESPACE}:cocoon-operator",
-    )  # fmt: skip
+    allow_secrets(cluster, namespace)
     meter = registered_meter(cluster, namespace)  # the pool first: its price is pinned
     cluster.apply(
         *payer_and_channel(

@@ -17,6 +17,7 @@ from cocoon.devstack import money
 from cocoon.devstack.cluster import GpuNode, LocalCluster
 from cocoon.devstack.meters import (
     TON,
+    allow_secrets,
     payer_and_channel,
     post_report,
     registered_meter,
@@ -75,11 +76,7 @@ def test_leader_killed_while_usage_is_settled(
     payer_key = keys.generate()
     payer = wallet_address(keys.public_bytes(payer_key))
     asyncio.run(emulator.faucet(chain_url, payer, 5 * TON))
-    cluster.kubectl(
-        "create", "rolebinding", "cocoon-operator-secrets", "-n", namespace,
-        "--clusterrole=cocoon-operator-secrets",
-        f"--serviceaccount={OPERATOR_NAMESPACE}:cocoon-operator",
-    )  # fmt: skip
+    allow_secrets(cluster, namespace)
     meter = registered_meter(cluster, namespace)  # the pool first: its price is pinned
     cluster.apply(
         *payer_and_channel(

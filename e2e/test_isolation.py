@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys
 from cocoon.devstack.cluster import GpuNode, LocalCluster
-from cocoon.devstack.stack import OPERATOR_NAMESPACE, Agents, Operator, simulated_policy
+from cocoon.devstack.meters import allow_secrets
+from cocoon.devstack.stack import Agents, Operator, simulated_policy
 from cocoon.ton import emulator, keyfile
 from cocoon.ton.tvm import raw
 from cocoon.ton.wallet import wallet_address
@@ -26,19 +27,6 @@ from e2e.harness import BlackHole, condition, eventually, get
 pytestmark = pytest.mark.e2e
 TON = 1_000_000_000
 CHANNELS = 6  # at ~30 s of client timeout each, one shared loop would be stuck for 3 minutes
-
-
-def allow_secrets(cluster: LocalCluster, namespace: str) -> None:
-    """The tenant lets the operator use Secrets in its namespace (the documented opt-in)."""
-    cluster.kubectl(
-        "create",
-        "rolebinding",
-        "cocoon-operator-secrets",
-        "-n",
-        namespace,
-        "--clusterrole=cocoon-operator-secrets",
-        f"--serviceaccount={OPERATOR_NAMESPACE}:cocoon-operator",
-    )
 
 
 def payer_secret(namespace: str, payer: Ed25519PrivateKey) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.meters import (
     PRICE,
     TON,
+    allow_secrets,
     payer_and_channel,
     post_report,
     registered_meter,
@@ -294,15 +295,7 @@ def test_operator_killed_while_usage_is_settled_claims_exactly_once(
     payer_key = keys.generate()
     payer = wallet_address(keys.public_bytes(payer_key))
     asyncio.run(emulator.faucet(chain_url, payer, 5 * TON))
-    cluster.kubectl(
-        "create",
-        "rolebinding",
-        "cocoon-operator-secrets",
-        "-n",
-        namespace,
-        "--clusterrole=cocoon-operator-secrets",
-        "--serviceaccount=cocoon-system:cocoon-operator",
-    )
+    allow_secrets(cluster, namespace)
     meter = registered_meter(cluster, namespace)  # the pool first: its price is pinned
     cluster.apply(
         *payer_and_channel(

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cocoon import keys, signed_request
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.process import wait_for
-from cocoon.devstack.stack import Operator
+from cocoon.devstack.stack import OPERATOR_NAMESPACE, Operator
 from cocoon.devstack.story import http_json
 from cocoon.meter import usage_report
 from cocoon.ton import keyfile
@@ -140,3 +140,12 @@ def payer_and_channel(
         },
     }
     return secret, channel
+
+
+def allow_secrets(cluster: LocalCluster, namespace: str) -> None:
+    """The tenant lets the operator use Secrets in its namespace (the documented opt-in)."""
+    cluster.kubectl(
+        "create", "rolebinding", "cocoon-operator-secrets", "-n", namespace,
+        "--clusterrole=cocoon-operator-secrets",
+        f"--serviceaccount={OPERATOR_NAMESPACE}:cocoon-operator",
+    )  # fmt: skip
