@@ -5,6 +5,7 @@ but the operator can attest."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -15,13 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from cocoon import keys
 from cocoon.agent.simulated import DEFAULT_MEASUREMENT, SimulatedTee
 from cocoon.attestation import ear
+from cocoon.controllers import nodes
 from cocoon.devstack.cluster import GpuNode, LocalCluster
 from cocoon.devstack.pccs import Pccs
 from cocoon.devstack.stack import Agents, Operator, simulated_policy, simulated_tee
+from cocoon.kube import NODES, Kube
 from e2e.conftest import NodeFactory, wait_attested
 from e2e.harness import condition, eventually, get
 from e2e.test_inferencepool import pods_of, pool, ready_condition
@@ -423,3 +427,39 @@ def test_a_tdx_node_and_an_snp_node_side_by_side(
         ("tdx-0", "True", "tdx", "Verified"),
         ("snp-0", "True", "sev-snp", "Verified"),
     }
+
+
+def test_the_taint_write_is_guarded_by_the_spec_not_by_heartbeats(cluster: LocalCluster) -> None:
+    """On the real API server: a write to the Node after our read that leaves its spec alone (a
+    heartbeat) does not fail our taint write; another writer's taint does (422, the JSON
+    patch's failed test), so replacing the list from a stale copy never drops it."""
+    name = "guarded"
+    cluster.add_nodes(GpuNode(name, tee=None))  # no TEE label: the session's operators ignore it
+    theirs = {"key": "example.com/maintenance", "value": "true", "effect": "NoSchedule"}
+    pending = {"spec": {"tee": "sev-snp"}, "status": {"verdict": "Pending"}}
+    verified = {"spec": {"tee": "sev-snp"}, "status": {"verdict": "Verified"}}
+
+    async def scenario() -> tuple[int, list[str]]:
+        kube = await Kube.connect(str(cluster.kubeconfig))
+        try:
+            read = await kube.get(NODES, name)
+            await kube.patch(NODES, name, {"metadata": {"annotations": {"heartbeat": "1"}}})
+            written = await kube.patch_ops(NODES, name, nodes.effects_patch(read, pending))
+            assert written["metadata"]["resourceVersion"] != read["metadata"]["resourceVersion"]
+            await kube.patch(
+                NODES, name, {"spec": {"taints": [*written["spec"]["taints"], theirs]}}
+            )
+            with pytest.raises(ApiException) as refused:
+                await kube.patch_ops(NODES, name, nodes.effects_patch(written, verified))
+            await nodes.apply_effects(kube, written, verified)  # re-reads, decides again
+            live = await kube.get(NODES, name)
+            return refused.value.status, [t["key"] for t in live["spec"].get("taints") or []]
+        finally:
+            await kube.close()
+
+    try:
+        status, left = asyncio.run(scenario())
+        assert status == 422
+        assert left == ["example.com/maintenance"]  # ours gone, theirs kept
+    finally:
+        cluster.kubectl("delete", "node", name, "--wait=false")

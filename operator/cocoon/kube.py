@@ -243,6 +243,14 @@ class Kube:
             "PATCH", path, body=patch, content_type="application/merge-patch+json"
         )
 
+    async def patch_ops(self, kind: Kind, name: str, ops: builtins.list[Obj]) -> Obj:
+        """A JSON patch (RFC 6902): its `test` operations guard exactly the fields a write
+        depends on, where a merge patch can guard only the whole object's resourceVersion.
+        A failed test answers 422."""
+        return await self._call(
+            "PATCH", kind.path(None, name), body=ops, content_type="application/json-patch+json"
+        )
+
     async def replace(self, kind: Kind, obj: Obj) -> Obj:
         """PUT the whole object; its resourceVersion makes it conditional (409 when stale)."""
         meta = obj["metadata"]

@@ -45,6 +45,10 @@ class CountingKube(FakeKube):
         self._count("patch", kind)
         return await super().patch(kind, name, patch, *a, **kw)
 
+    async def patch_ops(self, kind: Kind, name: str, ops: list[Obj]) -> Obj:
+        self._count("patch", kind)
+        return await super().patch_ops(kind, name, ops)
+
     async def apply(self, kind: Kind, obj: Obj) -> Obj:
         self._count("apply", kind)
         meta = obj["metadata"]
@@ -135,3 +139,44 @@ async def test_a_stale_view_costs_one_read_and_decides_on_the_live_object() -> N
     assert kube.calls == {"patch attestednodes": 1, "get attestednodes": 1}
     after = await FakeKube.get(kube, ATTESTED_NODES, "n1")
     assert after["status"]["challenge"]["nonce"] == issued
+
+
+class VerdictDuringPass(CountingKube):
+    """While the pass re-applies n0's AttestedNode, n1's verdict and labels land (the evidence
+    route, between the pass's start and n1's turn)."""
+
+    memo: kopf.Memo
+    armed = False
+
+    async def apply(self, kind: Kind, obj: Obj) -> Obj:
+        applied = await super().apply(kind, obj)
+        if self.armed and obj["metadata"]["name"] == "n0":
+            verified = await self.patch(
+                ATTESTED_NODES,
+                "n1",
+                {"status": {"verdict": "Verified", "expiresAt": "2999-01-01T00:00:00+00:00"}},
+                subresource="status",
+            )
+            self.memo.caches.attested.put(verified)
+            live = await FakeKube.get(self, NODES, "n1")
+            self.memo.caches.nodes.put(await nodes.apply_effects(self, live, verified))
+        return applied
+
+
+async def test_the_pass_decides_on_each_node_as_it_is_at_its_turn() -> None:
+    """A copy taken when the pass began is stale by the node's turn at fleet scale: deciding on
+    it wrote a verified node's effects again, failed the write's test and cost a re-read."""
+    kube = VerdictDuringPass()
+    kube.put(ATTESTATION_POLICIES, {"metadata": {"name": "default"}, "spec": {}})
+    for i in range(2):
+        kube.put(NODES, node(i))
+    memo = kube.memo = memo_for(kube)
+    await nodes.resync(memo, PASS)
+    memo.caches.attested.remove({"metadata": {"name": "n0"}})  # n0 is discovered once more
+    kube.armed = True
+    kube.calls.clear()
+    await nodes.resync(memo, loops.Schedule("attestation", 1, 5, concurrency=1))
+    assert kube.calls["get nodes"] == 0  # no re-read: the pass never wrote from a stale copy
+    assert kube.calls["patch nodes"] == 1  # n1's labels, once, by the hook
+    n1 = await FakeKube.get(kube, NODES, "n1")
+    assert n1["metadata"]["labels"]["cocoon.dev/attested"] == "true"

@@ -72,6 +72,7 @@ def test_nodes_are_slim() -> None:
             "labels": {"cocoon.dev/tee": "tdx"},
             "resourceVersion": "3",
         },
-        "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]},
+        # the whole spec: the taint write's guard compares it with the live one
+        "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}], "podCIDR": "10.0.0.0/24"},
         "status": {"capacity": {"nvidia.com/gpu": "8"}},
     }

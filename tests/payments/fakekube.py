@@ -1,5 +1,6 @@
-"""An in-memory stand-in for `cocoon.kube.Kube`: JSON merge patches, resourceVersion
-preconditions and 409s on conflicting creates, the semantics the payments code relies on.
+"""An in-memory stand-in for `cocoon.kube.Kube`: JSON merge patches, JSON patches (RFC 6902,
+a failed `test` answers 422), resourceVersion preconditions and 409s on conflicting creates,
+the semantics the controllers rely on.
 
 Every API call is recorded in `api_calls` (verb, resource), and every change is passed to the
 `watchers` as a watch event, so a test can feed the API's in-memory views and count what a
@@ -13,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import jsonpatch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from cocoon.controllers.views import Views
@@ -110,6 +112,20 @@ class FakeKube:
         else:
             patch = {k: v for k, v in patch.items() if k != "status"}
         updated = merge(current, patch)
+        updated["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.objects[key] = updated
+        self._changed(kind, updated)
+        return copy.deepcopy(updated)
+
+    async def patch_ops(self, kind: Kind, name: str, ops: list[Obj]) -> Obj:
+        self.api_calls.append(("patch", kind.plural))
+        key = self._key(kind, name, None)
+        if key not in self.objects:
+            raise NotFound(kind.path(None, name))
+        try:
+            updated = jsonpatch.apply_patch(self.objects[key], ops)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+            raise ApiException(status=422, reason=str(exc)) from exc
         updated["metadata"]["resourceVersion"] = str(next(self._rv))
         self.objects[key] = updated
         self._changed(kind, updated)

@@ -8,6 +8,7 @@ attestation uses, which keeps 10,000 of them small.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,12 +32,13 @@ def newer(current: Mapping[str, Any] | None, candidate: Mapping[str, Any]) -> bo
 
 
 def slim_node(node: Mapping[str, Any]) -> Obj:
-    """What attestation reads of a Node: identity, labels, taints, GPU capacity."""
+    """What attestation reads of a Node: identity, labels, its spec (taints, and what the
+    taint write's guard compares), GPU capacity."""
     meta = node.get("metadata") or {}
     capacity = (node.get("status") or {}).get("capacity") or {}
     return {
         "metadata": {k: meta[k] for k in ("name", "uid", "labels", "resourceVersion") if k in meta},
-        "spec": {"taints": list((node.get("spec") or {}).get("taints") or [])},
+        "spec": copy.deepcopy(dict(node.get("spec") or {})),
         "status": {"capacity": dict(capacity)},
     }
 

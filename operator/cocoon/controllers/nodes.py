@@ -75,8 +75,14 @@ async def discover(node: Obj, kube: Kube, existing: Obj | None) -> tuple[Obj | N
     return existing, await apply_effects_or_defer(kube, node, existing)
 
 
-def effects_patch(node: Obj, attested: Obj | None) -> Obj:
-    """The merge patch that brings the Node's labels and taints in line with the verdict."""
+def effects_patch(node: Obj, attested: Obj | None) -> list[Obj]:
+    """The JSON patch that brings the Node's labels and taints in line with the verdict (empty
+    when they already are).
+
+    The taint list is replaced whole, so the write is guarded by a `test` of the Node's spec as
+    read: it fails when another writer (a cordon, another controller's taint) changed the spec
+    since, and never clobbers it. It is not guarded by the resourceVersion, which every status
+    heartbeat moves: at 10,000 nodes that guard failed almost every first write."""
     meta = node["metadata"]
     if attested is None:
         wanted = lifecycle.released()
@@ -85,30 +91,44 @@ def effects_patch(node: Obj, attested: Obj | None) -> Obj:
         gpus = sum(1 for d in status.devices if d.kind == "nvgpu" and d.status == "affirming")
         tee = TeeType(attested["spec"]["tee"])
         wanted = lifecycle.effects(status.verdict, tee, gpus)
-    labels = lifecycle.label_patch(meta.get("labels") or {}, wanted.labels)
-    taints = lifecycle.merged_taints((node.get("spec") or {}).get("taints") or [], wanted.taints)
-    patch: Obj = {}
-    if labels:
-        patch["metadata"] = {"labels": labels}
+    existing = meta.get("labels") or {}
+    labels = lifecycle.label_patch(existing, wanted.labels)
+    spec = node.get("spec") or {}
+    taints = lifecycle.merged_taints(spec.get("taints") or [], wanted.taints)
+    ops: list[Obj] = []
     if taints is not None:
-        patch.setdefault("metadata", {})["resourceVersion"] = meta["resourceVersion"]
-        patch["spec"] = {"taints": taints}
-    return patch
+        ops += [
+            {"op": "test", "path": "/spec", "value": spec},
+            {"op": "add", "path": "/spec/taints", "value": taints},
+        ]
+    if labels and not existing:
+        set_ = {k: v for k, v in labels.items() if v is not None}
+        ops.append({"op": "add", "path": "/metadata/labels", "value": set_})
+    elif labels:
+        for key, value in labels.items():
+            path = "/metadata/labels/" + key.replace("~", "~0").replace("/", "~1")
+            # a label to remove that the live Node lacks fails the patch (422), like a test
+            change = {"op": "add", "value": value} if value is not None else {"op": "remove"}
+            ops.append({**change, "path": path})
+    return ops
+
+
+CHANGED_UNDER_US = frozenset({409, 422})  # a resourceVersion conflict; a failed JSON-patch test
 
 
 async def apply_effects(kube: Kube, node: Obj, attested: Obj | None) -> Obj | None:
     """Labels and taints that follow from the verdict; written only when they change.
 
-    `node` may be a cached copy: a stale one makes the taint write conflict (it carries the
-    resourceVersion), and the live Node is then read and decided on once more."""
+    `node` may be a cached copy: when its spec or labels changed since, the write fails its
+    test, and the live Node is then read and decided on once more."""
     for attempt in range(2):
-        patch = effects_patch(node, attested)
-        if not patch:
+        ops = effects_patch(node, attested)
+        if not ops:
             return None
         try:
-            return await kube.patch(NODES, node["metadata"]["name"], patch)
+            return await kube.patch_ops(NODES, node["metadata"]["name"], ops)
         except ApiException as exc:
-            if exc.status != 409 or attempt:
+            if exc.status not in CHANGED_UNDER_US or attempt:
                 raise
             node = await kube.get(NODES, node["metadata"]["name"])
     return None
@@ -122,7 +142,7 @@ async def apply_effects_or_defer(kube: Kube, node: Obj, attested: Obj) -> Obj | 
     try:
         return await apply_effects(kube, node, attested)
     except ApiException as exc:
-        if exc.status != 409:
+        if exc.status not in CHANGED_UNDER_US:
             raise
         log.info(
             "node %s changed twice while its labels were written; the pass applies them",
@@ -274,17 +294,24 @@ async def resync(memo: kopf.Memo, schedule: loops.Schedule) -> None:
     state: AttestationState = memo.attestation
     store = caches(memo)
 
-    async def discover_one(node: Obj) -> None:
-        async with state.locks[name_of(node)]:
-            attested, patched = await discover(node, kube, store.attested.get(name_of(node)))
+    async def discover_one(name: str) -> None:
+        async with state.locks[name]:
+            # the copy as it is now, not as the pass began: the evidence route may have
+            # labelled it since, and a stale copy would fail its write and cost a re-read
+            node = store.nodes.get(name)
+            if node is None:
+                return
+            attested, patched = await discover(node, kube, store.attested.get(name))
             store.attested.put(attested)
             store.nodes.put(patched)
 
     def name_of(obj: Obj) -> str:
         return str(obj["metadata"]["name"])
 
-    tee_nodes = [n for n in store.nodes if lifecycle.tee_of(n["metadata"].get("labels") or {})]
-    await loops.each(tee_nodes, discover_one, schedule, name_of)
+    tee_nodes = [
+        name_of(n) for n in store.nodes if lifecycle.tee_of(n["metadata"].get("labels") or {})
+    ]
+    await loops.each(tee_nodes, discover_one, schedule, str)
     await loops.each(
         [name_of(a) for a in store.attested], lambda n: reconcile(n, memo), schedule, str
     )

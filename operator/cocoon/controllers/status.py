@@ -13,6 +13,11 @@ from cocoon.kube import EVENTS, Kind, Kube
 # get an Event too, a Warning when they become True.
 ABNORMAL_TRUE = frozenset({ANY_MEASUREMENT})
 
+# Reasons an object's first Ready condition gives while it waits for its first input: where
+# every node starts, not news (10,000 nodes would write 10,000 Warnings). Leaving it, or any
+# later transition into it, still gets its Event.
+QUIET_FIRST = frozenset({"AwaitingEvidence"})
+
 
 def merged_conditions(
     current: list[dict[str, Any]],
@@ -70,7 +75,9 @@ async def write(
     written = await kube.patch(
         kind, meta["name"], patch, meta.get("namespace"), subresource="status"
     )
-    for _, after in changes:
+    for before, after in changes:
+        if before is None and after.reason in QUIET_FIRST:
+            continue
         if after.type == "Ready" or after.type in ABNORMAL_TRUE:
             await post_event(kube, body, after)
     return written

@@ -69,8 +69,8 @@ async def release_nodes(kube: Kube) -> int:
         name = attested["metadata"]["name"]
         await kube.delete(ATTESTED_NODES, name)
         node = await kube.get_or_none(NODES, name)
-        if node is not None and (patch := effects_patch(node, None)):
-            await kube.patch(NODES, name, patch)
+        if node is not None and (ops := effects_patch(node, None)):
+            await kube.patch_ops(NODES, name, ops)
         released += 1
     return released
 
