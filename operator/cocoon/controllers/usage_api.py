@@ -26,7 +26,7 @@ concurrent reports never lose each other's meters.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -272,10 +272,11 @@ def _api(m: accounting.MeterUsage, stamp: str | None, status: Obj, signer: str) 
     return entry
 
 
-async def credit_document(
-    kube: Kube, namespace: str, pool: str, meter: str, live: set[str], *, price: Price
+def credit_document(
+    channels: Iterable[Obj], namespace: str, pool: str, meter: str, live: set[str], *, price: Price
 ) -> Obj:
-    """Every Open channel of the pool with its credential hash and this meter's limit.
+    """Every Open channel of the pool (among `channels`, the replica's view: a poll every few
+    seconds from every meter costs no API call) with its credential hash and this meter's limit.
 
     `meter` and `live` are journal ids: the asking meter's and those of the pool's live
     registered meters, which all share the channel's remaining credit, whether they have
@@ -283,10 +284,12 @@ async def credit_document(
     channel whose maxPrice is below the meter's `price` gets no credit and a refusal the meter
     shows its callers."""
     entries = []
-    for item in await kube.list(PAYMENT_CHANNELS, namespace):
-        spec_data = item.get("spec") or {}
-        if spec_data.get("poolName") != pool or (item.get("metadata") or {}).get(
-            "deletionTimestamp"
+    for item in channels:
+        meta, spec_data = item.get("metadata") or {}, item.get("spec") or {}
+        if (
+            meta.get("namespace") != namespace
+            or spec_data.get("poolName") != pool
+            or meta.get("deletionTimestamp")
         ):
             continue
         spec = PaymentChannelSpec.model_validate(spec_data)
@@ -319,16 +322,16 @@ async def credit_document(
 
 
 async def get_credit(
-    request: web.Request, kube: Kube, gate: credit_auth.SignedRequests
+    request: web.Request, _kube: Kube, gate: credit_auth.SignedRequests
 ) -> web.Response:
     namespace, pool = request.match_info["namespace"], request.match_info["pool"]
     caller = credit_auth.credit_caller(request, gate, f"{namespace}/{pool}")
     if isinstance(caller, web.Response):
         return caller
     meter, records = caller
-    document = await credit_document(
-        kube, namespace, pool, meter.journal_id, {r.journal_id for r in records}, price=meter.price
-    )
+    live = {r.journal_id for r in records}
+    channels = views.of(request).channels.store
+    document = credit_document(channels, namespace, pool, meter.journal_id, live, price=meter.price)
     return web.json_response(document)
 
 
