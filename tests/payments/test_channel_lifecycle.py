@@ -192,14 +192,27 @@ async def test_a_registered_meter_of_another_pool_is_refused_and_counted(
         "spec": {},
         "status": {"meters": [meter_record(env.meter_key, pod="other-0")]},
     })
-    wrong = await api.post(
-        "/usage/v1/reports", json=signed_report(env.meter_key, TON, 1, pool=f"{NS}/other")
-    )
-    assert wrong.status == 403
-    assert (await wrong.json())["error"]["reason"] == "WrongPool"
+    writes = env.kube.status_writes
+    for sequence in range(1, 6):  # a misbehaving meter keeps at it: five refusals, no write
+        wrong = await api.post(
+            "/usage/v1/reports",
+            json=signed_report(env.meter_key, TON, sequence, pool=f"{NS}/other"),
+        )
+        assert wrong.status == 403
+        assert (await wrong.json())["error"]["reason"] == "WrongPool"
+    assert env.kube.status_writes == writes, "a refusal must write nothing of its own"
     status = await env.status()
-    assert status["rejectedReports"] == 1
+    assert "rejectedReports" not in status
     assert status.get("owed", "0") == "0"
+    # the channel's next accepted report carries them, in its one write
+    ok = await api.post("/usage/v1/reports", json=signed_report(env.meter_key, TON // 10, 1))
+    assert ok.status == 200
+    assert env.kube.status_writes == writes + 1
+    status = await env.status()
+    assert status["rejectedReports"] == 5
+    assert status["owed"] == str(TON // 10)
+    ok = await api.post("/usage/v1/reports", json=signed_report(env.meter_key, TON // 5, 2))
+    assert (await env.status())["rejectedReports"] == 5, "carried once, not again"
 
 
 async def test_raising_the_deposit_tops_up_and_raises_credit(env: Env, api: Client) -> None:

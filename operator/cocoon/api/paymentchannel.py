@@ -321,7 +321,11 @@ class PaymentChannelStatus(ApiModel):
         },
     )
     rejected_reports: int = Field(
-        default=0, ge=0, description="Usage reports for this channel refused (bad key, signature)."
+        default=0,
+        ge=0,
+        description="Reports for this channel by registered meters that were refused (another "
+        "pool's meter, a journal going backwards), carried in by the channel's next accepted "
+        "report; forged or unregistered reports are counted only in the operator's metrics.",
     )
     last_claim_at: datetime | None = Field(
         default=None, description="When the payee's side last claimed (for claim.intervalSeconds)."

@@ -6,12 +6,13 @@ Client signing mode submit their promises.
   `status.meters`, see meter_api), reporting its own journal; the signature is the meter's
   authentication. Refusals are 4xx JSON errors counted in
   `cocoon_usage_reports_rejected_total{reason}`; only refusals of an authenticated meter are
-  also counted in the channel's status.rejectedReports (a forgery writes nothing).
+  also counted in the channel's status.rejectedReports, carried by its next accepted report's
+  write (`rejections`): no refusal writes anything of its own.
 - `GET /usage/v1/credit/{namespace}/{pool}`: the meter's credit document (the format of
   `cocoon.meter.credits`) for that pool's Open channels, and only for a request signed by a
   live registered meter of that pool (`Cocoon-Signature`, see `cocoon.signed_request` and
   `credit_auth`: the receipt key over method, path, time and a nonce; 30 s window, each nonce
-  once).
+  once), answered from the replica's view (`credit_api`).
 - `POST /payments/v1/channels/{namespace}/{name}/promises`: `{"cumulative", "signature"}`, a
   promise signed by the channel's payer key (Client signing); the signature authenticates it.
 
@@ -26,7 +27,7 @@ concurrent reports never lose each other's meters.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,13 +38,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from pydantic import ValidationError
 
 from cocoon.api.paymentchannel import (
-    ChannelState,
     MeterUsage,
     PaymentChannelSpec,
     PaymentChannelStatus,
     SigningMode,
 )
-from cocoon.controllers import credit_auth, httpapi, meter_api, views
+from cocoon.controllers import credit_api, credit_auth, httpapi, meter_api, views
+from cocoon.controllers.credit_api import max_price
+from cocoon.controllers.rejections import PendingRejections, Where
 from cocoon.kube import PAYMENT_CHANNELS, Kube, Obj
 from cocoon.meter import usage_report
 from cocoon.meter.pricing import Price
@@ -98,26 +100,19 @@ def _split(ref: str) -> tuple[str, str] | None:
     return (namespace, name) if namespace and name and "/" not in name else None
 
 
-async def _count_rejection(kube: Kube, channel_ref: str | None, reason: RejectReason) -> None:
+def _count_rejection(pending: PendingRejections, where: Where, reason: RejectReason) -> None:
+    """An authenticated meter's refused report: counted now, in status with the next write."""
     REJECTED.labels(reason=reason.value).inc()
-    where = _split(channel_ref) if channel_ref else None
-    if where is None:
-        return
-    try:
-        await update_status(
-            kube, *where, lambda s: {"rejectedReports": int(s.get("rejectedReports") or 0) + 1}
-        )
-    except (kopf.PermanentError, ApiException, web.HTTPException, LookupError):
-        return
-    except Exception:  # the refusal itself must still be answered
-        log.exception("counting a rejected report failed")
+    pending.add(where)
 
 
 def _reject(reason: RejectReason, status: int, message: str) -> web.Response:
     return httpapi.error(status, "".join(w.capitalize() for w in reason.value.split("_")), message)
 
 
-async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -> web.Response:
+async def submit_report(
+    request: web.Request, kube: Kube, on_change: OnChange, pending: PendingRejections
+) -> web.Response:
     try:
         envelope = usage_report.SignedUsageReport.model_validate(await request.json())
     except (ValueError, ValidationError) as exc:
@@ -155,7 +150,7 @@ async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -
         )
     pool = f"{where[0]}/{body['spec'].get('poolName')}"
     if report.pool != pool:
-        await _count_rejection(kube, report.channel, RejectReason.WRONG_POOL)
+        _count_rejection(pending, where, RejectReason.WRONG_POOL)
         return _reject(
             RejectReason.WRONG_POOL,
             403,
@@ -179,6 +174,7 @@ async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -
         report.journal_id, report.pool, report.journal_sequence, int(report.cost_nanoton)
     )
     rejected: list[ReportRejected] = []
+    carried = [0]  # waiting refusals the last attempted write carries
 
     def merge(status: Obj) -> Obj | None:
         current = [_usage(MeterUsage.model_validate(m)) for m in status.get("meters") or []]
@@ -190,29 +186,25 @@ async def submit_report(request: web.Request, kube: Kube, on_change: OnChange) -
         if merged is None:
             return None
         stamp = _now().replace(microsecond=0).isoformat()
+        carried[0], carry = pending.carry(where, status)
         return {
             "meters": [
                 _api(m, stamp if m == usage else None, status, report.meter_public_key)
                 for m in merged
             ],
             "owed": str(accounting.total_owed(merged)),
+            **carry,
         }
 
     updated = await update_status(kube, where[0], where[1], merge)
     if rejected:
-        await _count_rejection(kube, report.channel, rejected[0].reason)
+        _count_rejection(pending, where, rejected[0].reason)
         return _reject(rejected[0].reason, 409, str(rejected[0]))
+    pending.written(where, carried[0])
     ACCEPTED.inc()
     on_change(*where)
     status = (updated or {}).get("status") or {}
     return web.json_response({"accepted": True, "owed": status.get("owed", "0")})
-
-
-def max_price(body: Obj) -> Price | None:
-    """The channel's maximum price in force: spec.maxPrice, else the pool price pinned in
-    status when the channel was prepared (None before that: nothing is served yet)."""
-    pinned = (body.get("spec") or {}).get("maxPrice") or (body.get("status") or {}).get("maxPrice")
-    return Price.model_validate(pinned) if pinned else None
 
 
 def _price_refusal(
@@ -270,69 +262,6 @@ def _api(m: accounting.MeterUsage, stamp: str | None, status: Obj, signer: str) 
     if stamp:
         entry["reportedAt"] = stamp
     return entry
-
-
-def credit_document(
-    channels: Iterable[Obj], namespace: str, pool: str, meter: str, live: set[str], *, price: Price
-) -> Obj:
-    """Every Open channel of the pool (among `channels`, the replica's view: a poll every few
-    seconds from every meter costs no API call) with its credential hash and this meter's limit.
-
-    `meter` and `live` are journal ids: the asking meter's and those of the pool's live
-    registered meters, which all share the channel's remaining credit, whether they have
-    reported yet or not (so one snapshot's limits never add up past owed + remaining). A
-    channel whose maxPrice is below the meter's `price` gets no credit and a refusal the meter
-    shows its callers."""
-    entries = []
-    for item in channels:
-        meta, spec_data = item.get("metadata") or {}, item.get("spec") or {}
-        if (
-            meta.get("namespace") != namespace
-            or spec_data.get("poolName") != pool
-            or meta.get("deletionTimestamp")
-        ):
-            continue
-        spec = PaymentChannelSpec.model_validate(spec_data)
-        status = PaymentChannelStatus.model_validate(item.get("status") or {})
-        if status.state is not ChannelState.OPEN or not status.credential_sha256:
-            continue
-        ref = f"{namespace}/{pool}"
-        costs = {m.instance: int(m.cost_nanoton) for m in status.meters if m.pool == ref}
-        promised = int(status.latest_promise.cumulative) if status.latest_promise else 0
-        remaining = accounting.credit_left(
-            int(status.deposited), promised, int(spec.credit_window), int(status.owed)
-        )
-        limit = accounting.meter_limit(costs, live, meter, remaining)
-        entry: Obj = {
-            "channel": f"{namespace}/{item['metadata']['name']}",
-            "credentialSha256": status.credential_sha256,
-            "creditLimitNanoton": str(limit),
-        }
-        ceiling = max_price(item)
-        over = price_bounds.above_max(price, ceiling) if ceiling is not None else ["all"]
-        if over:
-            entry["creditLimitNanoton"] = str(costs.get(meter, 0))
-            entry["refusal"] = (
-                f"the pool's price exceeds your PaymentChannel's maxPrice ({', '.join(over)}); "
-                "nothing was charged. Create a channel whose maxPrice covers the pool's price "
-                "(kubectl get cip -o wide shows it) or use another pool."
-            )
-        entries.append(entry)
-    return {"channels": entries}
-
-
-async def get_credit(
-    request: web.Request, _kube: Kube, gate: credit_auth.SignedRequests
-) -> web.Response:
-    namespace, pool = request.match_info["namespace"], request.match_info["pool"]
-    caller = credit_auth.credit_caller(request, gate, f"{namespace}/{pool}")
-    if isinstance(caller, web.Response):
-        return caller
-    meter, records = caller
-    live = {r.journal_id for r in records}
-    channels = views.of(request).channels.store
-    document = credit_document(channels, namespace, pool, meter.journal_id, live, price=meter.price)
-    return web.json_response(document)
 
 
 async def submit_promise(request: web.Request, kube: Kube, on_change: OnChange) -> web.Response:
@@ -415,8 +344,10 @@ def setup_routes(
 
         return route
 
-    app.router.add_post(REPORTS_PATH, bind(submit_report, on_change))
-    app.router.add_get(CREDIT_PATH, bind(get_credit, gate or credit_auth.SignedRequests()))
+    app.router.add_post(REPORTS_PATH, bind(submit_report, on_change, PendingRejections()))
+    app.router.add_get(
+        CREDIT_PATH, bind(credit_api.get_credit, gate or credit_auth.SignedRequests())
+    )
     app.router.add_post(PROMISES_PATH, bind(submit_promise, on_change))
     if not any(getattr(r, "canonical", "") == "/metrics" for r in app.router.resources()):
         app.router.add_get("/metrics", metrics)
