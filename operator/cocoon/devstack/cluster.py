@@ -296,6 +296,9 @@ class LocalCluster:
                 "--kube-api-qps=5000",
                 "--kube-api-burst=10000",
                 f"--node-monitor-grace-period={self.node_lease_seconds}s",
+                # a node kwok has not made Ready within this is marked unreachable, which the
+                # rate-limited tainter then takes minutes to undo across thousands of nodes
+                f"--node-startup-grace-period={max(60, self.node_lease_seconds)}s",
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route",
             ],
         )
