@@ -49,6 +49,10 @@ class CountingKube(FakeKube):
         self._count("patch", kind)
         return await super().patch_ops(kind, name, ops)
 
+    async def create(self, kind: Kind, obj: Obj) -> Obj:
+        self._count("create", kind)
+        return await super().create(kind, obj)
+
     async def apply(self, kind: Kind, obj: Obj) -> Obj:
         self._count("apply", kind)
         meta = obj["metadata"]
@@ -94,7 +98,8 @@ async def test_a_settled_fleet_costs_no_call_per_pass() -> None:
     memo = memo_for(kube)
 
     await nodes.resync(memo, PASS)  # discovery: AttestedNodes, challenges, taints
-    assert kube.calls["apply attestednodes"] == FLEET
+    assert kube.calls["create attestednodes"] == FLEET  # a plain create: no apply
+    assert kube.calls["apply attestednodes"] == 0
     challenged = [a for a in await kube.list(ATTESTED_NODES) if a["status"].get("challenge")]
     assert len(challenged) == FLEET
     tainted = [n for n in await kube.list(NODES) if n["spec"].get("taints")]

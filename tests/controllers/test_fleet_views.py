@@ -226,7 +226,7 @@ async def test_a_verdict_from_a_stale_view_is_written_to_the_same_challenge() ->
     written = await attestednode._store_verdict(kube, body, bytes.fromhex(nonce), FIELDS, UPDATES)
     assert isinstance(written, dict)
     assert written["status"]["verdict"] == "Verified"
-    assert kube.calls == {"patch attestednodes": 2, "get attestednodes": 1}
+    assert kube.calls == {"patch attestednodes": 2, "get attestednodes": 1, "create events": 1}
 
 
 async def test_a_verdict_for_a_replaced_challenge_is_refused_and_not_written() -> None:
