@@ -37,7 +37,8 @@ from bench_reactions import CREDIT_KEY, OUT, summary
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys
-from cocoon.devstack.cluster import LocalCluster, ensure_binaries
+from cocoon.devstack.binaries import ensure_binaries
+from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.meters import (
     TON,
     allow_secrets,

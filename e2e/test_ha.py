@@ -14,7 +14,8 @@ import pytest
 
 from cocoon import keys
 from cocoon.devstack import money
-from cocoon.devstack.cluster import GpuNode, LocalCluster
+from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.meters import (
     TON,
     allow_secrets,

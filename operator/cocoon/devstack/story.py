@@ -34,7 +34,9 @@ from cocoon.client import ReceiptStore, VerifiedTransport, Verifier
 from cocoon.client import policy as client_policy
 from cocoon.client.call import describe
 from cocoon.devstack import money
-from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
+from cocoon.devstack.binaries import ensure_binaries
+from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.process import Supervisor, wait_for
 from cocoon.devstack.stack import (
     Agents,
