@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys
 from cocoon.devstack.binaries import ensure_binaries
+from cocoon.devstack.calls import http_json
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.meters import (
     TON,
@@ -56,7 +57,6 @@ from cocoon.devstack.stack import (
     install_security,
     operator_kubeconfig,
 )
-from cocoon.devstack.story import http_json
 from cocoon.meter.operator_link import OperatorCreditSource
 from cocoon.meter.server import ServeOptions
 from cocoon.ton import accounting, emulator
