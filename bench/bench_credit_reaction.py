@@ -37,7 +37,9 @@ from bench_reactions import CREDIT_KEY, OUT, summary
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys
-from cocoon.devstack.cluster import LocalCluster, ensure_binaries
+from cocoon.devstack.binaries import ensure_binaries
+from cocoon.devstack.calls import http_json
+from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.meters import (
     TON,
     allow_secrets,
@@ -55,7 +57,6 @@ from cocoon.devstack.stack import (
     install_security,
     operator_kubeconfig,
 )
-from cocoon.devstack.story import http_json
 from cocoon.meter.operator_link import OperatorCreditSource
 from cocoon.meter.server import ServeOptions
 from cocoon.ton import accounting, emulator

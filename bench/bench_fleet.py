@@ -49,7 +49,9 @@ from cocoon.agent.simulated import SimulatedTee
 from cocoon.controllers.cache import Store
 from cocoon.controllers.httpapi import AUDIENCE
 from cocoon.controllers.views import Informer
-from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
+from cocoon.devstack.binaries import ensure_binaries
+from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.stack import (
     OPERATOR_NAMESPACE,
     Operator,

@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from cocoon.agent.simulated import DEFAULT_MEASUREMENT
-from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
+from cocoon.devstack.binaries import ensure_binaries
+from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.stack import (
     Agents,
     Operator,

@@ -15,7 +15,9 @@ import pytest
 
 from cocoon import keys
 from cocoon.agent.simulated import DEFAULT_MEASUREMENT, SimulatedTee
-from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
+from cocoon.devstack.binaries import ensure_binaries
+from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.pccs import Pccs, serve
 from cocoon.devstack.stack import (
     Agents,

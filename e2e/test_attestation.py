@@ -22,7 +22,8 @@ from cocoon import keys
 from cocoon.agent.simulated import DEFAULT_MEASUREMENT, SimulatedTee
 from cocoon.attestation import ear
 from cocoon.controllers import nodes
-from cocoon.devstack.cluster import GpuNode, LocalCluster
+from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.pccs import Pccs
 from cocoon.devstack.stack import Agents, Operator, simulated_policy, simulated_tee
 from cocoon.kube import NODES, Kube

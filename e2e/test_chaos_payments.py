@@ -19,6 +19,7 @@ import pytest
 
 from cocoon import keys
 from cocoon.devstack import money
+from cocoon.devstack.calls import http_json
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.meters import (
     TON,
@@ -31,7 +32,6 @@ from cocoon.devstack.meters import (
 )
 from cocoon.devstack.process import http_ok
 from cocoon.devstack.stack import OPERATOR_NAMESPACE, Operator
-from cocoon.devstack.story import http_json
 from cocoon.ton import emulator
 from cocoon.ton.tvm import Address
 from cocoon.ton.wallet import wallet_address

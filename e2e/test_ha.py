@@ -14,7 +14,9 @@ import pytest
 
 from cocoon import keys
 from cocoon.devstack import money
-from cocoon.devstack.cluster import GpuNode, LocalCluster
+from cocoon.devstack.calls import http_json
+from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.meters import (
     TON,
     allow_secrets,
@@ -25,7 +27,6 @@ from cocoon.devstack.meters import (
     signed_credit,
 )
 from cocoon.devstack.stack import OPERATOR_NAMESPACE, Operator, operator_kubeconfig
-from cocoon.devstack.story import http_json
 from cocoon.ton import emulator
 from cocoon.ton.tvm import Address
 from cocoon.ton.wallet import wallet_address

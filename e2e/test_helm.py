@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries, repo_root
+from cocoon.devstack.binaries import ensure_binaries, repo_root
+from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.stack import chart_templates
 from e2e.harness import eventually, get
 

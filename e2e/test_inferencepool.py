@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from cocoon.devstack.cluster import GpuNode, LocalCluster
+from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.stack import Operator
 from e2e.conftest import NodeFactory
 from e2e.harness import condition, eventually, get

@@ -15,7 +15,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys
-from cocoon.devstack.cluster import GpuNode, LocalCluster
+from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.meters import allow_secrets
 from cocoon.devstack.stack import Agents, Operator, simulated_policy
 from cocoon.ton import emulator, keyfile

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from cocoon.devstack.cluster import NODE_LEASE_SECONDS, GpuNode, LocalCluster
+from cocoon.devstack.cluster import NODE_LEASE_SECONDS, LocalCluster
+from cocoon.devstack.gpunode import GpuNode
 from e2e.harness import condition, eventually, get
 
 pytestmark = pytest.mark.e2e

@@ -34,17 +34,13 @@ from cocoon.client import (
     Verifier,
 )
 from cocoon.devstack import picture
+from cocoon.devstack.calls import MODEL, generate_stream
 from cocoon.devstack.mitm import Mitm
 from cocoon.devstack.process import probe_context
 from cocoon.devstack.rawhttp import exchange, malformed
-from cocoon.devstack.story import (
-    MODEL,
-    NAMESPACE,
-    Story,
-    Summary,
-    generate_stream,
-    tell,
-)
+from cocoon.devstack.simstack import NAMESPACE
+from cocoon.devstack.story import Story, tell
+from cocoon.devstack.summary import Summary
 from cocoon.meter.identity import MeterIdentity
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton, pytest.mark.chain]

@@ -15,6 +15,7 @@ import pytest
 
 from cocoon import keys, signed_request
 from cocoon.devstack import money
+from cocoon.devstack.calls import http_json
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.meters import (
     PRICE,
@@ -27,7 +28,6 @@ from cocoon.devstack.meters import (
     signed_credit,
 )
 from cocoon.devstack.stack import Operator
-from cocoon.devstack.story import http_json
 from cocoon.ton import emulator
 from cocoon.ton.toncenter import ToncenterChain
 from cocoon.ton.tvm import Address, raw

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from cocoon.devstack import chart, money, realpool
-from cocoon.devstack.cluster import LocalCluster, ensure_binaries
+from cocoon.devstack.binaries import ensure_binaries
+from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.node import RealNode
 from cocoon.ton import settlement
 from cocoon.ton.tvm import Address

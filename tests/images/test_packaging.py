@@ -8,7 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from cocoon.devstack.cluster import ensure_binaries
+from cocoon.devstack.binaries import ensure_binaries
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "cocoon"

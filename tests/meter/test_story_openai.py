@@ -1,7 +1,8 @@
-"""The demo's paid calls: `story.chat_stream` drives the official `openai` package, streaming,
-through the caller's attested transport, against a real meter in front of real Triton serving
-the demo pool's model. What it reports must be exactly what the journal charged and the signed
-receipts say, and refusals must come back as the HTTP status the story counts."""
+"""The demo's paid calls: `cocoon.devstack.calls.chat_stream` drives the official `openai`
+package, streaming, through the caller's attested transport, against a real meter in front of
+real Triton serving the demo pool's model. What it reports must be exactly what the journal
+charged and the signed receipts say, and refusals must come back as the HTTP status the story
+counts."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from conftest import CHANNEL, CREDENTIAL, POOR_CHANNEL, POOR_CREDENTIAL, PRICE
 from cocoon.agent.simulated import SimulatedTee
 from cocoon.attestation.policy import Policy
 from cocoon.client import ReceiptStore, VerifiedTransport, Verifier
-from cocoon.devstack import story, triton
+from cocoon.devstack import triton
+from cocoon.devstack.calls import MODEL, chat_stream
 from cocoon.meter.journal import read_charges
 from cocoon.meter.process import MeterProcess, start_meter, write_credits
 
@@ -32,7 +34,7 @@ def attested(
     write_credits(tmp_path / "credits.json", {
         CREDENTIAL: (CHANNEL, 10**15), POOR_CREDENTIAL: (POOR_CHANNEL, 100),
     })
-    meter = start_meter(triton_server, tmp_path, price=PRICE, models=(story.MODEL,),
+    meter = start_meter(triton_server, tmp_path, price=PRICE, models=(MODEL,),
                         simulated_tee=tmp_path / "sim")
     yield meter, Policy.from_spec(sim.policy_spec())
     meter.stop()
@@ -45,10 +47,10 @@ def test_chat_stream_costs_what_the_journal_and_receipts_say(
     store = ReceiptStore(tmp_path / "receipts.db")
     verifier = Verifier(policy)
     with httpx2.Client(transport=VerifiedTransport(verifier, store=store)) as http:
-        calls = [story.chat_stream(http, meter.http_url, CREDENTIAL, f"a private prompt {i}", 16)
+        calls = [chat_stream(http, meter.http_url, CREDENTIAL, f"a private prompt {i}", 16)
                  for i in range(2)]
-        bad = story.chat_stream(http, meter.http_url, "not-a-credential", "x", 1)
-        poor = story.chat_stream(http, meter.http_url, POOR_CREDENTIAL, "x", 16)
+        bad = chat_stream(http, meter.http_url, "not-a-credential", "x", 1)
+        poor = chat_stream(http, meter.http_url, POOR_CREDENTIAL, "x", 16)
     assert [(c.status, c.tokens, c.error) for c in calls] == [(200, 16, "")] * 2
     charges = list(read_charges(meter.journal))
     assert [c.cost_nanoton for c in charges] == [c.cost for c in calls]

@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from cocoon.devstack.cluster import LocalCluster, repo_root
+from cocoon.devstack.binaries import repo_root
+from cocoon.devstack.cluster import LocalCluster
 
 OPERATOR_NAMESPACE = "cocoon-system"
 RELEASE = "cocoon"

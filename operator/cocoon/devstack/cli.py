@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
+from cocoon.devstack.binaries import ensure_binaries
+from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.process import stop_on_signals, wait_for_signal
 
 if TYPE_CHECKING:

@@ -1,13 +1,12 @@
 """A real local Kubernetes control plane on loopback: etcd, kube-apiserver (RBAC on),
 kube-controller-manager, kube-scheduler and kwok for fake confidential GPU nodes.
 
-Binaries come from `e2e/build-control-plane.sh` (built from the Go module proxy, cached outside
-the repository). Used by the e2e pytest fixtures and by `cocoon dev up`.
+Binaries come from `cocoon.devstack.binaries`. Used by the e2e pytest fixtures and by
+`cocoon dev up`.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -21,71 +20,12 @@ from typing import Any
 import yaml
 
 from cocoon.devstack import pki as pkimod
+from cocoon.devstack.binaries import stages_file
+from cocoon.devstack.gpunode import FAKE_NODE_ANNOTATION, GpuNode
+from cocoon.devstack.kubeconfig import certificate_user, write_kubeconfig
 from cocoon.devstack.process import Supervisor, free_port, wait_for
 
-K8S_VERSION = "v1.34.4"
-ETCD_VERSION = "v3.6.16"
-KWOK_VERSION = "v0.8.0"
-HELM_VERSION = "v3.21.4"
-BINARIES = (
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubectl",
-    "kwok",
-    "helm",
-    # the real node (cocoon.devstack.node)
-    "kubelet",
-    "kube-proxy",
-    "coredns",
-    "pause",
-)
-FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 NODE_LEASE_SECONDS = 40
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("COCOON_E2E_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cocoon-e2e"
-    )
-    return Path(root) / (
-        f"k8s-{K8S_VERSION}-etcd-{ETCD_VERSION}-kwok-{KWOK_VERSION}-helm-{HELM_VERSION}"
-    )
-
-
-def repo_root() -> Path:
-    """The source checkout this package runs from: the local stack needs its chart and CRDs."""
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "e2e" / "build-control-plane.sh").exists() and (parent / "charts").is_dir():
-            return parent
-    raise FileNotFoundError("not a source checkout: the local stack needs the repository")
-
-
-def build_script() -> Path:
-    return repo_root() / "e2e" / "build-control-plane.sh"
-
-
-def ensure_binaries() -> Path:
-    """Build whatever is missing (minutes the first time, seconds after) and return bin/."""
-    bin_dir = cache_dir() / "bin"
-    if all((bin_dir / b).exists() for b in BINARIES) and (stages_file()).exists():
-        return bin_dir
-    env = {
-        **os.environ,
-        "K8S_VERSION": K8S_VERSION,
-        "ETCD_VERSION": ETCD_VERSION,
-        "KWOK_VERSION": KWOK_VERSION,
-        "HELM_VERSION": HELM_VERSION,
-    }
-    out = subprocess.run(
-        ["bash", str(build_script())], check=True, env=env, stdout=subprocess.PIPE, text=True
-    )
-    return Path(out.stdout.strip().splitlines()[-1])
-
-
-def stages_file() -> Path:
-    return cache_dir() / "kwok-stages" / "stages.yaml"
 
 
 class CommandFailed(RuntimeError):
@@ -97,47 +37,6 @@ class CommandFailed(RuntimeError):
             f"{result.stderr.strip() or result.stdout.strip()}"
         )
         self.result = result
-
-
-@dataclass
-class GpuNode:
-    """A kwok fake node with GPUs; `tee` sets our discovery label."""
-
-    name: str
-    gpus: int = 8
-    tee: str | None = "sev-snp"
-    labels: dict[str, str] = field(default_factory=dict)
-    taints: list[dict[str, str]] = field(default_factory=list)
-
-    def manifest(self) -> dict[str, Any]:
-        labels = {
-            "kubernetes.io/hostname": self.name,
-            "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": "amd64",
-            "type": "kwok",
-            **({"cocoon.dev/tee": self.tee} if self.tee else {}),
-            **(
-                {
-                    "nvidia.com/gpu.present": "true",
-                    "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
-                }
-                if self.gpus
-                else {}
-            ),
-            **self.labels,
-        }
-        capacity = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(self.gpus)}
-        return {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": self.name,
-                "labels": labels,
-                "annotations": {FAKE_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            },
-            "spec": {"taints": self.taints},
-            "status": {"capacity": capacity, "allocatable": capacity},
-        }
 
 
 # Metadata only, and only for the resources callers of the operator's API name: enough to prove a
@@ -348,35 +247,16 @@ class LocalCluster:
     # -- access ----------------------------------------------------------------------------
 
     def _write_admin_kubeconfig(self, pki: pkimod.Pki) -> None:
-        self.kubeconfig.write_text(
-            yaml.safe_dump(
-                kubeconfig_dict(
-                    self.server,
-                    pki.ca_cert.read_bytes(),
-                    user={
-                        "client-certificate-data": _b64(pki.admin_cert.read_bytes()),
-                        "client-key-data": _b64(pki.admin_key.read_bytes()),
-                    },
-                )
-            )
-        )
-        self.kubeconfig.chmod(0o600)
+        admin = certificate_user(pki.admin_cert.read_bytes(), pki.admin_key.read_bytes())
+        write_kubeconfig(self.kubeconfig, self.server, pki.ca_cert.read_bytes(), user=admin)
         self._pki = pki
 
     def token_kubeconfig(self, token: str, path: Path, namespace: str = "default") -> Path:
         """A kubeconfig that authenticates as a ServiceAccount token (least privilege)."""
-        path.write_text(
-            yaml.safe_dump(
-                kubeconfig_dict(
-                    self.server,
-                    self._pki.ca_cert.read_bytes(),
-                    user={"token": token},
-                    namespace=namespace,
-                )
-            )
+        return write_kubeconfig(
+            path, self.server, self._pki.ca_cert.read_bytes(), user={"token": token},
+            namespace=namespace,
         )
-        path.chmod(0o600)
-        return path
 
     def serving_certificate(self, name: str, hosts: list[str]) -> tuple[Path, Path]:
         """A server certificate from the cluster CA (cert, key paths), e.g. the operator API's."""
@@ -389,12 +269,9 @@ class LocalCluster:
     def certificate_kubeconfig(self, common_name: str, organization: str, path: Path) -> Path:
         """A kubeconfig for a certificate identity, e.g. a node's kubelet."""
         cert, key = pkimod.client_certificate(self._pki, common_name, organization)
-        user = {"client-certificate-data": _b64(cert), "client-key-data": _b64(key)}
-        path.write_text(
-            yaml.safe_dump(kubeconfig_dict(self.server, self._pki.ca_cert.read_bytes(), user=user))
+        return write_kubeconfig(
+            path, self.server, self._pki.ca_cert.read_bytes(), user=certificate_user(cert, key)
         )
-        path.chmod(0o600)
-        return path
 
     def kubectl(
         self,
@@ -455,33 +332,6 @@ class LocalCluster:
 
     def remove_workdir(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def kubeconfig_dict(
-    server: str, ca_pem: bytes, *, user: dict[str, str], namespace: str = "default"
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "cocoon-local",
-                "cluster": {"server": server, "certificate-authority-data": _b64(ca_pem)},
-            }
-        ],
-        "users": [{"name": "user", "user": user}],
-        "contexts": [
-            {
-                "name": "cocoon-local",
-                "context": {"cluster": "cocoon-local", "user": "user", "namespace": namespace},
-            }
-        ],
-        "current-context": "cocoon-local",
-    }
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def _http_ok(url: str, ca: Path | None = None, cert: tuple[Path, Path] | None = None) -> bool:

@@ -17,10 +17,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys, signed_request
+from cocoon.devstack.calls import http_json
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.process import wait_for
 from cocoon.devstack.stack import OPERATOR_NAMESPACE, Operator
-from cocoon.devstack.story import http_json
 from cocoon.meter import usage_report
 from cocoon.ton import keyfile
 

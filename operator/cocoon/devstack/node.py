@@ -29,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from cocoon.devstack.cluster import GpuNode, LocalCluster
+from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.process import Managed, free_port, wait_for
 from cocoon.devstack.sandbox import NODE_IP, SYSTEM_PATH, Sandbox, system_env
 

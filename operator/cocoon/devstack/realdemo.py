@@ -21,10 +21,11 @@ from pathlib import Path
 from cocoon import keys
 from cocoon.client import ReceiptStore
 from cocoon.devstack import chart, money, realpool
-from cocoon.devstack.cluster import LocalCluster, ensure_binaries
+from cocoon.devstack.binaries import ensure_binaries
+from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.node import RealNode
 from cocoon.devstack.process import wait_for, wait_for_signal
-from cocoon.devstack.story import ton
+from cocoon.devstack.summary import ton
 from cocoon.ton import settlement
 from cocoon.ton.tvm import raw
 from cocoon.ton.wallet import wallet_address

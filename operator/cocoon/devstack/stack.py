@@ -17,7 +17,9 @@ from typing import Any
 from cocoon import keys
 from cocoon.agent.simulated import SimulatedTee
 from cocoon.devstack import triton
-from cocoon.devstack.cluster import GpuNode, LocalCluster, repo_root
+from cocoon.devstack.binaries import repo_root
+from cocoon.devstack.cluster import LocalCluster
+from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.process import (
     Managed,
     Supervisor,

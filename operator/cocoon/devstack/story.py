@@ -3,7 +3,8 @@ promises and claims, running out of credit and topping up, and the close.
 
 `cocoon dev demo-sim` (`make demo-sim`) tells it to a person; e2e/test_paid_inference.py
 checks every step of it.
-Each step returns what it observed, so both can say (or assert) what happened.
+Each step returns what it observed, so both can say (or assert) what happened. The stack it runs
+on is `simstack`, the caller's requests are `calls`, and what it adds up to is `summary`.
 """
 
 from __future__ import annotations
@@ -12,386 +13,31 @@ import asyncio
 import base64
 import json
 import re
-import shutil
-import ssl
-import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx2
-import openai
-import yaml
-
 from cocoon import keys
-from cocoon.agent.simulated import SimulatedTee
-from cocoon.client import ReceiptStore, VerifiedTransport, Verifier
-from cocoon.client import policy as client_policy
 from cocoon.client.call import describe
 from cocoon.devstack import money
-from cocoon.devstack.cluster import GpuNode, LocalCluster, ensure_binaries
-from cocoon.devstack.process import Supervisor, wait_for
-from cocoon.devstack.stack import (
-    Agents,
-    Operator,
-    PodStandIn,
-    install_crds,
-    install_security,
-    operator_kubeconfig,
-    simulated_policy,
-    simulated_tee,
-    stand_in,
-)
-from cocoon.devstack.triton import configmap_data
+from cocoon.devstack.calls import Call, chat_stream, generate_stream, http_json
+from cocoon.devstack.process import wait_for
+from cocoon.devstack.simstack import NAMESPACE, POOL, Say, SimStack, quiet
+from cocoon.devstack.stack import PodStandIn
+from cocoon.devstack.summary import TON, Sample, Summary, ton
 from cocoon.meter import usage_report
-from cocoon.ton import emulator, keyfile
-from cocoon.ton.tvm import Address, raw
-from cocoon.ton.wallet import wallet_address
-
-TON = 1_000_000_000
-NAMESPACE = "demo"
-POOL = "chat"
-MODEL = "tokens"
-PRICE = {"perRequest": str(TON // 1000), "perOutputToken": str(TON // 5000)}  # 1 and 0.2 mTON
-Say = Callable[[str], None]
+from cocoon.ton import emulator
+from cocoon.ton.tvm import Address
 
 
-def _quiet(_: str) -> None:
-    return None
+class Story(SimStack):
+    """The money told on the stack: channels opened, paid for, run dry, topped up and closed."""
 
-
-@dataclass
-class Call:
-    """One request as the caller saw it."""
-
-    status: int
-    tokens: int = 0
-    cost: int = 0
-    receipt_cost: int | None = None
-    error: str = ""
-
-
-@dataclass
-class Sample:
-    """The channel over time, for the picture."""
-
-    at: float
-    owed: int
-    claimed: int
-    credit_left: int
-
-
-@dataclass
-class Summary:
-    nodes_attested: int
-    requests_ok: int
-    requests_refused: dict[int, int]
-    output_tokens: int
-    cost_seen_by_callers: int
-    owed: int
-    claimed: int
-    unclaimed: int  # signed but not yet claimed (promised - claimed on chain)
-    payee_received: int
-    payee_fees: int  # claim charges (the ledgers) and the payee wallet's receiving fees
-    payer_refund: int
-    closed_deposits: int  # the closed channel's deposits and claims
-    closed_claimed: int
-    payer_fees: int  # the closed channel's fees the payer bore, and its refund's receiving fee
-    rejected_reports: int
-    samples: list[Sample] = field(default_factory=list)
-
-    def table(self) -> str:
-        rows = [
-            ("nodes attested (SEV-SNP + 1 GPU each, simulated TEE)", str(self.nodes_attested)),
-            ("paid requests served", str(self.requests_ok)),
-            (
-                "requests refused",
-                ", ".join(f"{n}x {c}" for c, n in sorted(self.requests_refused.items())) or "none",
-            ),
-            ("output tokens metered", str(self.output_tokens)),
-            ("cost the callers were told", ton(self.cost_seen_by_callers)),
-            ("owed on the channels (signed meter reports)", ton(self.owed)),
-            ("claimed on chain by the provider (both channels)", ton(self.claimed)),
-            ("signed, not yet claimed", ton(self.unclaimed)),
-            ("provider wallet received (claimed less fees)", ton(self.payee_received)),
-            ("  fees the provider's side paid (read on chain)", ton(self.payee_fees)),
-            ("refunded to the payer at close", ton(self.payer_refund)),
-            ("  fees the payer's side paid (read on chain)", ton(self.payer_fees)),
-            ("usage reports refused (key of no registered meter)", str(self.rejected_reports)),
-        ]
-        width = max(len(k) for k, _ in rows)
-        return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
-
-
-def ton(nanoton: int) -> str:
-    return f"{nanoton / TON:.6f} TON"
-
-
-def http_json(
-    method: str, url: str, body: Any = None, token: str = "",
-    context: ssl.SSLContext | None = None, *, headers: dict[str, str] | None = None,
-) -> tuple[int, Any]:
-    headers = {"Content-Type": "application/json", **(headers or {})}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 - loopback URLs of our own stack
-    try:
-        with urllib.request.urlopen(request, timeout=30, context=context) as response:  # noqa: S310
-            text, status = response.read().decode(), response.status
-    except urllib.error.HTTPError as exc:
-        text, status = exc.read().decode(), exc.code
-    try:
-        return status, json.loads(text)
-    except ValueError:
-        return status, text
-
-
-def generate_stream(
-    http: httpx2.Client, base_url: str, token: str, prompt: str, max_tokens: int
-) -> Call:
-    """A streamed generation through the caller's verified client: the endpoint is attested on
-    the connection before the prompt leaves, and the stream's signed receipt is checked and
-    kept. The cost is the receipt's (and the meter's closing `cocoon.usage` event's)."""
-    body = {"text_input": prompt, "max_tokens": max_tokens}
-    with http.stream(
-        "POST", f"{base_url}/v2/models/{MODEL}/generate_stream", json=body,
-        headers={"Authorization": f"Bearer {token}"}, timeout=60,
-    ) as response:
-        if response.status_code != 200:
-            return Call(response.status_code, error=response.read().decode()[:300])
-        call, event = Call(response.status_code), ""
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                event = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                data = json.loads(line.split(":", 1)[1])
-                if event == "cocoon.usage":
-                    call.cost = int(data["costNanoton"])
-                elif event == "cocoon.receipt":
-                    call.receipt_cost = int(data["receipt"]["costNanoton"])
-                elif "error" in data:
-                    call.error = str(data["error"])
-                else:
-                    call.tokens += 1
-                event = ""
-        return call
-
-
-def chat_stream(
-    http: httpx2.Client, base_url: str, token: str, prompt: str, max_tokens: int
-) -> Call:
-    """A streamed chat completion with the official `openai` package, unchanged but for the base
-    URL, the key and the caller's verified client: attested before the prompt leaves, its signed
-    receipt checked and kept. The cost is the one the final usage chunk reports under `cocoon`."""
-    client = openai.OpenAI(
-        base_url=f"{base_url}/v1", api_key=token, http_client=http, max_retries=0, timeout=60
-    )
-    call = Call(200)
-    try:
-        with client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
-            stream=True, stream_options={"include_usage": True},
-        ) as stream:
-            for chunk in stream:
-                if chunk.usage is not None:
-                    call.tokens = chunk.usage.completion_tokens
-                    call.cost = int((chunk.model_extra or {})["cocoon"]["cost_nanoton"])
-    except openai.APIStatusError as exc:
-        return Call(exc.status_code, error=exc.message[:300])
-    except openai.APIError as exc:  # an error event inside the stream
-        call.error = exc.message[:300]
-    return call
-
-
-class Story:
-    """The local stack and the story told on it; stop() tears everything down."""
-
-    def __init__(self, workdir: Path | None = None, say: Say = _quiet) -> None:
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="cocoon-demo-"))
-        self.say = say
-        self.cluster = LocalCluster(self.workdir / "cluster", ensure_binaries())
-        self.supervisor = Supervisor(self.workdir / "logs")
-        self.chain: emulator.Emulator | None = None
-        self.operator: Operator | None = None
-        self.agents: Agents | None = None
-        self.pods: list[PodStandIn] = []
+    def __init__(self, workdir: Path | None = None, say: Say = quiet) -> None:
+        super().__init__(workdir, say)
         self.samples: list[Sample] = []
         self.started = time.monotonic()
-        self.http: httpx2.Client | None = None
-        self.receipts: ReceiptStore | None = None
-        self.verifier: Verifier | None = None
-        # the provider's payout wallet: the operator's payout address, never a tenant's choice
-        self.payee = wallet_address(keys.public_bytes(keys.generate()))
-
-    # -- the stack -----------------------------------------------------------------------------
-
-    def start(self, nodes: int = 2) -> list[str]:
-        self.say(
-            "starting the control plane (etcd, kube-apiserver with RBAC, controller-manager,"
-            " scheduler, kwok)"
-        )
-        self.cluster.start()
-        install_crds(self.cluster)
-        install_security(self.cluster)
-        self.say("starting the TON chain emulator (@ton/sandbox, the real TVM)")
-        self.chain = emulator.start()
-        self.say("starting the operator under the Helm chart's ServiceAccount and RBAC")
-        self.operator = Operator(
-            self.cluster,
-            operator_kubeconfig(self.cluster),
-            env={"COCOON_CHAIN_URL": self.chain.url, "COCOON_PAYOUT_ADDRESS": raw(self.payee)},
-        )
-        self.operator.start()
-        simulated = simulated_tee(self.workdir / "simulated-tee")
-        self.cluster.apply(simulated_policy(simulated, gpus=1))
-        self.agents = Agents(self.cluster, self.operator, simulated)
-        names = [f"gpu-node-{i}" for i in range(nodes)]
-        self.cluster.add_nodes(*(GpuNode(n, gpus=1, tee="sev-snp") for n in names))
-        self.say(
-            f"{nodes} confidential GPU nodes joined; their agents answer the operator's "
-            "challenges with simulated SEV-SNP and NVIDIA evidence"
-        )
-        for name in names:
-            self.agents.start(name, "--gpus", "1")
-        for name in names:
-            wait_for(lambda n=name: self._attested(n), timeout=60, what=f"{name} attested")  # type: ignore[misc]
-        self.say(f"all {nodes} nodes verified: labelled cocoon.dev/attested=true, taints lifted")
-        self._caller(simulated)
-        return names
-
-    def _caller(self, simulated: Path) -> None:
-        """The developer's own client: a policy file it owns (the simulated TEE's roots, the
-        measurement it pins, one GPU) and the verified transport that keeps every receipt."""
-        spec = SimulatedTee.load(simulated).policy_document("caller", gpus=1)["spec"]
-        policy_file = self.workdir / "caller-policy.yaml"
-        policy_file.write_text(yaml.safe_dump(spec))
-        self.receipts = ReceiptStore(self.workdir / "receipts.db")
-        self.verifier = Verifier(client_policy.load(policy_file))
-        self.http = httpx2.Client(transport=VerifiedTransport(self.verifier, store=self.receipts))
-
-    def stop(self) -> None:
-        if self.http is not None:
-            self.http.close()
-        if self.receipts is not None:
-            self.receipts.close()
-        for pod in self.pods:
-            pod.stop()
-        self.supervisor.stop_all()
-        if self.agents is not None:
-            self.agents.stop_all()
-        if self.operator is not None:
-            self.operator.stop()
-        if self.chain is not None:
-            self.chain.stop()
-        self.cluster.stop()
-
-    @property
-    def caller(self) -> httpx2.Client:
-        assert self.http is not None, "start() the story first"
-        return self.http
-
-    def remove(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def _attested(self, node: str) -> bool:
-        labels = self.get("node", node).get("metadata", {}).get("labels", {})
-        return bool(labels.get("cocoon.dev/attested") == "true")
-
-    def get(self, *args: str) -> dict[str, Any]:
-        result = self.cluster.kubectl("get", *args, "-o", "json", check=False)
-        return json.loads(result.stdout) if result.returncode == 0 else {}
-
-    # -- people ----------------------------------------------------------------------------------
-
-    def provider_and_payer(self) -> tuple[Address, Address, str]:
-        """A provider payout wallet and a funded payer wallet; the payer's key as Secret JSON."""
-        assert self.chain is not None
-        payer_key = keys.generate()
-        payer = wallet_address(keys.public_bytes(payer_key))
-        asyncio.run(emulator.faucet(self.chain.url, payer, 10 * TON))
-        self.say(f"payer wallet funded with 10 TON by the emulator's faucet: {raw(payer)}")
-        return self.payee, payer, keyfile.to_json(payer_key)
-
-    def balance(self, address: Address) -> int:
-        assert self.chain is not None
-        return money.balance(self.chain.url, address)
-
-    # -- the pool ----------------------------------------------------------------------------
-
-    def create_pool(self) -> PodStandIn:
-        self.cluster.kubectl("create", "namespace", NAMESPACE, check=False)
-        model_files = configmap_data(MODEL)
-        self.cluster.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": "chat-models", "namespace": NAMESPACE},
-                "data": model_files,
-            }
-        )
-        self.cluster.apply(
-            {
-                "apiVersion": "cocoon.dev/v1alpha1",
-                "kind": "InferencePool",
-                "metadata": {"name": POOL, "namespace": NAMESPACE},
-                "spec": {
-                    "model": {"name": MODEL, "repository": {"configMap": {"name": "chat-models"}}},
-                    "replicas": 1,
-                    "gpusPerReplica": 1,
-                    "teeTypes": ["sev-snp"],
-                    "price": PRICE,
-                    "meter": {"maxOutputTokens": 64},
-                },
-            }
-        )
-        self.say(
-            "InferencePool demo/chat created; waiting for the scheduler to place it on an "
-            "attested node"
-        )
-        wait_for(
-            lambda: (
-                self._condition("inferencepool.cocoon.dev", POOL, "Ready").get("status") == "True"
-            ),
-            timeout=90,
-            what="the pool Ready",
-        )
-        pods = [
-            p
-            for p in self.get("pods", "-n", NAMESPACE, "-l", f"cocoon.dev/pool={POOL}").get(
-                "items", []
-            )
-            if p["spec"].get("nodeName")
-        ]
-        pod = pods[0]
-        assert self.agents is not None and self.operator is not None
-        self.say(
-            f"pod {pod['metadata']['name']} placed on {pod['spec']['nodeName']}; kwok only "
-            "pretends to run it, so real Triton and meter processes stand in, from the "
-            "pod spec the operator rendered"
-        )
-        running = stand_in(
-            pod,
-            cluster=self.cluster,
-            workdir=self.workdir / "pods",
-            evidence_socket=self.agents.meter_socket(pod["spec"]["nodeName"]),
-            operator_url=self.operator.api_url,
-            supervisor=self.supervisor,
-        )
-        self.pods.append(running)
-        return running
-
-    def _condition(self, kind: str, name: str, type_: str) -> dict[str, Any]:
-        obj = self.get(kind, name, "-n", NAMESPACE)
-        for cond in (obj.get("status") or {}).get("conditions") or []:
-            if cond.get("type") == type_:
-                return dict(cond)
-        return {}
 
     # -- the channel ----------------------------------------------------------------------------
 
