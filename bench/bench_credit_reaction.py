@@ -71,7 +71,7 @@ WINDOW = 10 * TON  # above the deposit: the cap is the deposit, whatever has bee
 NOTE = (
     "first and last run. B's limit is its half of what remains after A's cost; A's is its cost "
     "plus the other half: the pool's live meters share the remaining credit whether they have "
-    "reported yet or not (usage_api.credit_document), so the two limits add up to at most owed "
+    "reported yet or not (credit_api.credit_document), so the two limits add up to at most owed "
     "plus remaining"
 )
 
