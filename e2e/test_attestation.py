@@ -436,6 +436,13 @@ def test_the_taint_write_is_guarded_by_the_spec_not_by_heartbeats(cluster: Local
     patch's failed test), so replacing the list from a stale copy never drops it."""
     name = "guarded"
     cluster.add_nodes(GpuNode(name, tee=None))  # no TEE label: the session's operators ignore it
+
+    def settled() -> bool:  # kwok made it Ready and kcm lifted its not-ready taint
+        node = get(cluster, "node", name) or {}
+        ready = condition(node, "Ready").get("status") == "True"
+        return ready and not (node.get("spec") or {}).get("taints")
+
+    eventually(settled, timeout=60, what=f"node {name} Ready and untainted")
     theirs = {"key": "example.com/maintenance", "value": "true", "effect": "NoSchedule"}
     pending = {"spec": {"tee": "sev-snp"}, "status": {"verdict": "Pending"}}
     verified = {"spec": {"tee": "sev-snp"}, "status": {"verdict": "Verified"}}
