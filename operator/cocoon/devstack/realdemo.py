@@ -97,10 +97,10 @@ def run(requests: int, workdir: Path, say: Callable[[str], None], *, keep: bool 
         address = realpool.service_ip(cluster, NAMESPACE, POOL)
         charged = serve(cluster, caller, address, requests, say)
         ref = f"{NAMESPACE}/{CHANNEL}"
-        wait_for(
-            lambda: channel_figure(cluster, "claimed") > 0,
+        wait_for(  # and the operator's promise for the last call signed: the books then close
+            lambda: channel_figure(cluster, "claimed") > 0 and promised(cluster) == charged,
             timeout=120,
-            what="the provider's first claim",
+            what="the provider's first claim, and a promise for everything owed",
         )
         chain = realpool.chain_url(cluster, node)
         payout = money.paid_out(chain, cluster.kubeconfig, ref, payee=payee)
@@ -172,6 +172,11 @@ def receipted(caller: realpool.Caller, channel: str) -> int:
     if not report.ok or report.checked == 0:
         raise RuntimeError(f"the caller's receipts do not verify: {report.problems}")
     return report.channel_cost(channel)
+
+
+def promised(cluster: LocalCluster) -> int:
+    status = realpool.status(cluster, "paymentchannel.cocoon.dev", NAMESPACE, CHANNEL)
+    return int((status.get("latestPromise") or {}).get("cumulative", 0))
 
 
 def channel_figure(cluster: LocalCluster, field: str) -> int:
