@@ -20,6 +20,7 @@ from cocoon.attestation import lifecycle
 
 Update = tuple[str, ConditionStatus, str, str]
 POLICY_MISSING = "PolicyMissing"
+AWAITING_EVIDENCE = "AwaitingEvidence"  # a challenge is out; no verdict yet
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def plan(
                 (
                     "Ready",
                     ConditionStatus.FALSE,
-                    "AwaitingEvidence",
+                    AWAITING_EVIDENCE,
                     f"Challenge issued ({due}); waiting for the node agent to answer "
                     f"before {challenge.expires_at.isoformat()}.",
                 )

@@ -7,6 +7,7 @@ from typing import Any
 
 from cocoon.api.common import Condition, ConditionStatus, find_condition, set_condition, utcnow
 from cocoon.attestation.policy import ANY_MEASUREMENT
+from cocoon.attestation.upkeep import AWAITING_EVIDENCE
 from cocoon.kube import EVENTS, Kind, Kube
 
 # Conditions whose True is the abnormal state (like a Node's MemoryPressure): their transitions
@@ -16,7 +17,7 @@ ABNORMAL_TRUE = frozenset({ANY_MEASUREMENT})
 # Reasons an object's first Ready condition gives while it waits for its first input: where
 # every node starts, not news (10,000 nodes would write 10,000 Warnings). Leaving it, or any
 # later transition into it, still gets its Event.
-QUIET_FIRST = frozenset({"AwaitingEvidence"})
+QUIET_FIRST = frozenset({AWAITING_EVIDENCE})
 
 
 def merged_conditions(
