@@ -9,9 +9,11 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -106,11 +108,27 @@ def api_message(exc: BaseException) -> str:
     return str(message or f"{cause.status} {cause.reason}")
 
 
+def settle_proxy(api: client.ApiClient) -> None:
+    """Decide the API server's proxy from the environment (HTTPS_PROXY, NO_PROXY) once, as
+    client-go does, and have the session stop consulting it per request.
+
+    The client library's aiohttp session trusts the environment, which costs every request two
+    worker-thread hops (a ~/.netrc read and a proxy lookup): a tenth of the operator's CPU while
+    it attests a fleet."""
+    rest = api.rest_client
+    server = urlsplit(str(api.configuration.host))
+    proxy = urllib.request.getproxies().get(server.scheme)
+    if not rest.proxy and proxy and not urllib.request.proxy_bypass(server.hostname or ""):
+        rest.proxy = proxy
+    rest.pool_manager._trust_env = False
+
+
 class Kube:
     """A connection to the API server; create with `await Kube.connect()`."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self._api = api
+        settle_proxy(api)
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
