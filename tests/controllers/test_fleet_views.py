@@ -14,7 +14,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from cocoon.api.common import ConditionStatus
 from cocoon.controllers import attestednode, loops, nodes, policies
 from cocoon.controllers.cache import Store
-from cocoon.controllers.views import Informer
+from cocoon.controllers.views import WATCH_EVENTS, Informer
 from cocoon.kube import ATTESTATION_POLICIES, ATTESTED_NODES, NODES, Kind, Obj
 from tests.controllers.test_attestation_pass import PASS, CountingKube, memo_for, node
 
@@ -260,3 +260,38 @@ def test_listeners_hear_what_a_relist_changed() -> None:
                        {"metadata": {"name": "new", "resourceVersion": "2"}}])
     assert sorted(heard, key=str) == sorted([("1", "3"), (None, "2"), ("1", None)], key=str)
     assert informer.store.get("gone") is None
+
+
+class Streams:
+    """A watch that yields the given events once, then ends."""
+
+    def __init__(self, events: list[Obj]) -> None:
+        self.events = events
+
+    async def watch(self, kind: Kind, version: str) -> Any:
+        for event in self.events:
+            yield event
+
+
+async def test_watch_events_are_counted_by_resource_and_type() -> None:
+    """What reaches the operator of the cluster's churn is measured: every event, a heartbeat
+    that changes nothing the operator reads included."""
+
+    def count(kind: str) -> float:
+        return WATCH_EVENTS.labels("nodes", kind)._value.get()
+
+    before = {kind: count(kind) for kind in ("MODIFIED", "BOOKMARK")}
+    heartbeat = {"metadata": {"name": "n1", "resourceVersion": "7"}}
+    stream = Streams([
+        {"type": "MODIFIED", "object": heartbeat},
+        {"type": "MODIFIED", "object": {**heartbeat, "metadata": {"name": "n1",
+                                                                  "resourceVersion": "8"}}},
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}},
+    ])
+    informer = Informer(NODES)
+    version = await informer._follow(stream, "1")  # type: ignore[arg-type]
+    assert version == "9"
+    assert count("MODIFIED") - before["MODIFIED"] == 2
+    assert count("BOOKMARK") - before["BOOKMARK"] == 1
+    assert informer.store.get("n1") is not None
+

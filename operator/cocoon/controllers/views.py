@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import Counter
 from pydantic import ValidationError
 
 from cocoon.api.common import utcnow
@@ -38,6 +39,14 @@ from cocoon.kube import (
 )
 
 log = logging.getLogger(__name__)
+
+# bounded labels: a resource plural the views follow and a watch event type
+WATCH_EVENTS = Counter(
+    "cocoon_watch_events_total",
+    "Watch events the replica's views received, by resource and type: how much of the cluster's "
+    "churn (a kubelet's status heartbeat, another controller's write) reaches the operator.",
+    ["resource", "type"],
+)
 
 
 # called with an object's stored copy before and after one event (None: absent)
@@ -109,6 +118,7 @@ class Informer:
             if kind == "ERROR":
                 raise _Relist
             version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+            WATCH_EVENTS.labels(self.kind.plural, str(kind)).inc()
             if kind != "BOOKMARK":
                 self.feed(obj, kind)
         return version
