@@ -6,18 +6,24 @@ bound to its own (kwok) agent Pod, so the operator's TokenReview sees the node a
 other; the policy requires all 8 GPUs. One driver answers every challenge with simulated-TEE
 evidence, as N agents would.
 
-The Node objects, agent Pods and tokens exist, and kwok has made every Node Ready, before the
-operator starts, so the clock measures the operator alone ("N nodes attested after their Node
-objects exist"): from the operator's start to each node's Verified answer (p50/p99), and to the
-last. The driver creates them with
+The Node objects, agent Pods and tokens exist, and kwok has made every Node and agent Pod Ready,
+before the operator starts, so the clock measures the operator alone ("N nodes attested after
+their Node objects exist"): from the operator's start to each node's Verified answer (p50/p99),
+and to the last. The driver creates them with
 concurrent API calls and follows the AttestedNodes with a list-and-watch (the operator's own
-`views.Informer`), as N agents would, instead of listing the fleet every second; kwok's node
-Leases last an hour here (renewed every 15 min) so 10,000 simulated kubelets' renewals do not
-take the 2 cores the API server and the operator share with them; a real fleet's kubelets run on
-their own machines. The CPU seconds of every process are reported, kwok's included.
+`views.Informer`), as N agents would, instead of listing the fleet every second. kwok's node
+Leases last four hours here (renewed hourly) and its node status heartbeats come as rarely, so
+no simulated kubelet renews or heartbeats while a run lasts: 10,000 simulated kubelets' renewals
+would take the 2 cores the API server and the operator share with them, where a real fleet's
+kubelets run on their own machines. (With hour-long Leases, renewed every 15 min, the 10,000
+renewed while the operator attested: 11 Lease writes and 11 Node status writes a second, each
+sent to every Node watcher.) The CPU seconds of every process are reported, kwok's included.
 
 Then the fleet is left to settle and two attestation passes are counted: the operator's own API
-request counters (`cocoon_kube_requests_total`) say what a pass costs once nothing changes.
+request counters (`cocoon_kube_requests_total`) say what a pass costs once nothing changes. What
+the operator pays for the heartbeats left out of the clock is measured apart: the driver posts
+one status heartbeat per node and the operator's CPU and API requests are counted until its
+Node watch has delivered them all (`cocoon_watch_events_total`).
 Operator CPU comes from /proc, peak RSS from VmHWM. The machine's 1-minute load average is
 sampled through the run: on a shared machine the wall figures move with it.
 
@@ -33,11 +39,12 @@ import contextlib
 import json
 import os
 import platform
+import re
 import ssl
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,7 +74,7 @@ RESULTS = ROOT / "bench" / "results"
 GPUS = 8
 CREATORS = 32  # nodes set up at once (Node, agent Pod, token: three calls each)
 ANSWERING = 32  # evidence submissions in flight at once, as many agents would
-LEASE_S = 3600  # kwok's node Leases: renewed every 15 minutes, not every 10 s
+LEASE_S = 4 * 3600  # kwok's node Leases (renewed hourly, not every 10 s) and heartbeats
 RESYNC_S = 30
 REATTEST_S = 30  # the policy's smallest re-attestation interval, for the re-attestation round
 CHART_DEFAULTS = {  # the chart's pass interval and Lease timing, not the e2e suite's short ones
@@ -92,6 +99,26 @@ def control_plane_cpu(cluster: LocalCluster) -> dict[str, float]:
     return {
         p.name: proc_figures(p.pid)["cpu_s"] for p in cluster.supervisor.processes if p.alive()
     }
+
+
+def apiserver_requests(cluster: LocalCluster) -> dict[str, float]:
+    """The API server's own request counter (`apiserver_request_total`), every client's, by
+    verb and resource[/subresource]: the operator's, kwok's, kcm's and the driver's."""
+    sums: dict[str, float] = {}
+    for line in cluster.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if line.startswith("apiserver_request_total{"):
+            labels, value = line.rsplit(" ", 1)
+            tags = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+            sub = f"/{tags['subresource']}" if tags.get("subresource") else ""
+            key = f"{tags.get('verb')} {tags.get('resource') or tags.get('subresource')}{sub}"
+            sums[key] = sums.get(key, 0.0) + float(value)
+    return sums
+
+
+def grown(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str, int]:
+    """What rose between two counter snapshots, largest first."""
+    rises = {k: int(v - before.get(k, 0.0)) for k, v in after.items()}
+    return dict(sorted(((k, v) for k, v in rises.items() if v > 0), key=lambda kv: -kv[1]))
 
 
 def agent_pod(node: str) -> dict[str, Any]:
@@ -138,34 +165,60 @@ async def create_fleet(kube: Kube, names: list[str]) -> dict[str, str]:
     return dict(await asyncio.gather(*(one(n) for n in names)))
 
 
-def settled_node(node: Obj) -> bool:
-    """kwok has initialised the node (Ready) and the node lifecycle controller has lifted its
-    not-ready taint: the Node no longer changes by itself."""
+def settled(obj: Obj) -> bool:
+    """kwok has made the Node or Pod Ready, and (a Node) the node lifecycle controller has
+    lifted its not-ready taint: it no longer changes by itself."""
     ready = any(
         c.get("type") == "Ready" and c.get("status") == "True"
-        for c in (node.get("status") or {}).get("conditions") or []
+        for c in (obj.get("status") or {}).get("conditions") or []
     )
-    taints = (node.get("spec") or {}).get("taints") or []
+    taints = (obj.get("spec") or {}).get("taints") or []
     return ready and not any(t.get("key", "").startswith("node.kubernetes.io/") for t in taints)
 
 
-async def fleet_ready(kube: Kube, count: int) -> None:
-    """Until every fake node is Ready and untainted (kwok initialises 10,000 nodes in minutes),
-    followed by a list-and-watch: listing 10,000 Nodes every few seconds slowed the API server
-    that was initialising them."""
-    view = Informer(NODES, Store(readiness))
-    task = asyncio.create_task(view.run(kube))
+async def fleet_ready(kube: Kube, count: int) -> Store:
+    """Until every fake node is Ready and untainted and every agent Pod Ready, as an agent is
+    before it can answer a challenge (kwok initialises 10,000 of each in minutes; its pods lag
+    its nodes, and it was still making them Ready, at a cost of ~190 CPU-s, while the operator
+    attested 10,000 nodes). Followed by list-and-watch: listing 10,000 Nodes every few seconds
+    slowed the API server that was initialising them. Returns what it saw of each node."""
+    nodes, pods = Informer(NODES, Store(readiness)), Informer(PODS, Store(readiness))
+    tasks = [asyncio.create_task(view.run(kube)) for view in (nodes, pods)]
     try:
-        while (ready := sum(1 for n in view.store if settled_node(n))) < count:
-            print(f"{ready}/{count} nodes Ready, load {os.getloadavg()[0]:.1f}")
+        while True:
+            ready = sum(1 for n in nodes.store if settled(n))
+            running = sum(1 for p in pods.store if settled(p))
+            if ready >= count and running >= count:
+                break
+            load = os.getloadavg()[0]
+            print(f"{ready}/{count} nodes, {running} agent Pods Ready, load {load:.1f}")
             await asyncio.sleep(5)
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return nodes.store
+
+
+async def heartbeat_round(kube: Kube, nodes: Store) -> None:
+    """One status heartbeat per node, as a kubelet posts every few minutes (kwok's, stretched
+    for the run, would have): each Node's conditions again with a new lastHeartbeatTime."""
+    gate = asyncio.Semaphore(CREATORS)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    async def one(node: Obj) -> None:
+        conditions = [{**c, "lastHeartbeatTime": now} for c in node["status"]["conditions"]]
+        async with gate:
+            await kube.patch(
+                NODES, node["metadata"]["name"], {"status": {"conditions": conditions}},
+                subresource="status",
+            )
+
+    await asyncio.gather(*(one(n) for n in nodes))
 
 
 def readiness(node: Mapping[str, Any]) -> Obj:
-    """What `settled_node` reads of a Node (10,000 whole Nodes would cost the driver ~100 MiB)."""
+    """What `settled` reads of a Node or Pod (10,000 whole Nodes would cost the driver ~100 MiB)."""
     meta = node.get("metadata") or {}
     return {
         "metadata": {"name": meta.get("name"), "resourceVersion": meta.get("resourceVersion")},
@@ -174,8 +227,12 @@ def readiness(node: Mapping[str, Any]) -> Obj:
     }
 
 
+NOT_REQUESTS = ("passes", "node_events")
+
+
 async def metric_sums(http: aiohttp.ClientSession, url: str) -> dict[str, float]:
-    """The operator's request counter (by verb and resource) and attestation pass count."""
+    """The operator's request counter (by verb and resource), its attestation pass count and
+    the Node watch events it has received."""
     async with http.get(f"{url}/metrics") as response:
         text = await response.text()
     sums: dict[str, float] = {}
@@ -185,6 +242,8 @@ async def metric_sums(http: aiohttp.ClientSession, url: str) -> dict[str, float]
             sums[labels.removeprefix("cocoon_kube_requests_total")] = float(value)
         elif line.startswith('cocoon_resync_pass_seconds_count{concern="attestation"}'):
             sums["passes"] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith('cocoon_watch_events_total{resource="nodes",type="MODIFIED"}'):
+            sums["node_events"] = float(line.rsplit(" ", 1)[1])
     return sums
 
 
@@ -280,6 +339,46 @@ async def sample_load(into: list[float]) -> None:
         await asyncio.sleep(5)
 
 
+async def measure_heartbeats(
+    kube: Kube,
+    nodes: Store,
+    sums: Callable[[], Awaitable[dict[str, float]]],
+    operator_cpu: Callable[[], float],
+    idle_rate: float,
+) -> dict[str, Any]:
+    """What one status heartbeat from every node costs the settled operator: its CPU beyond
+    what it spends idle (`idle_rate`, CPU-s per second, measured over the settled passes just
+    before), and the API requests it makes (none is the goal: a heartbeat changes nothing it
+    decides on). Waits until the operator's Node watch has delivered every one."""
+    before, cpu, start = await sums(), operator_cpu(), time.monotonic()
+    await heartbeat_round(kube, nodes)
+    after = before
+    while after.get("node_events", 0) < before.get("node_events", 0) + len(nodes):
+        await asyncio.sleep(0.5)
+        after = await sums()
+    seconds, spent = time.monotonic() - start, operator_cpu() - cpu
+    requests = {
+        k: after[k] - before.get(k, 0)
+        for k in after
+        if k not in NOT_REQUESTS and "leases" not in k and after[k] != before.get(k, 0)
+    }
+    passes = after.get("passes", 0) - before.get("passes", 0)
+    return {
+        "how": "the driver patches every Node's status conditions with a new lastHeartbeatTime "
+        "(what kwok's node-heartbeat stage, stretched for this run, and a kubelet do), and waits "
+        "for the operator's Node watch to deliver them all",
+        "heartbeats": len(nodes),
+        "seconds": round(seconds, 1),
+        "operator_cpu_seconds": round(spent, 2),
+        "operator_idle_cpu_seconds_per_second": round(idle_rate, 4),
+        "operator_cpu_ms_per_heartbeat_beyond_idle": round(
+            max(0.0, spent - idle_rate * seconds) / len(nodes) * 1000, 3
+        ),
+        "operator_api_requests_besides_leases": requests,
+        "attestation_passes_meanwhile": passes,
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
@@ -294,7 +393,9 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="cocoon-fleet-"))
-    cluster = LocalCluster(workdir, ensure_binaries(), node_lease_seconds=LEASE_S)
+    cluster = LocalCluster(
+        workdir, ensure_binaries(), node_lease_seconds=LEASE_S, node_heartbeat_seconds=LEASE_S
+    )
     cluster.start()
     operator = None
     try:
@@ -317,13 +418,19 @@ def main() -> None:
             kube = await Kube.connect()
             try:
                 tokens = await create_fleet(kube, names)
-                await fleet_ready(kube, len(names))
+                seen = await fleet_ready(kube, len(names))
                 setup_s = time.monotonic() - setup
                 print(f"{len(tokens)} Nodes, agent Pods and tokens in {setup_s:.1f} s")
+                served_start = apiserver_requests(cluster)
                 start = time.monotonic()
                 operator.start()
                 assert operator.process is not None
-                cpu_start = proc_figures(operator.process.pid)["cpu_s"]
+                pid = operator.process.pid
+
+                def operator_cpu() -> float:
+                    return proc_figures(pid)["cpu_s"]
+
+                cpu_start = operator_cpu()
                 plane_start = control_plane_cpu(cluster)
                 driver_start = sum(os.times()[:2])
                 sampler = asyncio.create_task(sample_load(loads))
@@ -332,7 +439,7 @@ def main() -> None:
                     await agents.until(lambda: len(agents.first_verified) >= len(tokens))
                     verified = agents.first_verified
                     last = max(verified.values())
-                    cpu_attest = proc_figures(operator.process.pid)["cpu_s"] - cpu_start
+                    cpu_attest = operator_cpu() - cpu_start
                     plane = {
                         name: round(cpu - plane_start.get(name, 0.0), 1)
                         for name, cpu in control_plane_cpu(cluster).items()
@@ -340,15 +447,23 @@ def main() -> None:
                     plane["driver (every agent's evidence)"] = round(
                         sum(os.times()[:2]) - driver_start, 1
                     )
+                    served = grown(apiserver_requests(cluster), served_start)
                     attested = len(await kube.list(NODES, labels="cocoon.dev/attested=true"))
                     tls = aiohttp.TCPConnector(ssl=operator.tls)
                     async with aiohttp.ClientSession(connector=tls) as http:
                         before = await metric_sums(http, operator.api_url)
+                        idle_cpu, idle_start = operator_cpu(), time.monotonic()
                         after = before
                         while after.get("passes", 0) < before.get("passes", 0) + 2:
                             await asyncio.sleep(2)
                             after = await metric_sums(http, operator.api_url)
-                        re_s, re_cpu, re_count, re_after = 0.0, 0.0, 0, after
+                        idle_rate = (operator_cpu() - idle_cpu) / (time.monotonic() - idle_start)
+                        heartbeats = await measure_heartbeats(
+                            kube, seen, lambda: metric_sums(http, operator.api_url),
+                            operator_cpu, idle_rate,
+                        )
+                        re_before = await metric_sums(http, operator.api_url)
+                        re_s, re_cpu, re_count, re_after = 0.0, 0.0, 0, re_before
                         if not args.no_reattest:
                             # the policy now wants every node challenged again after
                             # REATTEST_S: its change has the leader re-check every node at once
@@ -356,7 +471,7 @@ def main() -> None:
                                 max(0.0, REATTEST_S - (time.monotonic() - last))
                             )
                             verdicts = agents.verifications
-                            cpu_before = proc_figures(operator.process.pid)["cpu_s"]
+                            cpu_before = operator_cpu()
                             re_start = time.monotonic()
                             await kube.patch(
                                 ATTESTATION_POLICIES,
@@ -367,7 +482,7 @@ def main() -> None:
                                 lambda: agents.verifications >= verdicts + len(tokens)
                             )
                             re_s = time.monotonic() - re_start
-                            re_cpu = proc_figures(operator.process.pid)["cpu_s"] - cpu_before
+                            re_cpu = operator_cpu() - cpu_before
                             re_count = agents.verifications - verdicts
                             re_after = await metric_sums(http, operator.api_url)
                 finally:
@@ -378,12 +493,14 @@ def main() -> None:
                 per_pass = {
                     k: round((after[k] - before.get(k, 0)) / passes, 1)
                     for k in after
-                    if k != "passes" and after[k] != before.get(k, 0)
+                    if k not in NOT_REQUESTS and after[k] != before.get(k, 0)
                 }
                 per_reattestation = {
-                    k: round((re_after[k] - after.get(k, 0)) / max(re_count, 1), 2)
+                    k: round((re_after[k] - re_before.get(k, 0)) / max(re_count, 1), 2)
                     for k in re_after
-                    if k != "passes" and "leases" not in k and re_after[k] != after.get(k, 0)
+                    if k not in NOT_REQUESTS
+                    and "leases" not in k
+                    and re_after[k] != re_before.get(k, 0)
                 }
                 latencies = [t - start for t in verified.values()]
                 return {
@@ -394,14 +511,16 @@ def main() -> None:
                     "p99": percentile(latencies, 0.99),
                     "cpu_attest_s": cpu_attest,
                     "plane_cpu_s": plane,
+                    "served": served,
                     "requests_during_attestation": {
-                        k: v for k, v in before.items() if k != "passes"
+                        k: v for k, v in before.items() if k not in NOT_REQUESTS
                     },
                     "requests_per_settled_pass": per_pass,
                     "reattest_s": re_s,
                     "reattest_count": re_count,
                     "reattest_cpu_s": re_cpu,
                     "requests_per_reattestation": per_reattestation,
+                    "heartbeats": heartbeats,
                     "figures": proc_figures(operator.process.pid),
                 }
             finally:
@@ -415,8 +534,8 @@ def main() -> None:
             "gpus_per_node": GPUS,
             "security": "every check on: per-node tokens bound to each node's agent Pod "
             "(COCOON_ALLOW_UNBOUND_AGENT_TOKENS unset), policy requires 8 distinct GPUs",
-            "clock": "from the operator's start; every Node (Ready), agent Pod and token existed "
-            "before",
+            "clock": "from the operator's start; every Node (Ready), agent Pod (Ready) and token "
+            "existed before",
             "seconds_to_all_verified": round(timing["attest_s"], 1),
             "nodes_per_second": round(args.nodes / timing["attest_s"], 1),
             "verified_p50_s": round(timing["p50"], 1),
@@ -430,6 +549,7 @@ def main() -> None:
             "api_requests_attesting_total": int(total_requests),
             "api_requests_attesting_per_node": round(total_requests / args.nodes, 1),
             "api_requests_attesting": timing["requests_during_attestation"],
+            "apiserver_requests_attesting_every_client": timing["served"],
             "api_requests_per_settled_pass": {
                 k: v for k, v in timing["requests_per_settled_pass"].items() if "leases" not in k
             },
@@ -453,6 +573,7 @@ def main() -> None:
                     sum(timing["requests_per_reattestation"].values()), 2
                 ),
             },
+            "node_status_heartbeats": timing["heartbeats"],
             "resync_seconds": RESYNC_S,
             "seconds_creating_nodes_pods_tokens_until_ready": round(timing["setup_s"], 1),
             "load_average_before": [round(x, 1) for x in load_before],

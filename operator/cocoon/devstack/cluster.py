@@ -26,6 +26,7 @@ from cocoon.devstack.kubeconfig import certificate_user, write_kubeconfig
 from cocoon.devstack.process import Supervisor, free_port, wait_for
 
 NODE_LEASE_SECONDS = 40
+HEARTBEAT_STAGE = "node-heartbeat-with-lease"
 
 
 class CommandFailed(RuntimeError):
@@ -71,6 +72,10 @@ class LocalCluster:
     # node lifecycle controller's grace period follows it. A fleet benchmark lengthens it so
     # 10,000 nodes' renewals do not swamp the API server it measures.
     node_lease_seconds: int = NODE_LEASE_SECONDS
+    # how often kwok rewrites a fake node's status conditions (kwok's own stage: every ~10
+    # minutes); a fleet benchmark lengthens it as it does the Leases: 10,000 simulated kubelets'
+    # status writes are work for kwok, the API server and kcm on the cores the operator shares
+    node_heartbeat_seconds: int | None = None
     ports: dict[str, int] = field(default_factory=dict)
     supervisor: Supervisor = field(init=False)
 
@@ -95,6 +100,23 @@ class LocalCluster:
         if not self.audit_log.exists():
             return []
         return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line]
+
+    def _stages(self) -> Path:
+        """kwok's stages: its own, or a copy whose node heartbeat comes every
+        `node_heartbeat_seconds` (plus up to 10 s of jitter, as kwok's own has)."""
+        if self.node_heartbeat_seconds is None:
+            return stages_file()
+        stages = list(yaml.safe_load_all(stages_file().read_text()))
+        heartbeat = [s for s in stages if s["metadata"]["name"] == HEARTBEAT_STAGE]
+        if not heartbeat:
+            raise RuntimeError(f"{stages_file()} has no {HEARTBEAT_STAGE} stage to lengthen")
+        heartbeat[0]["spec"]["delay"] = {
+            "durationMilliseconds": self.node_heartbeat_seconds * 1000,
+            "jitterDurationMilliseconds": self.node_heartbeat_seconds * 1000 + 10_000,
+        }
+        path = self.workdir / "kwok-stages.yaml"
+        path.write_text(yaml.safe_dump_all(stages))
+        return path
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -220,7 +242,7 @@ class LocalCluster:
             [
                 str(self.bin_dir / "kwok"),
                 f"--kubeconfig={kubeconfig}",
-                f"--config={stages_file()}",
+                f"--config={self._stages()}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
                 "--cidr=10.244.0.1/16",
