@@ -22,7 +22,6 @@ from cocoon.devstack import money
 from cocoon.devstack.calls import http_json
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.meters import (
-    TON,
     allow_secrets,
     payer_and_channel,
     post_report,
@@ -34,6 +33,7 @@ from cocoon.devstack.process import http_ok
 from cocoon.devstack.stack import OPERATOR_NAMESPACE, Operator
 from cocoon.ton import emulator
 from cocoon.ton.tvm import Address
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import wallet_address
 from e2e.harness import condition, eventually
 from e2e.test_paymentchannel import channel_status, payouts, reconciled

@@ -21,12 +21,12 @@ from cocoon.devstack.meters import allow_secrets
 from cocoon.devstack.stack import Agents, Operator, simulated_policy
 from cocoon.ton import emulator, keyfile
 from cocoon.ton.tvm import raw
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import wallet_address
 from e2e.conftest import BLACK_HOLE_NETWORK, NodeFactory
 from e2e.harness import BlackHole, condition, eventually, get
 
 pytestmark = pytest.mark.e2e
-TON = 1_000_000_000
 CHANNELS = 6  # at ~30 s of client timeout each, one shared loop would be stuck for 3 minutes
 
 

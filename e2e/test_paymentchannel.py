@@ -19,7 +19,6 @@ from cocoon.devstack.calls import http_json
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.meters import (
     PRICE,
-    TON,
     allow_secrets,
     payer_and_channel,
     post_report,
@@ -31,6 +30,7 @@ from cocoon.devstack.stack import Operator
 from cocoon.ton import emulator
 from cocoon.ton.toncenter import ToncenterChain
 from cocoon.ton.tvm import Address, raw
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import wallet_address
 from e2e.harness import condition, eventually, get
 

@@ -37,10 +37,10 @@ from cocoon.devstack.stack import (
     simulated_tee,
     stand_in,
 )
-from cocoon.devstack.summary import TON
 from cocoon.devstack.triton import configmap_data
 from cocoon.ton import emulator, keyfile
 from cocoon.ton.tvm import Address, raw
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import wallet_address
 
 NAMESPACE = "demo"

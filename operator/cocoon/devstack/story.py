@@ -25,10 +25,11 @@ from cocoon.devstack.calls import Call, chat_stream, generate_stream, http_json
 from cocoon.devstack.process import wait_for
 from cocoon.devstack.simstack import NAMESPACE, POOL, Say, SimStack, quiet
 from cocoon.devstack.stack import PodStandIn
-from cocoon.devstack.summary import TON, Sample, Summary, ton
+from cocoon.devstack.summary import Sample, Summary, ton
 from cocoon.meter import usage_report
 from cocoon.ton import emulator
 from cocoon.ton.tvm import Address
+from cocoon.ton.units import TON
 
 
 class Story(SimStack):
