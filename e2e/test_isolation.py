@@ -15,10 +15,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys
+from cocoon.devstack.agents import Agents, simulated_policy
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.meters import allow_secrets
-from cocoon.devstack.stack import Agents, Operator, simulated_policy
+from cocoon.devstack.stack import Operator
 from cocoon.ton import emulator, keyfile
 from cocoon.ton.tvm import raw
 from cocoon.ton.units import TON

@@ -22,9 +22,9 @@ from cocoon import keys
 from cocoon.client.call import describe
 from cocoon.devstack import money
 from cocoon.devstack.calls import Call, chat_stream, generate_stream, http_json
+from cocoon.devstack.podstandin import PodStandIn
 from cocoon.devstack.process import wait_for
 from cocoon.devstack.simstack import NAMESPACE, POOL, Say, SimStack, quiet
-from cocoon.devstack.stack import PodStandIn
 from cocoon.devstack.summary import Sample, Summary, ton
 from cocoon.meter import usage_report
 from cocoon.ton import emulator
