@@ -57,12 +57,6 @@ def payouts(url: str, payee: Address, channel: str) -> list[int]:
     return asyncio.run(read())
 
 
-def unattested_count(metrics: str) -> float:
-    prefix = 'cocoon_usage_reports_rejected_total{reason="unattested"} '
-    lines = [line for line in metrics.splitlines() if line.startswith(prefix)]
-    return float(lines[0].removeprefix(prefix)) if lines else 0.0
-
-
 def reconciled(cluster: LocalCluster, namespace: str, chain_url: str) -> money.Books:
     return money.reconciled(chain_url, f"{namespace}/ch", cluster.kubeconfig)
 
@@ -173,8 +167,8 @@ def test_paid_inference_channel(
     assert int(entry["creditLimitNanoton"]) == TON // 4 + TON // 2
 
     # an unregistered key is refused and counted, and writes nothing
-    code, metrics = http_json("GET", f"{operator.api_url}/metrics", context=operator.tls)
-    before = unattested_count(metrics)
+    unattested = 'cocoon_usage_reports_rejected_total{reason="unattested"}'
+    before = operator.metric(unattested)
     code, answer = http_json(
         "POST",
         f"{operator.api_url}/usage/v1/reports",
@@ -182,8 +176,7 @@ def test_paid_inference_channel(
         context=operator.tls,
     )
     assert code == 403 and answer["error"]["reason"] == "Unattested"
-    code, metrics = http_json("GET", f"{operator.api_url}/metrics", context=operator.tls)
-    assert unattested_count(metrics) == before + 1
+    assert operator.metric(unattested) == before + 1
     assert "rejectedReports" not in channel_status(cluster, namespace)
     assert channel_status(cluster, namespace)["owed"] == str(TON // 4)
 

@@ -7,12 +7,14 @@ it. The e2e tests and `cocoon dev demo` share all of it, so what is tested is wh
 
 from __future__ import annotations
 
+import re
 import ssl
 import sys
 from pathlib import Path
 
 from cocoon import keys
 from cocoon.devstack.binaries import repo_root
+from cocoon.devstack.calls import http_json
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.process import Managed, Supervisor, free_port, http_ok, wait_for
@@ -193,3 +195,11 @@ class Operator:
 
     def log(self) -> str:
         return "\n".join(p.log.read_text(errors="replace") for p in self.supervisor.processes)
+
+    def metric(self, sample: str) -> float:
+        """One sample (`name{labels}`) of this replica's /metrics; 0 while not exported yet."""
+        code, text = http_json("GET", f"{self.api_url}/metrics", context=self.tls)
+        if code != 200:
+            raise RuntimeError(f"{self.name}'s /metrics answered {code}")
+        found = re.search(rf"^{re.escape(sample)} (\S+)$", str(text), re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
