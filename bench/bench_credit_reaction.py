@@ -41,7 +41,6 @@ from cocoon.devstack.binaries import ensure_binaries
 from cocoon.devstack.calls import http_json
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.meters import (
-    TON,
     allow_secrets,
     journal_of,
     payer_and_channel,
@@ -61,6 +60,7 @@ from cocoon.meter.operator_link import OperatorCreditSource
 from cocoon.meter.server import ServeOptions
 from cocoon.ton import accounting, emulator
 from cocoon.ton.tvm import raw
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import wallet_address
 
 NAMESPACE = "bench"

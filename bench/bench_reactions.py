@@ -32,18 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from cocoon.agent.simulated import DEFAULT_MEASUREMENT
+from cocoon.devstack.agents import Agents, simulated_policy, simulated_tee
 from cocoon.devstack.binaries import ensure_binaries
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.gpunode import GpuNode
-from cocoon.devstack.stack import (
-    Agents,
-    Operator,
-    install_crds,
-    install_security,
-    operator_kubeconfig,
-    simulated_policy,
-    simulated_tee,
-)
+from cocoon.devstack.stack import Operator, install_crds, install_security, operator_kubeconfig
 from cocoon.kube import ATTESTED_NODES as ATTESTED
 from cocoon.kube import INFERENCE_POOLS, NODES, PODS, Kube
 

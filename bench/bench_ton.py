@@ -20,9 +20,9 @@ from cocoon.ton.client import PaymentChannel
 from cocoon.ton.settlement import Policy
 from cocoon.ton.toncenter import ToncenterChain
 from cocoon.ton.tvm import Address
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import Wallet
 
-TON = 1_000_000_000
 PROMISES = 5_000
 CLAIMS = 10
 NOBODY = Address("0:" + "00" * 32)

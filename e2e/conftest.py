@@ -15,19 +15,12 @@ import pytest
 
 from cocoon import keys
 from cocoon.agent.simulated import DEFAULT_MEASUREMENT, SimulatedTee
+from cocoon.devstack.agents import Agents, simulated_policy, simulated_tee
 from cocoon.devstack.binaries import ensure_binaries
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.pccs import Pccs, serve
-from cocoon.devstack.stack import (
-    Agents,
-    Operator,
-    install_crds,
-    install_security,
-    operator_kubeconfig,
-    simulated_policy,
-    simulated_tee,
-)
+from cocoon.devstack.stack import Operator, install_crds, install_security, operator_kubeconfig
 from cocoon.ton import emulator
 from cocoon.ton.tvm import Address, raw
 from cocoon.ton.wallet import wallet_address

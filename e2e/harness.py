@@ -1,4 +1,4 @@
-"""What e2e tests share besides the stack itself (cocoon.devstack.stack): reading and waiting."""
+"""What e2e tests share besides the stack itself (cocoon.devstack): reading and waiting."""
 
 from __future__ import annotations
 

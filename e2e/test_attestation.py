@@ -22,10 +22,11 @@ from cocoon import keys
 from cocoon.agent.simulated import DEFAULT_MEASUREMENT, SimulatedTee
 from cocoon.attestation import ear
 from cocoon.controllers import nodes
+from cocoon.devstack.agents import Agents, simulated_policy, simulated_tee
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.pccs import Pccs
-from cocoon.devstack.stack import Agents, Operator, simulated_policy, simulated_tee
+from cocoon.devstack.stack import Operator
 from cocoon.kube import NODES, Kube
 from e2e.conftest import NodeFactory, wait_attested
 from e2e.harness import condition, eventually, get

@@ -19,10 +19,11 @@ import pytest
 from cocoon import keys
 from cocoon.agent.simulated import SimulatedTee
 from cocoon.controllers.run import LOST_LEADERSHIP
+from cocoon.devstack.agents import Agents
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.process import http_ok
-from cocoon.devstack.stack import OPERATOR_NAMESPACE, Agents, Operator
+from cocoon.devstack.stack import OPERATOR_NAMESPACE, Operator
 from e2e.conftest import NodeFactory
 from e2e.harness import condition, eventually, get
 

@@ -9,7 +9,6 @@ import asyncio
 import base64
 import collections
 import json
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,10 +18,8 @@ import pytest
 
 from cocoon import keys
 from cocoon.devstack import money
-from cocoon.devstack.calls import http_json
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.meters import (
-    TON,
     allow_secrets,
     payer_and_channel,
     post_report,
@@ -34,6 +31,7 @@ from cocoon.devstack.process import http_ok
 from cocoon.devstack.stack import OPERATOR_NAMESPACE, Operator
 from cocoon.ton import emulator
 from cocoon.ton.tvm import Address
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import wallet_address
 from e2e.harness import condition, eventually
 from e2e.test_paymentchannel import channel_status, payouts, reconciled
@@ -41,14 +39,6 @@ from e2e.test_paymentchannel import channel_status, payouts, reconciled
 pytestmark = [pytest.mark.e2e, pytest.mark.chain]
 PROBE_BOUND_S = 15  # chainprobe: ChainReachable tells the truth within interval 10 s + deadline 5 s
 SLACK_S = 15  # a loaded test machine (2 cores shared by the whole stack)
-
-
-def metric(operator: Operator, sample: str) -> float:
-    """One sample of the replica's /metrics (`name{labels}`), 0 when not exported yet."""
-    code, text = http_json("GET", f"{operator.api_url}/metrics", context=operator.tls)
-    assert code == 200
-    found = re.search(rf"^{re.escape(sample)} (\S+)$", str(text), re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
 
 
 def channel_condition(cluster: LocalCluster, namespace: str, type_: str) -> dict[str, Any]:
@@ -97,7 +87,7 @@ def test_chain_down_while_usage_waits_to_be_claimed(
     log = operator.process.log if operator.process is not None else None
     assert log is not None
     unreachable = 'cocoon_chain_probes_total{result="unreachable"}'
-    probes = metric(operator, unreachable)
+    probes = operator.metric(unreachable)
 
     chain.stop()
     down_at = time.monotonic()
@@ -145,7 +135,7 @@ def test_chain_down_while_usage_waits_to_be_claimed(
         eventually(
             lambda: (
                 time.monotonic() - down_at > PROBE_BOUND_S
-                and metric(operator, unreachable) > probes
+                and operator.metric(unreachable) > probes
                 and attempts() >= 2
             ),
             timeout=2 * PROBE_BOUND_S + SLACK_S,
@@ -287,11 +277,11 @@ def test_a_meter_flooding_the_usage_route(
     meter = open_channel(cluster, namespace, chain_url)
     post_report(replica, report(meter, namespace, TON // 20, 1))  # what the thief replays
     refusals = {
-        reason: metric(replica, f'cocoon_operator_api_refusals_total{{reason="{reason}"}}')
+        reason: replica.metric(f'cocoon_operator_api_refusals_total{{reason="{reason}"}}')
         for reason in ("rate_limited", "too_large")
     }
     rejected = {
-        reason: metric(replica, f'cocoon_usage_reports_rejected_total{{reason="{reason}"}}')
+        reason: replica.metric(f'cocoon_usage_reports_rejected_total{{reason="{reason}"}}')
         for reason in ("bad_signature", "unattested", "malformed")
     }
     audit_from = len(cluster.audit_events())
@@ -335,7 +325,7 @@ def test_a_meter_flooding_the_usage_route(
 
     # every refusal is counted with its reason
     def grew(name: str, reason: str, base: float, by: int) -> bool:
-        return metric(replica, f'{name}{{reason="{reason}"}}') >= base + by
+        return replica.metric(f'{name}{{reason="{reason}"}}') >= base + by
 
     assert grew("cocoon_operator_api_refusals_total", "rate_limited", refusals["rate_limited"],
                 counts[STOLEN][429] + counts[STRANGER][429])  # fmt: skip

@@ -18,7 +18,6 @@ from cocoon.devstack.calls import http_json
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.meters import (
-    TON,
     allow_secrets,
     payer_and_channel,
     post_report,
@@ -29,6 +28,7 @@ from cocoon.devstack.meters import (
 from cocoon.devstack.stack import OPERATOR_NAMESPACE, Operator, operator_kubeconfig
 from cocoon.ton import emulator
 from cocoon.ton.tvm import Address
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import wallet_address
 from e2e.conftest import NodeFactory
 from e2e.harness import condition, eventually, get

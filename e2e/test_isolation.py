@@ -15,18 +15,19 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cocoon import keys
+from cocoon.devstack.agents import Agents, simulated_policy
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.meters import allow_secrets
-from cocoon.devstack.stack import Agents, Operator, simulated_policy
+from cocoon.devstack.stack import Operator
 from cocoon.ton import emulator, keyfile
 from cocoon.ton.tvm import raw
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import wallet_address
 from e2e.conftest import BLACK_HOLE_NETWORK, NodeFactory
 from e2e.harness import BlackHole, condition, eventually, get
 
 pytestmark = pytest.mark.e2e
-TON = 1_000_000_000
 CHANNELS = 6  # at ~30 s of client timeout each, one shared loop would be stuck for 3 minutes
 
 

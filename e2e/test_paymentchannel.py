@@ -19,7 +19,6 @@ from cocoon.devstack.calls import http_json
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.meters import (
     PRICE,
-    TON,
     allow_secrets,
     payer_and_channel,
     post_report,
@@ -31,6 +30,7 @@ from cocoon.devstack.stack import Operator
 from cocoon.ton import emulator
 from cocoon.ton.toncenter import ToncenterChain
 from cocoon.ton.tvm import Address, raw
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import wallet_address
 from e2e.harness import condition, eventually, get
 
@@ -55,12 +55,6 @@ def payouts(url: str, payee: Address, channel: str) -> list[int]:
         return [tx.in_value for tx in txs if tx.in_source == Address(channel)]
 
     return asyncio.run(read())
-
-
-def unattested_count(metrics: str) -> float:
-    prefix = 'cocoon_usage_reports_rejected_total{reason="unattested"} '
-    lines = [line for line in metrics.splitlines() if line.startswith(prefix)]
-    return float(lines[0].removeprefix(prefix)) if lines else 0.0
 
 
 def reconciled(cluster: LocalCluster, namespace: str, chain_url: str) -> money.Books:
@@ -173,8 +167,8 @@ def test_paid_inference_channel(
     assert int(entry["creditLimitNanoton"]) == TON // 4 + TON // 2
 
     # an unregistered key is refused and counted, and writes nothing
-    code, metrics = http_json("GET", f"{operator.api_url}/metrics", context=operator.tls)
-    before = unattested_count(metrics)
+    unattested = 'cocoon_usage_reports_rejected_total{reason="unattested"}'
+    before = operator.metric(unattested)
     code, answer = http_json(
         "POST",
         f"{operator.api_url}/usage/v1/reports",
@@ -182,8 +176,7 @@ def test_paid_inference_channel(
         context=operator.tls,
     )
     assert code == 403 and answer["error"]["reason"] == "Unattested"
-    code, metrics = http_json("GET", f"{operator.api_url}/metrics", context=operator.tls)
-    assert unattested_count(metrics) == before + 1
+    assert operator.metric(unattested) == before + 1
     assert "rejectedReports" not in channel_status(cluster, namespace)
     assert channel_status(cluster, namespace)["owed"] == str(TON // 4)
 

@@ -22,11 +22,11 @@ from cocoon.ton import emulator, keyfile
 from cocoon.ton.accounting import Action
 from cocoon.ton.toncenter import ToncenterChain
 from cocoon.ton.tvm import raw
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import wallet_address
 
 from .fakekube import FakeKube, views_of
 
-TON = 1_000_000_000
 NS = "dev"
 POOL = "pool"
 # One nanoton per completion token: a report's cost is its output token count.

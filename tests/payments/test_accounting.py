@@ -22,8 +22,8 @@ from cocoon.ton.accounting import (
     next_action,
 )
 from cocoon.ton.channel import State
+from cocoon.ton.units import TON
 
-TON = 1_000_000_000
 A, B = "a" * 64, "b" * 64
 POOL = "ns/pool"
 

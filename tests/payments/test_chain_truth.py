@@ -20,8 +20,9 @@ from cocoon.controllers import (
 )
 from cocoon.kube import PAYMENT_CHANNELS
 from cocoon.ton import emulator, networks
+from cocoon.ton.units import TON
 
-from .conftest import NS, TON, Env
+from .conftest import NS, Env
 
 pytestmark = pytest.mark.chain
 PROBE = loops.Schedule("chains", interval_s=1, timeout_s=3, concurrency=2)

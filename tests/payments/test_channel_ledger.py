@@ -19,8 +19,9 @@ from cocoon.ton import emulator, ledger_cli
 from cocoon.ton.chain import ChainError, TxInfo
 from cocoon.ton.toncenter import ToncenterChain
 from cocoon.ton.tvm import Address
+from cocoon.ton.units import TON
 
-from .conftest import NS, TON, Env
+from .conftest import NS, Env
 from .test_channel_lifecycle import signed_report
 
 pytestmark = pytest.mark.chain

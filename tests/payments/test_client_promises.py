@@ -23,9 +23,10 @@ from cocoon.controllers import channel_chain
 from cocoon.kube import PAYMENT_CHANNELS
 from cocoon.meter import receipts
 from cocoon.ton.client import PaymentChannel
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import Wallet
 
-from .conftest import NS, POOL, TON, Env
+from .conftest import NS, POOL, Env
 from .test_channel_lifecycle import signed_report
 
 Client = TestClient[web.Request, web.Application]

@@ -23,8 +23,9 @@ from cocoon.controllers.views import Views
 from cocoon.kube import INFERENCE_POOLS, PAYMENT_CHANNELS
 from cocoon.meter import usage_report
 from cocoon.meter.operator_link import OperatorCreditSource
+from cocoon.ton.units import TON
 
-from .conftest import NS, POOL, PRICE, TON, channel_body, credit_headers, journal_of, meter_record
+from .conftest import NS, POOL, PRICE, channel_body, credit_headers, journal_of, meter_record
 from .fakekube import FakeKube, views_of
 
 Client = TestClient[web.Request, web.Application]

@@ -13,8 +13,9 @@ from aiohttp.test_utils import TestClient
 from cocoon.ton.accounting import CLAIM_GAS_CHARGE
 from cocoon.ton.client import PaymentChannel
 from cocoon.ton.tvm import Address
+from cocoon.ton.units import TON
 
-from .conftest import TON, Env
+from .conftest import Env
 from .test_channel_lifecycle import signed_report
 
 pytestmark = pytest.mark.chain

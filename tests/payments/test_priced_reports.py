@@ -18,8 +18,9 @@ from cocoon.kube import INFERENCE_POOLS, PAYMENT_CHANNELS
 from cocoon.meter import usage_report
 from cocoon.placement import meters
 from cocoon.placement.render import meter_container
+from cocoon.ton.units import TON
 
-from .conftest import NS, POOL, PRICE, TON, Env, credit_headers, journal_of, meter_record
+from .conftest import NS, POOL, PRICE, Env, credit_headers, journal_of, meter_record
 from .test_channel_lifecycle import condition, signed_report
 
 Client = TestClient[web.Request, web.Application]

@@ -19,9 +19,10 @@ from cocoon.controllers.channel_secrets import Blocked
 from cocoon.kube import PAYMENT_CHANNELS, SECRETS
 from cocoon.ton import networks
 from cocoon.ton.tvm import Address, raw, user_friendly
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import wallet_address
 
-from .conftest import NS, TON, Env
+from .conftest import NS, Env
 
 GOOD = raw(wallet_address(keys.public_bytes(keys.generate())))
 FRIENDLY = user_friendly(Address(GOOD))

@@ -10,9 +10,8 @@ import pytest
 from cocoon import keys
 from cocoon.ton import emulator
 from cocoon.ton.toncenter import ToncenterChain
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import Wallet
-
-TON = 1_000_000_000
 
 
 @pytest.fixture(scope="session")

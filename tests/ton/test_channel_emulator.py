@@ -22,9 +22,10 @@ from cocoon.ton.channel import (
 from cocoon.ton.client import ChannelError, InvalidPromise, PaymentChannel
 from cocoon.ton.toncenter import ToncenterChain
 from cocoon.ton.tvm import boc
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import InsufficientFunds, Wallet
 
-from .conftest import TON, funded_wallet
+from .conftest import funded_wallet
 
 pytestmark = pytest.mark.chain
 CLOSE_DELAY = 600

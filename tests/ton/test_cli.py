@@ -12,8 +12,7 @@ import pytest
 from cocoon.cli import main
 from cocoon.ton import emulator, keyfile
 from cocoon.ton.tvm import Address
-
-from .conftest import TON
+from cocoon.ton.units import TON
 
 pytestmark = pytest.mark.chain
 

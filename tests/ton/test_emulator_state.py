@@ -11,10 +11,10 @@ import pytest
 from cocoon import keys
 from cocoon.ton import emulator
 from cocoon.ton.toncenter import ToncenterChain
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import wallet_address
 
 pytestmark = pytest.mark.chain
-TON = 1_000_000_000
 
 
 async def _read(url: str, address: object) -> tuple[int, int, int]:

@@ -12,9 +12,9 @@ from cocoon.ton import ledger
 from cocoon.ton.chain import TxInfo
 from cocoon.ton.channel import claim_body, close_body, coop_close_body, top_up_body, withdraw_body
 from cocoon.ton.tvm import Address
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import wallet_address
 
-TON = 1_000_000_000
 PAYER = wallet_address(keys.public_bytes(keys.generate()))
 PAYEE = wallet_address(keys.public_bytes(keys.generate()))
 STRANGER = wallet_address(keys.public_bytes(keys.generate()))

@@ -15,6 +15,7 @@ from cocoon.ton.settlement import (
     next_promise,
     top_up_amount,
 )
+from cocoon.ton.units import TON
 
 amounts = st.integers(min_value=0, max_value=10**15)
 times = st.integers(min_value=0, max_value=2**40)
@@ -107,7 +108,7 @@ def test_top_up_restores_headroom(deposited: int, signed: int) -> None:
 
 @pytest.mark.parametrize("kwargs", [
     {"min_claim": 1},
-    {"min_claim": 2 * 10**9},
+    {"min_claim": 2 * TON},
     {"claim_interval_s": 0},
     {"top_up_below": 10, "top_up_to": 5},
 ])

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from cocoon.api.common import MAX_COUNT, ApiModel, ConditionList, Nanoton
 from cocoon.api.inferencepool import DNS_LABEL, TON_ADDRESS
 from cocoon.meter.pricing import Price
+from cocoon.ton.units import TON
 
 
 class SigningMode(StrEnum):
@@ -66,7 +67,7 @@ class ClaimPolicy(ApiModel):
     """When the provider's side claims what is owed."""
 
     threshold: Nanoton = Field(
-        default="1000000000", description="Claim once this much is promised but unclaimed."
+        default=str(TON), description="Claim once this much is promised but unclaimed."
     )
     interval_seconds: int = Field(
         default=3600, ge=60, description="Claim at least this often while something is owed."
@@ -96,7 +97,7 @@ class PaymentChannelSpec(ApiModel):
     payer: PayerSpec = Field(description="The payer's key and signing mode.")
     deposit: Nanoton = Field(description="Amount to keep deposited in the channel, in nanoton.")
     credit_window: Nanoton = Field(
-        default="1000000000",
+        default=str(TON),
         description="How much may be served beyond the latest promise before callers get 402.",
     )
     claim: ClaimPolicy = Field(default_factory=ClaimPolicy, description="When to claim.")

@@ -23,8 +23,8 @@ from cocoon.devstack.process import wait_for
 from cocoon.devstack.stack import OPERATOR_NAMESPACE, Operator
 from cocoon.meter import usage_report
 from cocoon.ton import keyfile
+from cocoon.ton.units import TON
 
-TON = 1_000_000_000
 PRICE = {"perOutputToken": "1"}  # a report's cost is its output token count
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from cocoon.ton.units import TON
+
 WIDTH, HEIGHT, PAD = 640, 300, 48
 SERIES = (("owed", "#d9822b"), ("claimed", "#2b8a3e"), ("credit_left", "#1c7ed6"))
 
@@ -35,7 +37,7 @@ def svg(samples: Sequence[Point], title: str) -> str:
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" '
         'stroke="#888"/>',
         f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#888"/>',
-        f'<text x="{PAD - 4}" y="{PAD}" text-anchor="end">{top / 1e9:.3f}</text>',
+        f'<text x="{PAD - 4}" y="{PAD}" text-anchor="end">{top / TON:.3f}</text>',
         f'<text x="{PAD - 4}" y="{HEIGHT - PAD}" text-anchor="end">0 TON</text>',
         f'<text x="{WIDTH - PAD}" y="{HEIGHT - PAD + 16}" text-anchor="end">{t1 - t0:.0f} s</text>',
     ]

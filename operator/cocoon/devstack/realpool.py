@@ -21,16 +21,16 @@ from cocoon import keys
 from cocoon.agent.simulated import SimulatedTee
 from cocoon.client import ReceiptStore
 from cocoon.devstack import chart
+from cocoon.devstack.agents import simulated_policy, simulated_tee
 from cocoon.devstack.calls import MODEL
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.node import RealNode
 from cocoon.devstack.process import wait_for
 from cocoon.devstack.simstack import PRICE
-from cocoon.devstack.stack import simulated_policy, simulated_tee
-from cocoon.devstack.summary import TON
 from cocoon.devstack.triton import configmap_data
 from cocoon.meter import sidecar
 from cocoon.ton import emulator, keyfile
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import wallet_address
 
 TRITON_IMAGE = "ghcr.io/cocoon-k8s/cocoon-triton"

@@ -21,26 +21,18 @@ from cocoon.agent.simulated import SimulatedTee
 from cocoon.client import ReceiptStore, VerifiedTransport, Verifier
 from cocoon.client import policy as client_policy
 from cocoon.devstack import money
+from cocoon.devstack.agents import Agents, simulated_policy, simulated_tee
 from cocoon.devstack.binaries import ensure_binaries
 from cocoon.devstack.calls import MODEL
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.gpunode import GpuNode
+from cocoon.devstack.podstandin import PodStandIn, stand_in
 from cocoon.devstack.process import Supervisor, wait_for
-from cocoon.devstack.stack import (
-    Agents,
-    Operator,
-    PodStandIn,
-    install_crds,
-    install_security,
-    operator_kubeconfig,
-    simulated_policy,
-    simulated_tee,
-    stand_in,
-)
-from cocoon.devstack.summary import TON
+from cocoon.devstack.stack import Operator, install_crds, install_security, operator_kubeconfig
 from cocoon.devstack.triton import configmap_data
 from cocoon.ton import emulator, keyfile
 from cocoon.ton.tvm import Address, raw
+from cocoon.ton.units import TON
 from cocoon.ton.wallet import wallet_address
 
 NAMESPACE = "demo"

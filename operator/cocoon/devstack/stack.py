@@ -1,35 +1,23 @@
-"""The local stack beyond the control plane: CRDs and the chart's security objects, the operator
-under its chart-granted ServiceAccount, node agents with pod-bound tokens, the simulated TEE, and
-pod stand-ins that run real Triton and meter processes for pods kwok only pretends to run.
+"""The operator's side of the local stack: the CRDs and the chart's security objects, installed
+as the chart renders them, and `cocoon operator` run under its chart-granted ServiceAccount.
 
-The e2e tests and `cocoon dev demo` share all of it, so what is tested is what is demonstrated.
+Node agents (`cocoon.devstack.agents`) and pod stand-ins (`cocoon.devstack.podstandin`) complete
+it. The e2e tests and `cocoon dev demo` share all of it, so what is tested is what is demonstrated.
 """
 
 from __future__ import annotations
 
+import re
 import ssl
 import sys
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from cocoon import keys
-from cocoon.agent.simulated import SimulatedTee
-from cocoon.devstack import triton
 from cocoon.devstack.binaries import repo_root
+from cocoon.devstack.calls import http_json
 from cocoon.devstack.cluster import LocalCluster
 from cocoon.devstack.gpunode import GpuNode
-from cocoon.devstack.process import (
-    Managed,
-    Supervisor,
-    free_port,
-    http_ok,
-    probe_context,
-    wait_for,
-)
-from cocoon.devstack.triton import DEMO_MODELS, TritonServer
-from cocoon.meter import sidecar
+from cocoon.devstack.process import Managed, Supervisor, free_port, http_ok, wait_for
 
 OPERATOR_NAMESPACE = "cocoon-system"
 RELEASE = "cocoon"
@@ -208,247 +196,10 @@ class Operator:
     def log(self) -> str:
         return "\n".join(p.log.read_text(errors="replace") for p in self.supervisor.processes)
 
-
-class Agents:
-    """Node agents as local processes standing in for the DaemonSet's pods.
-
-    Each answers for one kwok node with a ServiceAccount token bound to a real (kwok) Pod on
-    that node, so the operator's node binding is exercised exactly as in a cluster."""
-
-    def __init__(self, cluster: LocalCluster, operator: Operator, simulated_dir: Path) -> None:
-        self.cluster = cluster
-        self.operator = operator
-        self.simulated_dir = simulated_dir
-        self.supervisor = Supervisor(cluster.workdir / "logs")
-        self.running: dict[str, Managed] = {}
-
-    def token_for(self, node: str) -> Path:
-        """Two tokens bound to a real (kwok) agent Pod on `node`, as the DaemonSet projects them:
-        one for the API server (returned) and one for the operator (audience cocoon-operator,
-        next to it), so a token meant for one is refused by the other."""
-        pod = f"cocoon-agent-{node}"
-        self.cluster.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": pod,
-                    "namespace": OPERATOR_NAMESPACE,
-                    "labels": {"app.kubernetes.io/name": "cocoon-agent"},
-                },
-                "spec": {
-                    "nodeName": node,
-                    "serviceAccountName": "cocoon-agent",
-                    "automountServiceAccountToken": False,
-                    "tolerations": [{"operator": "Exists"}],
-                    "containers": [{"name": "agent", "image": "cocoon:dev"}],
-                },
-            }
-        )
-
-        def token(*audience: str) -> str:
-            return self.cluster.kubectl(
-                "create", "token", "cocoon-agent", "-n", OPERATOR_NAMESPACE,
-                "--bound-object-kind", "Pod", "--bound-object-name", pod, "--duration=1h",
-                *audience,
-            ).stdout.strip()  # fmt: skip
-
-        path = self.cluster.workdir / f"agent-{node}.token"
-        path.write_text(token())
-        self.operator_token(node).write_text(token(f"--audience={sidecar.TOKEN_AUDIENCE}"))
-        return path
-
-    def operator_token(self, node: str) -> Path:
-        return self.cluster.workdir / f"agent-{node}.operator-token"
-
-    def key_file(self, node: str) -> Path:
-        """The node's workload key, the agent's alone."""
-        return self.cluster.workdir / f"agent-{node}" / keys.WORKLOAD_KEY_FILE
-
-    def meter_socket(self, node: str) -> Path:
-        """The node-local socket on which the agent gives meters evidence for their keys."""
-        return self.cluster.workdir / f"agent-{node}" / "meter" / "agent.sock"
-
-    def kubeconfig_for(self, node: str, token_file: Path) -> Path:
-        return self.cluster.token_kubeconfig(
-            token_file.read_text(), self.cluster.workdir / f"agent-{node}.kubeconfig"
-        )
-
-    def argv(
-        self,
-        node: str,
-        *extra: str,
-        token_file: Path | None = None,
-        simulated_dir: Path | None = None,
-    ) -> list[str]:
-        if token_file is None:
-            self.token_for(node)
-        return [
-            sys.executable,
-            "-m",
-            "cocoon.cli",
-            "agent",
-            "run",
-            "--node",
-            node,
-            "--operator-url",
-            self.operator.api_url,
-            "--ca-file",
-            str(self.operator.ca_file),
-            "--token-file",
-            str(self.operator_token(node)),
-            "--key-file",
-            str(self.key_file(node)),
-            "--meter-socket",
-            str(self.meter_socket(node)),
-            "--simulated",
-            str(simulated_dir or self.simulated_dir),
-            "--poll-seconds",
-            "0.5",
-            *extra,
-        ]
-
-    def env(self, node: str, token_file: Path) -> dict[str, str]:
-        return {"KUBECONFIG": str(self.kubeconfig_for(node, token_file)), "PYTHONUNBUFFERED": "1"}
-
-    def start(self, node: str, *extra: str, simulated_dir: Path | None = None) -> Managed:
-        token = self.token_for(node)
-        process = self.supervisor.start(
-            f"agent-{node}",
-            self.argv(node, *extra, token_file=token, simulated_dir=simulated_dir),
-            env=self.env(node, token),
-            cwd=repo_root(),
-        )
-        self.running[node] = process
-        return process
-
-    def stop(self, node: str) -> None:
-        process = self.running.pop(node, None)
-        if process is not None:
-            process.stop()
-
-    def stop_all(self) -> None:
-        self.supervisor.stop_all()
-        self.running.clear()
-
-
-def pod_token(cluster: LocalCluster, pod: dict[str, Any], audience: str) -> str:
-    """A ServiceAccount token bound to `pod`, as the kubelet projects it into the pod."""
-    meta = pod["metadata"]
-    return cluster.kubectl(
-        "create", "token", pod["spec"].get("serviceAccountName") or "default",
-        "-n", meta["namespace"], "--bound-object-kind", "Pod", "--bound-object-name",
-        meta["name"], f"--audience={audience}", "--duration=1h",
-    ).stdout.strip()  # fmt: skip
-
-
-def simulated_tee(directory: Path) -> Path:
-    """A per-cluster simulated TEE (root keys generated now, never committed)."""
-    SimulatedTee.generate(now=datetime.now(UTC)).save(directory, overwrite=True)
-    return directory
-
-
-def simulated_policy(
-    directory: Path, name: str = "default", gpus: int = 8, **overrides: Any
-) -> dict[str, Any]:
-    """The policy `cocoon agent simulated policy` prints, with `overrides` in its spec."""
-    document = SimulatedTee.load(directory).policy_document(name, gpus=gpus)
-    spec = dict(document["spec"])  # type: ignore[call-overload]
-    spec.update(overrides)
-    return {**document, "spec": spec}
-
-
-# -- pods that kwok only pretends to run -----------------------------------------------------
-
-_LOCAL_ONLY = (
-    "--model-repository=",
-    "--http-address=",
-    "--http-port=",
-    "--grpc-address=",
-    "--grpc-port=",
-    "--metrics-address=",
-    "--metrics-port=",
-    "--exit-timeout-secs=",
-)
-
-
-@dataclass
-class PodStandIn:
-    """Real Triton and meter processes for one pool pod, run from the pod spec the operator
-    rendered: the same arguments and environment; only paths and ports are made local."""
-
-    pod: str
-    node: str
-    triton: TritonServer
-    meter: Managed
-    http_url: str
-    grpc_target: str
-    admin_url: str
-
-    def stop(self) -> None:
-        self.meter.stop()
-        self.triton.stop()
-
-
-def stand_in(
-    pod: dict[str, Any],
-    *,
-    cluster: LocalCluster,
-    workdir: Path,
-    evidence_socket: Path,
-    operator_url: str,
-    supervisor: Supervisor,
-    models: Path = DEMO_MODELS,
-) -> PodStandIn:
-    """The pod's meter gets what the kubelet would give it: the node agent's socket and a token
-    bound to this pod (audience cocoon-operator), so it registers exactly as in a cluster."""
-    containers = {c["name"]: c for c in pod["spec"]["containers"]}
-    name = pod["metadata"]["name"]
-    node = pod["spec"]["nodeName"]
-    pod_dir = workdir / name
-    pod_dir.mkdir(parents=True, exist_ok=True)
-    token_file = pod_dir / "token"
-    token_file.write_text(pod_token(cluster, pod, sidecar.TOKEN_AUDIENCE))
-    kept = [a for a in containers["triton"]["args"] if not a.startswith(_LOCAL_ONLY)]
-    server = triton.start(models, workdir=pod_dir / "triton", extra_args=tuple(kept))
-    ports = {"--http-port": free_port(), "--grpc-port": free_port(), "--admin-port": free_port()}
-    local = {
-        "--upstream-http": server.http_url,
-        "--upstream-grpc": server.grpc_target,
-        "--journal": str(pod_dir / "journal.db"),
-        "--evidence-socket": str(evidence_socket),
-        "--token-file": str(token_file),
-        "--operator-url": operator_url,
-        **{flag: str(port) for flag, port in ports.items()},
-    }
-    meter_spec = containers["meter"]
-    args = [
-        f"{a.split('=', 1)[0]}={local[a.split('=', 1)[0]]}" if a.split("=", 1)[0] in local else a
-        for a in meter_spec["args"]
-    ]
-    env = {e["name"]: e["value"] for e in meter_spec.get("env", []) if "value" in e}
-    env.update(POD_NAME=name, NODE_NAME=node)
-    meter = supervisor.start(
-        f"meter-{name}", [sys.executable, "-m", "cocoon.cli", *args, "--listen=127.0.0.1"], env=env
-    )
-    http_url = f"https://127.0.0.1:{ports['--http-port']}"
-    try:
-        wait_for(
-            lambda: http_ok(f"{http_url}/v2/health/ready", context=probe_context()),
-            timeout=60,
-            what=f"the meter of {name}",
-            watch=meter,
-        )
-    except BaseException:
-        meter.stop()
-        server.stop()
-        raise
-    return PodStandIn(
-        pod=name,
-        node=node,
-        triton=server,
-        meter=meter,
-        http_url=http_url,
-        grpc_target=f"127.0.0.1:{ports['--grpc-port']}",
-        admin_url=f"http://127.0.0.1:{ports['--admin-port']}",
-    )
+    def metric(self, sample: str) -> float:
+        """One sample (`name{labels}`) of this replica's /metrics; 0 while not exported yet."""
+        code, text = http_json("GET", f"{self.api_url}/metrics", context=self.tls)
+        if code != 200:
+            raise RuntimeError(f"{self.name}'s /metrics answered {code}")
+        found = re.search(rf"^{re.escape(sample)} (\S+)$", str(text), re.MULTILINE)
+        return float(found.group(1)) if found else 0.0

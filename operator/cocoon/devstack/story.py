@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,13 +21,14 @@ from cocoon import keys
 from cocoon.client.call import describe
 from cocoon.devstack import money
 from cocoon.devstack.calls import Call, chat_stream, generate_stream, http_json
+from cocoon.devstack.podstandin import PodStandIn
 from cocoon.devstack.process import wait_for
 from cocoon.devstack.simstack import NAMESPACE, POOL, Say, SimStack, quiet
-from cocoon.devstack.stack import PodStandIn
-from cocoon.devstack.summary import TON, Sample, Summary, ton
+from cocoon.devstack.summary import Sample, Summary, ton
 from cocoon.meter import usage_report
 from cocoon.ton import emulator
 from cocoon.ton.tvm import Address
+from cocoon.ton.units import TON
 
 
 class Story(SimStack):
@@ -160,12 +160,8 @@ class Story(SimStack):
     def rejected_reports(self, reason: str) -> int:
         """The operator's own count of refused usage reports (forgeries write nothing else)."""
         assert self.operator is not None
-        _, text = http_json("GET", f"{self.operator.api_url}/metrics", context=self.operator.tls)
-        match = re.search(
-            rf'^cocoon_usage_reports_rejected_total{{reason="{reason}"}} ([0-9.]+)$',
-            str(text), re.MULTILINE,
-        )
-        return int(float(match.group(1))) if match else 0
+        sample = f'cocoon_usage_reports_rejected_total{{reason="{reason}"}}'
+        return int(self.operator.metric(sample))
 
     def close(self, name: str, payer: Address) -> tuple[int, str]:
         """Delete the channel: final claim, close, the delay passes, the payer gets the rest.

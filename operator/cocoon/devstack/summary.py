@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TON = 1_000_000_000
+from cocoon.ton.units import TON
 
 
 @dataclass

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from cocoon.ton.channel import EXTERNAL_CLAIM_GAS
+from cocoon.ton.units import TON
 
 # Above the external-claim gas charge (6,000 gas at 400 nanoton = 2.4 mTON), so that a claim
 # always pays the payee more than it costs.
@@ -22,11 +23,11 @@ GAS_PRICE_NANOTON = 400
 class Policy:
     """Defaults follow COCOON's cadence: settle at 1 TON owed, or hourly with anything owed."""
 
-    claim_threshold: int = 1_000_000_000
+    claim_threshold: int = TON
     claim_interval_s: int = 3600
     min_claim: int = DEFAULT_MIN_CLAIM
-    top_up_below: int = 500_000_000
-    top_up_to: int = 5_000_000_000
+    top_up_below: int = TON // 2
+    top_up_to: int = 5 * TON
 
     def __post_init__(self) -> None:
         if self.min_claim <= EXTERNAL_CLAIM_GAS * GAS_PRICE_NANOTON:
