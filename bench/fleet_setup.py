@@ -13,27 +13,13 @@ from typing import Any
 from cocoon.controllers.cache import Store
 from cocoon.controllers.httpapi import AUDIENCE
 from cocoon.controllers.views import Informer
+from cocoon.devstack.agents import agent_pod
 from cocoon.devstack.gpunode import GpuNode
 from cocoon.devstack.stack import OPERATOR_NAMESPACE
 from cocoon.kube import NODES, PODS, Kube, Obj
 
 GPUS = 8
 CREATORS = 32  # nodes set up at once (Node, agent Pod, token: three calls each)
-
-
-def agent_pod(node: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": f"cocoon-agent-{node}", "namespace": OPERATOR_NAMESPACE},
-        "spec": {
-            "nodeName": node,
-            "serviceAccountName": "cocoon-agent",
-            "automountServiceAccountToken": False,
-            "tolerations": [{"operator": "Exists"}],
-            "containers": [{"name": "agent", "image": "cocoon:dev"}],
-        },
-    }
 
 
 async def create_fleet(kube: Kube, names: list[str]) -> dict[str, str]:

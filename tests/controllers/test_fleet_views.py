@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 from kubernetes_asyncio.client.exceptions import ApiException
+from prometheus_client import REGISTRY
 
 from cocoon.api.common import ConditionStatus
 from cocoon.controllers import attestednode, loops, nodes, policies
 from cocoon.controllers.cache import Store
-from cocoon.controllers.views import WATCH_EVENTS, Informer
+from cocoon.controllers.views import Informer
 from cocoon.kube import ATTESTATION_POLICIES, ATTESTED_NODES, NODES, Kind, Obj
 from tests.controllers.test_attestation_pass import PASS, CountingKube, memo_for, node
 
@@ -278,7 +279,10 @@ async def test_watch_events_are_counted_by_resource_and_type() -> None:
     that changes nothing the operator reads included."""
 
     def count(kind: str) -> float:
-        return WATCH_EVENTS.labels("nodes", kind)._value.get()
+        sample = REGISTRY.get_sample_value(
+            "cocoon_watch_events_total", {"resource": "nodes", "type": kind}
+        )
+        return sample or 0.0
 
     before = {kind: count(kind) for kind in ("MODIFIED", "BOOKMARK")}
     heartbeat = {"metadata": {"name": "n1", "resourceVersion": "7"}}

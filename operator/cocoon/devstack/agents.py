@@ -17,6 +17,27 @@ from cocoon.devstack.stack import OPERATOR_NAMESPACE, Operator
 from cocoon.meter import sidecar
 
 
+def agent_pod(node: str) -> dict[str, Any]:
+    """The agent DaemonSet's Pod on `node` as kwok runs it: what an agent's tokens are bound to,
+    so the operator's node binding is exercised as in a cluster."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"cocoon-agent-{node}",
+            "namespace": OPERATOR_NAMESPACE,
+            "labels": {"app.kubernetes.io/name": "cocoon-agent"},
+        },
+        "spec": {
+            "nodeName": node,
+            "serviceAccountName": "cocoon-agent",
+            "automountServiceAccountToken": False,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{"name": "agent", "image": "cocoon:dev"}],
+        },
+    }
+
+
 class Agents:
     """Node agents as local processes standing in for the DaemonSet's pods.
 
@@ -34,30 +55,14 @@ class Agents:
         """Two tokens bound to a real (kwok) agent Pod on `node`, as the DaemonSet projects them:
         one for the API server (returned) and one for the operator (audience cocoon-operator,
         next to it), so a token meant for one is refused by the other."""
-        pod = f"cocoon-agent-{node}"
-        self.cluster.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": pod,
-                    "namespace": OPERATOR_NAMESPACE,
-                    "labels": {"app.kubernetes.io/name": "cocoon-agent"},
-                },
-                "spec": {
-                    "nodeName": node,
-                    "serviceAccountName": "cocoon-agent",
-                    "automountServiceAccountToken": False,
-                    "tolerations": [{"operator": "Exists"}],
-                    "containers": [{"name": "agent", "image": "cocoon:dev"}],
-                },
-            }
-        )
+        pod = agent_pod(node)
+        self.cluster.apply(pod)
+        name = pod["metadata"]["name"]
 
         def token(*audience: str) -> str:
             return self.cluster.kubectl(
                 "create", "token", "cocoon-agent", "-n", OPERATOR_NAMESPACE,
-                "--bound-object-kind", "Pod", "--bound-object-name", pod, "--duration=1h",
+                "--bound-object-kind", "Pod", "--bound-object-name", name, "--duration=1h",
                 *audience,
             ).stdout.strip()  # fmt: skip
 
